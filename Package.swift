@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "flotilla",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "flotilla", targets: ["flotilla"]),
+        .executable(name: "flotilla-lab", targets: ["flotilla-lab"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        .target(name: "SSH", dependencies: ["CLibSSH2"]),
+        .target(
+            name: "FlotillaCore",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            resources: [.copy("Resources/stackstorm-migrations.yaml")]
+        ),
+        .executableTarget(
+            name: "flotilla",
+            dependencies: [
+                "SSH", "FlotillaCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "flotilla-lab",
+            dependencies: [
+                "FlotillaCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH"]),
+        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "FlotillaCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,160 @@
+import Foundation
+
+/// What runs inside (or in place of) a lab host: the namespace boot, the session wrapper
+/// that applies faults and logs every SSH command, and the silent listener.
+enum HostProcesses {
+    /// Pid 1 of a host's namespaces: gives the host its own /etc, /opt, /var/log, /run and
+    /// shadowed package managers, then becomes the host's sshd.
+    static func boot(hostDir: String) -> Never {
+        let paths = HostPaths(dir: URL(fileURLWithPath: hostDir))
+        do {
+            let config = try HostConfig.load(paths)
+            let bin = URL(fileURLWithPath: config.labDir).appendingPathComponent("bin").path
+            try mountOverlay(at: "/usr/bin", options: "lowerdir=\(bin):/usr/bin")
+            for (mountPoint, layer) in HostPaths.overlays {
+                try mountOverlay(at: mountPoint, options: "lowerdir=\(mountPoint),upperdir=\(paths.upper(layer).path),workdir=\(paths.work(layer).path)")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("flotilla-lab boot \(hostDir): \(error)\n".utf8))
+            exit(70)
+        }
+        let argv = ["/usr/sbin/sshd", "-D", "-f", paths.sshdConfig.path, "-E", paths.sshdLog.path]
+        var cArgs = argv.map { strdup($0) } + [nil]
+        execv(argv[0], &cArgs)
+        FileHandle.standardError.write(Data("flotilla-lab boot: cannot start sshd: \(String(cString: strerror(errno)))\n".utf8))
+        exit(70)
+    }
+
+    private static func mountOverlay(at target: String, options: String) throws {
+        guard mount("overlay", target, "overlay", 0, options) == 0 else {
+            throw LabError.failed("mount overlay on \(target) (\(options)): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Listens on ADDR:PORT and never accepts: the kernel completes connections, and the
+    /// client waits for a banner that never comes.
+    static func silent(address: String, port: Int) -> Never {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, address, &addr.sin_addr)
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0, bound == 0, listen(fd, 1024) == 0 else {
+            FileHandle.standardError.write(Data("flotilla-lab: cannot listen on \(address):\(port): \(String(cString: strerror(errno)))\n".utf8))
+            exit(70)
+        }
+        while true { pause() }
+    }
+}
+
+nonisolated(unsafe) private var sessionChild: pid_t = 0
+
+/// The ForceCommand of every lab host: applies the host's command faults, runs the client's
+/// command with the login shell, and appends a record of it to the host's command log.
+enum SessionWrapper {
+    static func run() -> Never {
+        let environment = ProcessInfo.processInfo.environment
+        guard let command = environment["SSH_ORIGINAL_COMMAND"] else {
+            execShell(["-bash"]) // an interactive login
+        }
+        guard let paths = HostPaths.current(), let config = try? HostConfig.load(paths) else {
+            execShell(["bash", "-c", command])
+        }
+        let start = Date()
+        var record = CommandRecord(kind: "ssh", argv: [command], start: start, end: start, exitStatus: 0)
+        let faults = config.spec.faults
+        let store = StateStore(paths: paths)
+
+        for fault in faults.slow where matches(fault, command) { usleep(useconds_t(fault.delay * 1_000_000)) }
+        if let fault = firing(faults.fail, kind: "fail", command, store) {
+            if !fault.stdout.isEmpty { FileHandle.standardOutput.write(Data((fault.stdout + "\n").utf8)) }
+            if !fault.stderr.isEmpty { FileHandle.standardError.write(Data((fault.stderr + "\n").utf8)) }
+            record.fault = "fail"
+            record.end = Date()
+            record.exitStatus = fault.exitCode
+            record.append(to: paths)
+            exit(fault.exitCode)
+        }
+        if firing(faults.hang, kind: "hang", command, store) != nil {
+            record.fault = "hang"
+            record.exitStatus = -1
+            record.append(to: paths)
+            while true { pause() }
+        }
+        if firing(faults.drop, kind: "drop", command, store) != nil {
+            record.fault = "drop"
+            record.exitStatus = -1
+            record.append(to: paths)
+            dropConnection()
+        }
+
+        let shellArgs: [String] = ["bash", "-c", command]
+        var cArgs: [UnsafeMutablePointer<CChar>?] = shellArgs.map { strdup($0) }
+        cArgs.append(nil)
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, "/bin/bash", nil, nil, &cArgs, environ) == 0 else {
+            exit(126)
+        }
+        sessionChild = pid
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
+            signal(sig) { received in kill(sessionChild, received) }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        record.end = Date()
+        let signaled = status & 0x7f
+        record.exitStatus = signaled == 0 ? (status >> 8) & 0xff : 128 + signaled
+        record.append(to: paths)
+        if signaled != 0 {
+            signal(signaled, SIG_DFL)
+            kill(getpid(), signaled)
+        }
+        exit((status >> 8) & 0xff)
+    }
+
+    private static func execShell(_ argv: [String]) -> Never {
+        var cArgs = argv.map { strdup($0) } + [nil]
+        execv("/bin/bash", &cArgs)
+        exit(127)
+    }
+
+    static func matches(_ fault: CommandFault, _ command: String) -> Bool {
+        fault.pattern.isEmpty || command.range(of: fault.pattern, options: .regularExpression) != nil
+    }
+
+    /// The first fault of `list` that matches and has firings left; counts the firing.
+    private static func firing(_ list: [CommandFault], kind: String, _ command: String, _ store: StateStore) -> CommandFault? {
+        for (index, fault) in list.enumerated() where matches(fault, command) {
+            guard let times = fault.times else { return fault }
+            let key = "\(kind).\(index)"
+            let fired = (try? store.update { state -> Bool in
+                guard state.faultHits[key, default: 0] < times else { return false }
+                state.faultHits[key, default: 0] += 1
+                return true
+            }) ?? false
+            if fired { return fault }
+        }
+        return nil
+    }
+
+    /// Kills the sshd processes serving this connection, so the client sees it drop.
+    private static func dropConnection() -> Never {
+        var pid = getppid()
+        var victims: [pid_t] = []
+        while pid > 1, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") {
+            let comm = stat[stat.index(after: open)..<close]
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            if comm == "sshd" { victims.append(pid) }
+            guard fields.count > 1, let parent = pid_t(fields[1]) else { break }
+            pid = parent
+        }
+        for victim in victims { kill(victim, SIGKILL) }
+        exit(255)
+    }
+}
