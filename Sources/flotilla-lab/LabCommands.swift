@@ -35,6 +35,11 @@ func labMain(_ body: () throws -> Void) throws {
     } catch let error as LabError {
         FileHandle.standardError.write(Data("flotilla-lab: \(error.message)\n".utf8))
         throw ExitCode(error.exitCode)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        FileHandle.standardError.write(Data("flotilla-lab: internal error: \(error)\n".utf8))
+        throw ExitCode(70)
     }
 }
 
@@ -224,18 +229,24 @@ enum LabDown {
     /// they are gone, and marks the lab down. Returns how many were running.
     static func stop(_ record: LabRecord, dir: URL) -> Int {
         let processes = record.hosts.flatMap(\.processes).filter(ProcessTable.isAlive)
-        // The namespace holders take their whole namespace with them (--kill-child).
-        for process in processes where process.role != "sshd" { kill(process.pid, SIGTERM) }
-        var deadline = Date().addingTimeInterval(10)
-        var signal = SIGTERM
+        for host in record.hosts {
+            let live = host.processes.filter(ProcessTable.isAlive)
+            if let sshd = live.first(where: { $0.role == "sshd" }) {
+                // The init of the host's pid namespace: when it exits, the kernel ends
+                // every process of the host, and the unshare holding it exits too.
+                kill(sshd.pid, SIGTERM)
+            } else {
+                // No recorded sshd (a failed start, or a silent listener): unshare ignores
+                // SIGTERM, and SIGKILL takes its child with it (--kill-child).
+                for process in live { kill(process.pid, process.role == "silent-listener" ? SIGTERM : SIGKILL) }
+            }
+        }
+        let deadline = Date().addingTimeInterval(5)
         while processes.contains(where: ProcessTable.isAlive) {
             if Date() > deadline {
-                guard signal == SIGTERM else { break }
-                signal = SIGKILL
-                deadline = Date().addingTimeInterval(5)
                 for process in processes where ProcessTable.isAlive(process) { kill(process.pid, SIGKILL) }
             }
-            usleep(5_000)
+            usleep(2_000)
         }
         var down = record
         down.state = "down"

@@ -34,7 +34,7 @@ struct LabUp: Sendable {
         try? fm.removeItem(at: clientKey)
         try? fm.removeItem(at: clientKey.appendingPathExtension("pub"))
         try runTool(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "flotilla-lab", "-f", clientKey.path])
-        try fm.copyItem(at: clientKey.appendingPathExtension("pub"), to: dir.appendingPathComponent("authorized_keys"))
+        try writeAtomically(try Data(contentsOf: clientKey.appendingPathExtension("pub")), to: dir.appendingPathComponent("authorized_keys"))
         let password = Self.randomPassword()
         try writeAtomically(Data((password + "\n").utf8), to: dir.appendingPathComponent("password"))
         let passwordHash = try runTool(["/usr/bin/openssl", "passwd", "-6", "-stdin"], input: password + "\n")
