@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+/// The output of a process the tests ran.
+struct Run: Sendable {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a program to completion, feeding `input` (or nothing: stdin is closed at once).
+@discardableResult
+func run(_ argv: [String], input: String = "") throws -> Run {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: argv[0])
+    process.arguments = Array(argv.dropFirst())
+    let output = Pipe(), errors = Pipe(), stdin = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    process.standardInput = stdin
+    try process.run()
+    stdin.fileHandleForWriting.write(Data(input.utf8))
+    try stdin.fileHandleForWriting.close()
+    // Drain stderr on another thread so a full pipe never blocks the child.
+    let errData = DataBox()
+    let group = DispatchGroup()
+    DispatchQueue.global().async(group: group) { errData.value = errors.fileHandleForReading.readDataToEndOfFile() }
+    let outData = output.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    process.waitUntilExit()
+    return Run(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.value, as: UTF8.self))
+}
+
+private final class DataBox: @unchecked Sendable {
+    // @unchecked: written by one thread before the DispatchGroup wait, read after it.
+    var value = Data()
+}
+
+/// The directory holding the built products (flotilla-lab sits beside the test bundle).
+let productsDir: URL = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: exe).deletingLastPathComponent()
+}()
+
+let labExecutable = productsDir.appendingPathComponent("flotilla-lab").path
+
+/// Each lab gets its own loopback /24, so tests run in parallel without clashing.
+private let addressBlocks = AddressBlocks()
+private final class AddressBlocks: @unchecked Sendable {
+    // @unchecked: `next` is only touched while holding `lock`.
+    private let lock = NSLock()
+    private var next = 0
+    func take() -> String {
+        lock.withLock {
+            next += 1
+            return "127.\(90 + next / 250).\(next % 250 + 1).1"
+        }
+    }
+}
+
+/// A lab fleet brought up from a spec for one test, always brought down at the end.
+final class TestLab: Sendable {
+    let dir: URL
+    let firstAddress: String
+    let upResult: Run
+
+    init(spec: String) throws {
+        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let specFile = dir.appendingPathComponent("spec.yaml")
+        try spec.write(to: specFile, atomically: true, encoding: .utf8)
+        firstAddress = addressBlocks.take()
+        upResult = try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", firstAddress])
+    }
+
+    var labDir: URL { dir.appendingPathComponent("lab") }
+    func path(_ name: String) -> String { labDir.appendingPathComponent(name).path }
+
+    /// `ssh -F lab/ssh_config HOST COMMAND`.
+    func ssh(_ host: String, _ command: String, input: String = "", options: [String] = []) throws -> Run {
+        try run(["/usr/bin/ssh", "-F", path("ssh_config")] + options + [host, command], input: input)
+    }
+
+    func state(_ host: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: labDir.appendingPathComponent("hosts/\(host)/state.json"))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    func packages(_ host: String) throws -> [String: String] {
+        try #require(try state(host)["packages"] as? [String: String])
+    }
+
+    /// The host's command log, one record per line; fails the test on a malformed line.
+    func commandLog(_ host: String) throws -> [[String: Any]] {
+        let text = try String(contentsOf: labDir.appendingPathComponent("hosts/\(host)/commands.log"), encoding: .utf8)
+        return try text.split(separator: "\n").map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "bad log line: \(line)")
+        }
+    }
+
+    @discardableResult
+    func down() throws -> Run {
+        try run([labExecutable, "down", "--dir", labDir.path])
+    }
+
+    /// Processes whose command line mentions this lab.
+    func processesMentioningLab() -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard pid != getpid(), let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            let zombie = stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)] == "Z" } ?? true
+            return !zombie && String(decoding: cmdline, as: UTF8.self).contains(labDir.path)
+        }
+    }
+
+    deinit {
+        _ = try? down()
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
