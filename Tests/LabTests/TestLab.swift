@@ -44,6 +44,18 @@ let productsDir: URL = {
 
 let labExecutable = productsDir.appendingPathComponent("flotilla-lab").path
 
+/// Labs left behind by a test process that died (a crash skips deinit): brought down once,
+/// before this process starts its first lab.
+private let reapOrphanedLabs: Void = {
+    let temporary = NSTemporaryDirectory()
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] where name.hasPrefix("flotilla-lab-test-") {
+        guard let owner = Int32(name.split(separator: "-")[3]), kill(owner, 0) != 0 else { continue }
+        let dir = URL(fileURLWithPath: temporary).appendingPathComponent(name)
+        _ = try? run([labExecutable, "down", "--dir", dir.appendingPathComponent("lab").path])
+        try? FileManager.default.removeItem(at: dir)
+    }
+}()
+
 /// Each lab gets its own loopback /24, so tests run in parallel without clashing.
 private let addressBlocks = AddressBlocks()
 private final class AddressBlocks: @unchecked Sendable {
@@ -58,6 +70,11 @@ private final class AddressBlocks: @unchecked Sendable {
     }
 }
 
+struct LabUpFailed: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
 /// A lab fleet brought up from a spec for one test, always brought down at the end.
 final class TestLab: Sendable {
     let dir: URL
@@ -65,12 +82,19 @@ final class TestLab: Sendable {
     let upResult: Run
 
     init(spec: String) throws {
-        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(UUID().uuidString.prefix(8))")
+        reapOrphanedLabs
+        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let specFile = dir.appendingPathComponent("spec.yaml")
         try spec.write(to: specFile, atomically: true, encoding: .utf8)
-        firstAddress = addressBlocks.take()
-        upResult = try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", firstAddress])
+        // A lab left running by something else may hold a block: move on to the next one.
+        var attempt: (address: String, result: Run)
+        repeat {
+            let address = addressBlocks.take()
+            attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address]))
+        } while attempt.result.status == 64 && attempt.result.stderr.contains("already in use")
+        (firstAddress, upResult) = attempt
+        guard upResult.status == 0 else { throw LabUpFailed(message: "flotilla-lab up exited \(upResult.status): \(upResult.stderr)") }
     }
 
     var labDir: URL { dir.appendingPathComponent("lab") }
@@ -96,6 +120,29 @@ final class TestLab: Sendable {
         return try text.split(separator: "\n").map { line in
             try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "bad log line: \(line)")
         }
+    }
+
+    /// Waits for an event the test cannot be told about directly (a record in a host's
+    /// log); gives up after `seconds`.
+    func waitFor(seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(5_000)
+        }
+        return try condition()
+    }
+
+    /// Starts `ssh HOST COMMAND` without waiting for it.
+    func startSSH(_ host: String, _ command: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/ssh")
+        process.arguments = ["-F", path("ssh_config"), host, command]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
     }
 
     @discardableResult
