@@ -194,3 +194,31 @@ final class ErrorBox: @unchecked Sendable {
     func set(_ error: Error) { lock.withLock { if stored == nil { stored = error } } }
     var first: Error? { lock.withLock { stored } }
 }
+
+/// Ansible, unchanged, against the lab's inventories (scripts/test installs ansible-core).
+@Suite struct LabAnsibleTests {
+    static func tool(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    @Test func bothInventoriesResolveAlikeAndAnsibleReachesEveryHost() throws {
+        let inventory = try #require(Self.tool("ansible-inventory"), "ansible-inventory is not installed (scripts/test installs ansible-core)")
+        let ansible = try #require(Self.tool("ansible"))
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let fromINI = try run([inventory, "-i", lab.path("inventory.ini"), "--list"])
+        let fromYAML = try run([inventory, "-i", lab.path("inventory.yaml"), "--list"])
+        #expect(fromINI.status == 0 && fromYAML.status == 0, "\(fromINI.stderr)\(fromYAML.stderr)")
+        let ini = try #require(try JSONSerialization.jsonObject(with: Data(fromINI.stdout.utf8)) as? NSDictionary)
+        let yaml = try #require(try JSONSerialization.jsonObject(with: Data(fromYAML.stdout.utf8)) as? NSDictionary)
+        #expect(ini == yaml, "the INI and YAML inventories describe the same fleet")
+        let hostvars = try #require((ini["_meta"] as? [String: Any])?["hostvars"] as? [String: [String: Any]])
+        #expect(hostvars["deb"]?["st2_cluster"] as? String == "east" && hostvars["deb"]?["ansible_port"] as? Int == 2222)
+
+        let ping = try run([ansible, "all", "-i", lab.path("inventory.yaml"), "-m", "raw", "-a", "st2 --version", "-o"])
+        #expect(ping.status == 0, "\(ping.stdout)\(ping.stderr)")
+        for host in ["deb", "el7", "rocky", "old"] {
+            #expect(ping.stdout.contains("\(host) | CHANGED | rc=0"), "\(ping.stdout)")
+        }
+    }
+}
