@@ -37,13 +37,7 @@ enum HostProcesses {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, address, &addr.sin_addr)
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
+        let bound = withSocketAddress(address, port) { bind(fd, $0, $1) }
         guard fd >= 0, bound == 0, listen(fd, 1024) == 0 else {
             FileHandle.standardError.write(Data("flotilla-lab: cannot listen on \(address):\(port): \(String(cString: strerror(errno)))\n".utf8))
             exit(70)

@@ -127,7 +127,7 @@ extension FlotillaLab {
 
         static func checkEnvironment(_ dir: URL) throws {
             guard geteuid() == 0 else {
-                throw LabError(message: "flotilla-lab up needs root: each simulated host runs sshd in its own mount namespace (try: sudo flotilla-lab up ...)", exitCode: 77)
+                throw LabError(message: "up needs root: each simulated host runs sshd in its own mount namespace (try: sudo flotilla-lab up ...)", exitCode: 77)
             }
             let tools = [("/usr/sbin/sshd", "openssh-server"), ("/usr/bin/ssh-keygen", "openssh-client"), ("/usr/bin/unshare", "util-linux"), ("/usr/bin/openssl", "openssl")]
             for (tool, package) in tools where !FileManager.default.isExecutableFile(atPath: tool) {

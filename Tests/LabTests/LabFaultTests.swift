@@ -80,26 +80,22 @@ import Testing
         #expect(populate.status == 0, "the schema is unchanged, populate still works: \(populate.stderr)")
     }
 
+    static let mistralHost = """
+        hosts:
+          - name: m
+            os: ubuntu18.04
+            packages: {st2: 3.1.0-1, st2mistral: 3.1.0-1}
+            available: [3.1.0-1, 3.2.0-1]
+        """
+
     @Test func mistralTablesCreatedAheadWhenServicesStartBeforeUpgradeHead() throws {
-        let lab = try TestLab(spec: """
-            hosts:
-              - name: m
-                os: ubuntu18.04
-                packages: {st2: 3.1.0-1, st2mistral: 3.1.0-1}
-                available: [3.1.0-1, 3.2.0-1]
-            """)
+        let lab = try TestLab(spec: Self.mistralHost)
         let manage = "/opt/stackstorm/mistral/bin/mistral-db-manage --config-file /etc/mistral/mistral.conf"
         let steps = "st2ctl stop && apt-get install -y -o Dpkg::Options::=--force-confold st2=3.2.0-1 st2mistral=3.2.0-1 >/dev/null"
         #expect(try lab.ssh("m", steps).status == 0)
         #expect(try lab.ssh("m", "st2ctl start >/dev/null && \(manage) upgrade head").stderr.contains("event_triggers_v2"))
 
-        let right = try TestLab(spec: """
-            hosts:
-              - name: m
-                os: ubuntu18.04
-                packages: {st2: 3.1.0-1, st2mistral: 3.1.0-1}
-                available: [3.1.0-1, 3.2.0-1]
-            """)
+        let right = try TestLab(spec: Self.mistralHost)
         let ordered = try right.ssh("m", "\(steps) && \(manage) upgrade head && \(manage) populate && st2ctl start >/dev/null")
         #expect(ordered.status == 0, "the documented order works: \(ordered.stderr)")
         let mistral = try #require(try right.state("m")["mistral"] as? [String: Any])
