@@ -113,6 +113,31 @@ import Testing
         #expect(old.stdout.contains("mistral-server PID:") && old.stdout.contains("st2resultstracker PID:"))
     }
 
+    @Test func packageQueriesAnswerInTheRealFormats() throws {
+        let lab = try TestLab(spec: Self.healthySpec)
+        let policy = try lab.ssh("deb", "apt-cache policy st2")
+        #expect(policy.stdout.hasPrefix("st2:\n  Installed: 3.7.1-1\n  Candidate: 3.8.1-1\n  Version table:\n"))
+        #expect(policy.stdout.contains(" *** 3.7.1-1 500\n"))
+        let madison = try lab.ssh("deb", "apt-cache madison st2 | head -1; apt-cache show st2=3.8.0-1 | grep ^Version")
+        #expect(madison.stdout.contains("st2 |    3.8.1-1 | https://packagecloud.io/StackStorm/stable/ubuntu focal/main amd64 Packages\nVersion: 3.8.0-1\n"))
+        let dpkg = try lab.ssh("deb", "dpkg -s st2 | grep -E '^(Status|Version)'; dpkg -s st2chatops")
+        #expect(dpkg.status == 1 && dpkg.stdout == "Status: install ok installed\nVersion: 3.7.1-1\n")
+        #expect(dpkg.stderr.contains("package 'st2chatops' is not installed and no information is available"))
+        let yum = try lab.ssh("el7", "yum list --showduplicates st2; rpm -q st2web")
+        #expect(yum.stdout.contains("Installed Packages\nst2.x86_64") && yum.stdout.contains("Available Packages\nst2.x86_64"))
+        #expect(yum.stdout.components(separatedBy: "StackStorm_stable").count - 1 == 3, "one installed and two offered lines")
+        #expect(yum.status == 1 && yum.stdout.hasSuffix("package st2web is not installed\n"))
+    }
+
+    @Test func reloadRegistersContentAndRejectsUnknownFlags() throws {
+        let lab = try TestLab(spec: Self.healthySpec)
+        let reload = try lab.ssh("rocky", "st2ctl reload --register-all")
+        #expect(reload.status == 0 && reload.stdout.hasPrefix("Registering content...[flags = --config-file /etc/st2/st2.conf --register-all]\n"))
+        #expect(try lab.state("rocky")["registrations"] as? Int == 1)
+        let bad = try lab.ssh("rocky", "st2ctl reload --register-everything")
+        #expect(bad.status == 1 && bad.stdout.contains("Invalid flag provided: --register-everything"))
+    }
+
     @Test func keyValueExportHonoursTheClientsDefaults() throws {
         let lab = try TestLab(spec: Self.healthySpec)
         let defaultList = try lab.ssh("deb", "st2 key list -j")
