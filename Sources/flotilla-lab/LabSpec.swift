@@ -85,8 +85,6 @@ struct HostFaults: Codable, Sendable, Equatable {
     var drop: [CommandFault] = []
     var mistralEventTriggers = false
 
-    var isEmpty: Bool { self == HostFaults() }
-
     /// Short words for `status`.
     var summary: String {
         var words: [String] = []

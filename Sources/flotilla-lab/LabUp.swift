@@ -70,12 +70,12 @@ struct LabUp: Sendable {
             case .refused:
                 continue
             case .silent:
-                let pid = try ProcessTable.spawnDetached([executable, "_silent", host.address, String(port)], log: URL(fileURLWithPath: host.dir).appendingPathComponent("boot.log"))
+                let pid = try ProcessTable.spawnDetached([executable, "_silent", host.address, String(port)], log: HostPaths(dir: URL(fileURLWithPath: host.dir)).bootLog)
                 record.hosts[index].processes.append(.init(pid: pid, startTime: ProcessTable.startTime(of: pid) ?? 0, role: "silent-listener"))
             case nil:
                 let argv = ["/usr/bin/unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--propagation", "private",
                             executable, "_boot", host.dir]
-                let pid = try ProcessTable.spawnDetached(argv, log: URL(fileURLWithPath: host.dir).appendingPathComponent("boot.log"))
+                let pid = try ProcessTable.spawnDetached(argv, log: HostPaths(dir: URL(fileURLWithPath: host.dir)).bootLog)
                 record.hosts[index].processes.append(.init(pid: pid, startTime: ProcessTable.startTime(of: pid) ?? 0, role: "namespace"))
             }
             try save(record)
@@ -100,8 +100,9 @@ struct LabUp: Sendable {
             for index in pending.sorted() {
                 let host = record.hosts[index]
                 if let namespace = host.processes.first, namespace.role == "namespace", !ProcessTable.isAlive(namespace) {
-                    let bootLog = (try? String(contentsOfFile: host.dir + "/boot.log", encoding: .utf8)) ?? ""
-                    let sshdLog = (try? String(contentsOfFile: host.dir + "/sshd.log", encoding: .utf8)) ?? ""
+                    let paths = HostPaths(dir: URL(fileURLWithPath: host.dir))
+                    let bootLog = (try? String(contentsOf: paths.bootLog, encoding: .utf8)) ?? ""
+                    let sshdLog = (try? String(contentsOf: paths.sshdLog, encoding: .utf8)) ?? ""
                     throw LabError.failed("\(host.name): its sshd exited at start\n\(bootLog)\(sshdLog)")
                 }
                 let answer = Probe.check(address: host.address, port: host.port, timeout: 0.05)

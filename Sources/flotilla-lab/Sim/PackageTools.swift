@@ -60,7 +60,7 @@ enum Packages {
     }
 
     /// Reads the answer to an interactive prompt from stdin; nil at end of input.
-    static func prompt(_ sim: SimContext, _ question: String) -> String? {
+    static func prompt(_ question: String) -> String? {
         FileHandle.standardOutput.write(Data(question.utf8))
         return readLine()
     }
@@ -149,7 +149,7 @@ enum AptTools {
         guard !changes.isEmpty else { return 0 }
         sim.out("Need to get \(changes.count * 61) MB of archives.\nAfter this operation, 1,024 kB of additional disk space will be used.")
         if !yes {
-            let answer = Packages.prompt(sim, "Do you want to continue? [Y/n] ")
+            let answer = Packages.prompt("Do you want to continue? [Y/n] ")
             guard let answer, answer.isEmpty || answer.lowercased().hasPrefix("y") else {
                 sim.out("Abort.")
                 return 1
@@ -172,7 +172,7 @@ enum AptTools {
         for change in upgraded where Packages.conffiles[change.package] != nil && !forceOld && !forceNew {
             let conf = Packages.conffiles[change.package]!
             sim.out("Setting up \(change.package) (\(change.to)) ...\n\nConfiguration file '\(conf)'\n ==> Modified (by you or by a script) since installation.\n ==> Package distributor has shipped an updated version.\n   What would you like to do about it ?  Your options are:\n    Y or I  : install the package maintainer's version\n    N or O  : keep your currently-installed version\n      D     : show the differences between the versions\n      Z     : start a shell to examine the situation\n The default action is to keep your current version.")
-            guard let answer = Packages.prompt(sim, "*** \(URL(fileURLWithPath: conf).lastPathComponent) (Y/I/N/O/D/Z) [default=N] ? ") else {
+            guard let answer = Packages.prompt("*** \(URL(fileURLWithPath: conf).lastPathComponent) (Y/I/N/O/D/Z) [default=N] ? ") else {
                 sim.err("dpkg: error processing package \(change.package) (--configure):\n end of file on stdin at conffile prompt\nErrors were encountered while processing:\n \(change.package)\nE: Sub-process /usr/bin/dpkg returned an error code (1)")
                 return 100
             }
@@ -423,7 +423,7 @@ enum YumTools {
             sim.out("--> Finished Dependency Resolution")
         }
         if !yes {
-            let answer = Packages.prompt(sim, dnf ? "Is this ok [y/N]: " : "Is this ok [y/d/N]: ")
+            let answer = Packages.prompt(dnf ? "Is this ok [y/N]: " : "Is this ok [y/d/N]: ")
             guard let answer, answer.lowercased().hasPrefix("y") else {
                 sim.out(dnf ? "Operation aborted." : "Exiting on user command\nYour transaction was saved, rerun it with:\n yum load-transaction /tmp/yum_save_tx.2026-11-21.00-00.st2.yumtx")
                 return 1
