@@ -84,9 +84,15 @@ enum ProcessTable {
     }
 }
 
-/// Runs a helper program to completion and returns its output.
-@discardableResult
-func runTool(_ argv: [String], input: String? = nil) throws -> String {
+/// What a finished program printed and how it exited.
+struct ProcessResult: Sendable {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a program to completion, feeding it `input` and then the end of its stdin.
+func runProcess(_ argv: [String], input: String = "") throws -> ProcessResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: argv[0])
     process.arguments = Array(argv.dropFirst())
@@ -99,15 +105,32 @@ func runTool(_ argv: [String], input: String? = nil) throws -> String {
     } catch {
         throw LabError.failed("cannot run \(argv[0]): \(error.localizedDescription)")
     }
-    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    stdin.fileHandleForWriting.write(Data(input.utf8))
     try? stdin.fileHandleForWriting.close()
-    let out = output.fileHandleForReading.readDataToEndOfFile()
-    let err = errors.fileHandleForReading.readDataToEndOfFile()
+    // Drain stderr on another thread so a full pipe never blocks the child.
+    let errData = DataBox()
+    let group = DispatchGroup()
+    DispatchQueue.global().async(group: group) { errData.value = errors.fileHandleForReading.readDataToEndOfFile() }
+    let outData = output.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
     process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw LabError.failed("\(argv[0]) failed (exit \(process.terminationStatus)): \(String(decoding: err, as: UTF8.self))")
+    return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData.value, as: UTF8.self))
+}
+
+private final class DataBox: @unchecked Sendable {
+    // @unchecked: written by one thread before the DispatchGroup wait, read after it.
+    var value = Data()
+}
+
+/// Runs a helper program that must succeed and returns its output.
+@discardableResult
+func runTool(_ argv: [String], input: String? = nil) throws -> String {
+    let result = try runProcess(argv, input: input ?? "")
+    guard result.status == 0 else {
+        throw LabError.failed("\(argv[0]) failed (exit \(result.status)): \(result.stderr)")
     }
-    return String(decoding: out, as: UTF8.self)
+    return result.stdout
 }
 
 /// TCP probes of lab hosts.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import flotilla_lab
 
 /// Each fault of inventories/lab-faults.yaml (the example spec the README documents),
 /// observed from a real OpenSSH client.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import flotilla_lab
 
 /// End to end: real sshd hosts brought up by the flotilla-lab binary, driven with the
 /// OpenSSH client exactly as an operator (or Ansible) would.

@@ -1,39 +1,13 @@
 import Foundation
 import Testing
+@testable import flotilla_lab
 
-/// The output of a process the tests ran.
-struct Run: Sendable {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
+typealias Run = ProcessResult
 
 /// Runs a program to completion, feeding `input` (or nothing: stdin is closed at once).
 @discardableResult
 func run(_ argv: [String], input: String = "") throws -> Run {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    let output = Pipe(), errors = Pipe(), stdin = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = stdin
-    try process.run()
-    stdin.fileHandleForWriting.write(Data(input.utf8))
-    try stdin.fileHandleForWriting.close()
-    // Drain stderr on another thread so a full pipe never blocks the child.
-    let errData = DataBox()
-    let group = DispatchGroup()
-    DispatchQueue.global().async(group: group) { errData.value = errors.fileHandleForReading.readDataToEndOfFile() }
-    let outData = output.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return Run(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.value, as: UTF8.self))
-}
-
-private final class DataBox: @unchecked Sendable {
-    // @unchecked: written by one thread before the DispatchGroup wait, read after it.
-    var value = Data()
+    try runProcess(argv, input: input)
 }
 
 /// The directory holding the built products (flotilla-lab sits beside the test bundle).

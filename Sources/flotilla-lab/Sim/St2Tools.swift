@@ -31,11 +31,12 @@ enum St2Tools {
         """
 
     static func st2ctl(_ sim: inout SimContext) throws -> Int32 {
-        guard try sim.store.read().packages["st2"] != nil else { return sim.notFound() }
+        let current = try sim.store.read()
+        guard current.packages["st2"] != nil else { return sim.notFound() }
         let args = sim.arguments
         switch args.first {
         case "status":
-            sim.out(statusText(try sim.store.read()))
+            sim.out(statusText(current))
         case "stop":
             try sim.store.update { $0.stopServices() }
         case "start":
