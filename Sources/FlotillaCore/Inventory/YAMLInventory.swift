@@ -1,0 +1,339 @@
+import Foundation
+import Yams
+
+/// Turns YAML into inventory values with the YAML 1.1 rules Ansible's PyYAML loader
+/// applies: `yes`/`no`/`on`/`off` are booleans, `0777` is octal, `1_000` is 1000,
+/// `1e3` (no dot) is a string, `<<` merges mappings.
+struct YAMLReader {
+    let file: String
+
+    func location(_ node: Node) -> SourceLocation {
+        SourceLocation(file: file, line: node.mark?.line, column: node.mark?.column)
+    }
+
+    /// Parses a document; nil for an empty one.
+    func compose(_ text: String) throws(InventoryError) -> Node? {
+        do {
+            return try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw Self.describe(error, file: file)
+        } catch {
+            throw InventoryError(SourceLocation(file: file), "not valid YAML: \(error)")
+        }
+    }
+
+    static func describe(_ error: YamlError, file: String) -> InventoryError {
+        func at(_ mark: Mark) -> SourceLocation { SourceLocation(file: file, line: mark.line, column: mark.column) }
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            let prefix = context.map { "\($0.text), " } ?? ""
+            return InventoryError(at(mark), "invalid YAML: \(prefix)\(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let names = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+            return InventoryError(at(context.mark), "duplicate key \(names) in a YAML mapping")
+        case .reader(let problem, _, _, _):
+            return InventoryError(SourceLocation(file: file), "cannot read the YAML text: \(problem)")
+        default:
+            return InventoryError(SourceLocation(file: file), "invalid YAML: \(error)")
+        }
+    }
+
+    /// A mapping's entries in order with `<<` merges applied (explicit keys win, then
+    /// the first merged mapping); nil when the node is not a mapping.
+    func entries(_ node: Node) throws(InventoryError) -> [(key: Node, value: Node)]? {
+        guard case .mapping(let mapping) = node else { return nil }
+        var own: [(key: Node, value: Node)] = []
+        var merged: [(key: Node, value: Node)] = []
+        for (key, value) in mapping {
+            if case .scalar(let scalar) = key, scalar.string == "<<", scalar.style == .plain {
+                let sources: [Node]
+                if case .sequence(let sequence) = value { sources = Array(sequence) } else { sources = [value] }
+                var pieces: [[(key: Node, value: Node)]] = []
+                for source in sources {
+                    guard let sub = try entries(source) else {
+                        throw InventoryError(location(source), "a '<<' merge needs a mapping or a list of mappings")
+                    }
+                    pieces.append(sub)
+                }
+                for piece in pieces.reversed() { merged += piece }
+            } else {
+                own.append((key, value))
+            }
+        }
+        guard !merged.isEmpty else { return own }
+        // Later entries win for a repeated key; the key keeps its first position.
+        var order: [String] = []
+        var latest: [String: (key: Node, value: Node)] = [:]
+        for entry in merged + own {
+            let name = keyText(entry.key)
+            if latest[name] == nil { order.append(name) }
+            latest[name] = entry
+        }
+        return order.map { latest[$0]! }
+    }
+
+    /// The text a mapping key becomes (as Ansible's JSON output would print it).
+    func keyText(_ key: Node) -> String {
+        switch (try? value(key)) ?? .null {
+        case .string(let text): return text
+        case .int(let number): return String(number)
+        case .double(let number): return JSONText.number(number)
+        case .bool(let flag): return flag ? "true" : "false"
+        case .null: return "null"
+        default: return key.string ?? ""
+        }
+    }
+
+    func value(_ node: Node) throws(InventoryError) -> InventoryValue {
+        switch node {
+        case .scalar(let scalar):
+            return try Self.scalar(scalar.string, tag: scalar.tag.rawValue, plain: scalar.style == .plain, at: location(node))
+        case .sequence(let sequence):
+            var items: [InventoryValue] = []
+            for item in sequence { items.append(try value(item)) }
+            return .list(items)
+        case .mapping:
+            var map: [String: InventoryValue] = [:]
+            for (key, item) in try entries(node) ?? [] { map[keyText(key)] = try value(item) }
+            return .map(map)
+        case .alias:
+            throw InventoryError(location(node), "unresolved YAML alias")
+        }
+    }
+
+    private static let boolWords: [String: Bool] = [
+        "yes": true, "Yes": true, "YES": true, "no": false, "No": false, "NO": false,
+        "true": true, "True": true, "TRUE": true, "false": false, "False": false, "FALSE": false,
+        "on": true, "On": true, "ON": true, "off": false, "Off": false, "OFF": false,
+    ]
+
+    /// PyYAML's implicit resolution of a plain scalar (YAML 1.1), or the explicit tag.
+    static func scalar(_ text: String, tag: String, plain: Bool, at location: SourceLocation) throws(InventoryError) -> InventoryValue {
+        switch tag {
+        case "", "?", "!":
+            break
+        case "tag:yaml.org,2002:str", "!unsafe":
+            return .string(text)
+        case "!vault", "!vault-encrypted":
+            return .encrypted
+        case "tag:yaml.org,2002:int":
+            guard let number = int(text) else { throw InventoryError(location, "'\(text)' is not an integer") }
+            return .int(number)
+        case "tag:yaml.org,2002:float":
+            guard let number = float(text) ?? int(text).map(Double.init) else {
+                throw InventoryError(location, "'\(text)' is not a number")
+            }
+            return .double(number)
+        case "tag:yaml.org,2002:bool":
+            guard let flag = boolWords[text] else { throw InventoryError(location, "'\(text)' is not a boolean") }
+            return .bool(flag)
+        case "tag:yaml.org,2002:null":
+            return .null
+        default:
+            throw InventoryError(location, "unsupported YAML tag '\(tag)'")
+        }
+        guard plain else { return .string(text) }
+        if let flag = boolWords[text] { return .bool(flag) }
+        if ["", "~", "null", "Null", "NULL"].contains(text) { return .null }
+        if let number = int(text) { return .int(number) }
+        if let number = float(text) { return .double(number) }
+        return .string(text)
+    }
+
+    /// PyYAML's YAML 1.1 integers: decimal, 0b binary, 0 octal, 0x hex, base 60, with `_`.
+    static func int(_ text: String) -> Int? {
+        guard let first = text.first else { return nil }
+        var body = Substring(text)
+        var negative = false
+        if first == "-" || first == "+" {
+            negative = first == "-"
+            body = body.dropFirst()
+        }
+        guard let lead = body.first, lead.isASCIIDigitCharacter else { return nil }
+        let value: Int?
+        if body.hasPrefix("0b") {
+            let digits = body.dropFirst(2)
+            guard !digits.isEmpty, digits.allSatisfy({ "01_".contains($0) }) else { return nil }
+            value = Int(digits.filter { $0 != "_" }, radix: 2)
+        } else if body.hasPrefix("0x") {
+            let digits = body.dropFirst(2)
+            guard !digits.isEmpty, digits.allSatisfy({ $0.isHexDigit || $0 == "_" }) else { return nil }
+            value = Int(digits.filter { $0 != "_" }, radix: 16)
+        } else if body.contains(":") {
+            // Base 60: 1:30 is 90.
+            let parts = body.split(separator: ":", omittingEmptySubsequences: false)
+            guard lead != "0", parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCIIDigitCharacter || $0 == "_" } }),
+                  parts.dropFirst().allSatisfy({ $0.count <= 2 && Int($0)! < 60 })
+            else { return nil }
+            value = parts.reduce(0) { $0 * 60 + Int($1.filter { $0 != "_" })! }
+        } else {
+            guard body.allSatisfy({ $0.isASCIIDigitCharacter || $0 == "_" }) else { return nil }
+            if lead == "0" && body.count > 1 {
+                value = body.dropFirst().allSatisfy({ "01234567_".contains($0) }) ? Int(body.filter { $0 != "_" }, radix: 8) : nil
+            } else {
+                guard lead != "0" || body.count == 1 else { return nil }
+                value = Int(body.filter { $0 != "_" })
+            }
+        }
+        guard let value else { return nil }
+        return negative ? -value : value
+    }
+
+    /// PyYAML's YAML 1.1 floats: a dot is required (`1.5`, `1.`, `.5`, `1.0e+3`), plus
+    /// `.inf`, `.nan` and base 60.
+    static func float(_ text: String) -> Double? {
+        var body = Substring(text)
+        var sign = 1.0
+        if let first = body.first, first == "-" || first == "+" {
+            sign = first == "-" ? -1 : 1
+            body = body.dropFirst()
+        }
+        if [".inf", ".Inf", ".INF"].contains(body) { return sign * .infinity }
+        if [".nan", ".NaN", ".NAN"].contains(body) && text.first != "-" && text.first != "+" { return .nan }
+        guard let dot = body.firstIndex(of: ".") else { return nil }
+        let whole = body[..<dot]
+        var fraction = body[body.index(after: dot)...]
+        var exponent: Substring = ""
+        if let e = fraction.firstIndex(where: { $0 == "e" || $0 == "E" }) {
+            exponent = fraction[fraction.index(after: e)...]
+            fraction = fraction[..<e]
+            guard let s = exponent.first, s == "+" || s == "-", exponent.count > 1,
+                  exponent.dropFirst().allSatisfy(\.isASCIIDigitCharacter) else { return nil }
+        }
+        guard fraction.allSatisfy({ $0.isASCIIDigitCharacter || $0 == "_" }) else { return nil }
+        if whole.contains(":") {
+            let parts = whole.split(separator: ":", omittingEmptySubsequences: false)
+            guard exponent.isEmpty, let lead = parts.first?.first, lead.isASCIIDigitCharacter,
+                  parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCIIDigitCharacter || $0 == "_" } }),
+                  parts.dropFirst().allSatisfy({ $0.count <= 2 && Int($0)! < 60 })
+            else { return nil }
+            let base = parts.reduce(0.0) { $0 * 60 + Double(Int($1.filter { $0 != "_" })!) }
+            let fractionValue = Double("0." + fraction.filter { $0 != "_" } + "0") ?? 0
+            return sign * (base + fractionValue)
+        }
+        if whole.isEmpty {
+            guard let lead = fraction.first, lead.isASCIIDigitCharacter else { return nil }
+        } else {
+            guard whole.first!.isASCIIDigitCharacter, whole.allSatisfy({ $0.isASCIIDigitCharacter || $0 == "_" }) else { return nil }
+        }
+        let wholeDigits: String = whole.isEmpty ? "0" : String(whole.filter { $0 != "_" })
+        let fractionDigits = String(fraction.filter { $0 != "_" }) + "0"
+        let exponentPart: String = exponent.isEmpty ? "" : "e" + exponent
+        let clean = wholeDigits + "." + fractionDigits + exponentPart
+        return Double(clean).map { sign * $0 }
+    }
+}
+
+/// Ansible's YAML inventory format: top-level groups with `hosts`, `children` and
+/// `vars`, read as Ansible's `yaml` plugin reads them.
+struct YAMLInventoryParser {
+    let reader: YAMLReader
+    var graph: InventoryGraph
+    var warnings: [InventoryError] = []
+
+    init(file: String, graph: InventoryGraph) {
+        reader = YAMLReader(file: file)
+        self.graph = graph
+    }
+
+    mutating func parse(_ text: String) throws(InventoryError) {
+        let file = reader.file
+        guard let root = try reader.compose(text), !Self.isEmpty(root) else {
+            throw InventoryError(SourceLocation(file: file), "the YAML inventory is empty")
+        }
+        guard let top = try reader.entries(root) else {
+            throw InventoryError(reader.location(root), "a YAML inventory must be a mapping of group names (such as 'all:') to groups")
+        }
+        if top.contains(where: { $0.key.string == "plugin" }) {
+            throw InventoryError(reader.location(root), "this is an inventory plugin configuration, not an inventory; flotilla reads static INI and YAML inventories")
+        }
+        for (key, value) in top { _ = try parseGroup(key, value) }
+    }
+
+    static func isEmpty(_ node: Node) -> Bool {
+        if case .scalar(let scalar) = node, scalar.style == .plain, ["", "~", "null", "Null", "NULL"].contains(scalar.string) {
+            return true
+        }
+        return false
+    }
+
+    private func groupName(_ key: Node) throws(InventoryError) -> String {
+        guard case .scalar = key, case .string(let name) = try reader.value(key), !name.isEmpty else {
+            throw InventoryError(reader.location(key), "a group name must be a non-empty string, got \((try? reader.value(key))?.json() ?? "a collection")")
+        }
+        return name
+    }
+
+    private mutating func parseGroup(_ key: Node, _ body: Node) throws(InventoryError) -> Int? {
+        let name = try groupName(key)
+        var isGroup = Self.isEmpty(body)
+        if !isGroup { isGroup = try reader.entries(body) != nil }
+        guard isGroup else {
+            warnings.append(InventoryError(reader.location(body), "skipping '\(name)': a group must be a mapping with hosts, children or vars"))
+            return nil
+        }
+        let group = graph.addGroup(name)
+        guard let entries = try reader.entries(body) else { return group }
+        for (sectionKey, section) in entries {
+            let sectionName = sectionKey.string ?? ""
+            guard ["hosts", "children", "vars"].contains(sectionName) else {
+                warnings.append(InventoryError(reader.location(sectionKey), "skipping unexpected key '\(sectionName)' in group '\(name)': only hosts, children and vars are valid"))
+                continue
+            }
+            if Self.isEmpty(section) { continue }
+            // `hosts: web01` is short for `hosts: {web01: }`.
+            var items: [(key: Node, value: Node)]
+            if case .scalar = section, case .string = try reader.value(section) {
+                items = [(section, Node.scalar(.init("", .implicit, .plain)))]
+            } else if let mapping = try reader.entries(section) {
+                items = mapping
+            } else {
+                let kind = if case .sequence = section { "a list" } else { "a scalar" }
+                throw InventoryError(reader.location(section), "'\(sectionName)' of group '\(name)' must be a mapping, found \(kind)")
+            }
+            switch sectionName {
+            case "vars":
+                for (varKey, value) in items {
+                    try graph.setVariable(group: group, reader.keyText(varKey), InventoryVariable(try reader.value(value), at: reader.location(varKey)))
+                }
+            case "children":
+                for (childKey, childBody) in items {
+                    guard let child = try parseGroup(childKey, childBody) else {
+                        throw InventoryError(reader.location(childKey), "child '\(reader.keyText(childKey))' of group '\(name)' is not a valid group")
+                    }
+                    try graph.addChild(parent: group, child: child, at: reader.location(childKey))
+                }
+            default:
+                for (hostKey, hostBody) in items {
+                    guard case .string(let expression) = try reader.value(hostKey) else {
+                        throw InventoryError(reader.location(hostKey), "host name \(reader.keyText(hostKey)) must be a string; quote it")
+                    }
+                    let here = reader.location(hostKey)
+                    let names: [String]
+                    let port: Int?
+                    do {
+                        (names, port) = try HostExpression.expand(expression)
+                    } catch {
+                        throw InventoryError(here, error.message)
+                    }
+                    var variables: [(String, InventoryVariable)] = []
+                    if !Self.isEmpty(hostBody) {
+                        guard let mapping = try reader.entries(hostBody) else {
+                            throw InventoryError(reader.location(hostBody), "the variables of host '\(expression)' must be a mapping")
+                        }
+                        for (varKey, value) in mapping {
+                            variables.append((reader.keyText(varKey), InventoryVariable(try reader.value(value), at: reader.location(varKey))))
+                        }
+                    }
+                    for hostName in names {
+                        graph.addHost(hostName, group: group, port: port, at: here)
+                        let host = graph.host(named: hostName)!
+                        for (varName, variable) in variables { graph.setVariable(host: host, varName, variable) }
+                    }
+                }
+            }
+        }
+        return group
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+
+/// The host selection every command shares: inventory sources, a limit pattern and the
+/// SSH client configuration.
+struct InventoryOptions: ParsableArguments {
+    @Option(name: [.short, .customLong("inventory")],
+            help: ArgumentHelp("Inventory file, directory or comma list (repeatable). Default: $FLOTILLA_INVENTORY, then $ANSIBLE_INVENTORY, then /etc/ansible/hosts.", valueName: "path"))
+    var inventory: [String] = []
+
+    @Option(name: [.short, .customLong("limit")],
+            help: ArgumentHelp("Ansible host pattern selecting hosts: web:&prod, st2-*:!st2-03, ~regex, group[0:2], @file.", valueName: "pattern"))
+    var limit: String?
+
+    @Option(name: .customLong("ssh-config"),
+            help: ArgumentHelp("OpenSSH client config filling what the inventory leaves unset ('none' to read none).", valueName: "path"))
+    var sshConfig: String = "~/.ssh/config"
+
+    var home: String { ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory() }
+
+    var sources: [String] {
+        get throws {
+            if !inventory.isEmpty { return inventory }
+            let environment = ProcessInfo.processInfo.environment
+            for name in ["FLOTILLA_INVENTORY", "ANSIBLE_INVENTORY"] {
+                if let value = environment[name], !value.isEmpty { return value.split(separator: ",").map(String.init) }
+            }
+            if FileManager.default.fileExists(atPath: "/etc/ansible/hosts") { return ["/etc/ansible/hosts"] }
+            throw ValidationError("no inventory given: pass -i PATH (an Ansible INI or YAML inventory, or a directory)")
+        }
+    }
+
+    /// Reads the inventory and the SSH configuration and applies the limit; warnings go
+    /// to stderr.
+    func load() throws -> (inventory: Inventory, hosts: [Inventory.Host], sshConfig: SSHConfig?) {
+        let inventory = try Inventory.load(sources: try sources)
+        let selected = try inventory.select(limit)
+        var config: SSHConfig?
+        if sshConfig != "none" {
+            let path = sshConfig == "~" ? home : (sshConfig.hasPrefix("~/") ? home + sshConfig.dropFirst() : sshConfig)
+            if FileManager.default.fileExists(atPath: path) {
+                config = try SSHConfig.load(path: path, home: home)
+            } else if sshConfig != "~/.ssh/config" {
+                throw InventoryError(SourceLocation(file: path), "no such SSH config file")
+            }
+        }
+        for warning in inventory.warnings + (config?.warnings ?? []) { Console.warn(warning.description) }
+        return (inventory, selected, config)
+    }
+
+    func connectionSettings(for host: Inventory.Host, sshConfig: SSHConfig?) throws -> ConnectionSettings {
+        try ConnectionSettings.resolve(host, sshConfig: sshConfig, localUser: Console.localUser, home: home)
+    }
+}
+
+enum Console {
+    static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("flotilla: warning: \(message)\n".utf8))
+    }
+
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("flotilla: error: \(message)\n".utf8))
+    }
+
+    static var localUser: String {
+        if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
+        return ProcessInfo.processInfo.environment["USER"] ?? "root"
+    }
+
+    /// Runs a command body, turning bad input into its message and exit status 65.
+    static func run(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as InventoryError {
+            self.error(error.description)
+            throw ExitCode(65)
+        }
+    }
+}
