@@ -17,7 +17,7 @@ struct InventoryOptions: ParsableArguments {
             help: ArgumentHelp("OpenSSH client config filling what the inventory leaves unset ('none' to read none).", valueName: "path"))
     var sshConfig: String = "~/.ssh/config"
 
-    var home: String { ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory() }
+    var home: String { Console.home }
 
     var sources: [String] {
         get throws {
@@ -63,10 +63,12 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: error: \(message)\n".utf8))
     }
 
-    static var localUser: String {
+    static let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+
+    static let localUser: String = {
         if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
         return ProcessInfo.processInfo.environment["USER"] ?? "root"
-    }
+    }()
 
     /// Runs a command body, turning bad input into its message and exit status 65.
     static func run(_ body: () throws -> Void) throws {

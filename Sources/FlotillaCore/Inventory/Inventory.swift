@@ -202,8 +202,11 @@ enum InventoryText {
     /// YAML (or JSON) if the first meaningful line starts a document or a mapping
     /// (`---`, `{`, `all:`); INI otherwise.
     static func looksLikeYAML(_ text: String) -> Bool {
-        for line in text.split(whereSeparator: \.isNewline) {
-            let trimmed = line.trimmingPythonWhitespace()
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            let end = rest.firstIndex(where: \.isNewline) ?? rest.endIndex
+            let trimmed = rest[..<end].trimmingPythonWhitespace()
+            rest = end == rest.endIndex ? "" : rest[rest.index(after: end)...]
             guard let first = trimmed.first, first != "#", first != ";" else { continue }
             if trimmed.hasPrefix("---") || first == "%" || first == "{" { return true }
             if first == "[" { return false }
