@@ -124,6 +124,7 @@ import Testing
         ("[web]\nh1\n[db:vars]\nx=1\n", 3, "[db:vars] sets variables for group 'db', which is not defined"),
         ("[a:children]\nb\n[b:children]\na\n", 4, "creates a cycle"),
         ("[a:children]\na\n", 2, "cannot be a child of itself"),
+        ("[a:children]\nall\n", 2, "'all' cannot be a child of 'a'"),
         ("[g]\nst2-[01:5]\n", 2, "same width"),
         ("[g]\nst2-[3:1]\n", 2, "yields no host"),
         ("[g]\nst2-[1:]\n", 2, "no end value"),

@@ -106,7 +106,8 @@ import Testing
         ("all:\n  hosts:\n    st2-[1:]:\n", 3, "no end value"),
         ("all:\n  hosts:\n    h1:\n   bad: indent\n", 4, "invalid YAML"),
         ("all:\n  vars:\n    x: !custom 1\n", 3, "unsupported YAML tag"),
-        ("all:\n  children:\n    a:\n      children:\n        all:\n", 3, "creates a cycle"),
+        ("all:\n  children:\n    a:\n      children:\n        all:\n", 5, "'all' cannot be a child of 'a'"),
+        ("all:\n  children:\n    a:\n      children:\n        b:\n          children:\n            a:\n", 5, "creates a cycle"),
     ])
     func badInputNamesTheLine(text: String, line: Int, message: String) throws {
         let error = try #require(inventoryError(["inv.yml": text]))

@@ -100,6 +100,9 @@ struct InventoryGraph {
             throw InventoryError(location, "group '\(groups[parent].name)' cannot be a child of itself")
         }
         if groups[parent].children.contains(child) { return }
+        guard child != Self.all else {
+            throw InventoryError(location, "group 'all' cannot be a child of '\(groups[parent].name)': every group is already inside 'all'")
+        }
         if ancestors(of: parent).contains(child) {
             throw InventoryError(location, "adding group '\(groups[child].name)' as a child of '\(groups[parent].name)' creates a cycle: '\(groups[parent].name)' is already a descendant of '\(groups[child].name)'")
         }
