@@ -98,7 +98,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("all:\n  hosts:\n    h1:\n    h1:\n", 3, "duplicate key 'h1'"),
+        ("all:\n  hosts:\n    h1:\n    h1:\n", 4, "duplicate key 'h1' in a YAML mapping (first at line 3)"),
         ("all:\n  hosts:\n    - h1\n    - h2\n", 3, "must be a mapping, found a list"),
         ("all:\n  hosts:\n    h1: just-a-string\n", 3, "variables of host 'h1' must be a mapping"),
         ("all:\n  hosts:\n    42:\n", 3, "must be a string"),

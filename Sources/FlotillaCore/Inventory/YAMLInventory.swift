@@ -16,10 +16,30 @@ struct YAMLReader {
         do {
             return try Yams.compose(yaml: text)
         } catch let error as YamlError {
+            if case .duplicatedKeysInMapping(let keys, let context) = error, let key = keys.first {
+                throw Self.duplicate(key, first: context.mark, in: text, file: file)
+            }
             throw Self.describe(error, file: file)
         } catch {
             throw InventoryError(SourceLocation(file: file), "not valid YAML: \(error)")
         }
+    }
+
+    /// Points at the repeated occurrence of a duplicate key (Yams reports the first):
+    /// the next line at the same column that starts with the key.
+    static func duplicate(_ key: String, first: Mark, in text: String, file: String) -> InventoryError {
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        var line = first.line
+        for index in first.line..<lines.count {
+            let candidate = lines[index].dropFirst(first.column - 1)
+            if lines[index].prefix(first.column - 1).allSatisfy({ $0 == " " || $0 == "-" }),
+               candidate.hasPrefix(key), candidate.dropFirst(key.count).drop(while: { $0 == " " }).first == ":" {
+                line = index + 1
+                break
+            }
+        }
+        let location = SourceLocation(file: file, line: line, column: first.column)
+        return InventoryError(location, "duplicate key '\(key)' in a YAML mapping (first at line \(first.line))")
     }
 
     static func describe(_ error: YamlError, file: String) -> InventoryError {
