@@ -17,11 +17,12 @@ struct Output {
     }
 }
 
-/// Runs flotilla with `arguments` in `directory`, with a clean environment (no inventory
-/// variables, HOME pointing at the directory so no real ~/.ssh/config is read).
-func runFlotilla(_ arguments: [String], in directory: URL, environment: [String: String] = [:]) throws -> Output {
+/// Runs flotilla (or `program`) with `arguments` in `directory`, with a clean environment
+/// (no inventory variables, HOME pointing at the directory so no real ~/.ssh/config is read).
+func runFlotilla(_ arguments: [String], in directory: URL, program: String = flotilla,
+                 environment: [String: String] = [:]) throws -> Output {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: flotilla)
+    process.executableURL = URL(fileURLWithPath: program)
     process.arguments = arguments
     process.currentDirectoryURL = directory
     process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { $1 }

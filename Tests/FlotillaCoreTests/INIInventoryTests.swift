@@ -66,6 +66,15 @@ import Testing
         #expect(vars["trailing"] == .string("a"))
     }
 
+    @Test func complexNumbersBecomePythonText() throws {
+        let vars = try inventory(ini: "h1 a=2+3j b=3j c=-1j d=1+2 e=1.5-0.5j\n").vars("h1")
+        #expect(vars["a"] == .string("(2+3j)"))
+        #expect(vars["b"] == .string("3j"))
+        #expect(vars["c"] == .string("(-0-1j)"))
+        #expect(vars["d"] == .string("1+2"))
+        #expect(vars["e"] == .string("(1.5-0.5j)"))
+    }
+
     @Test func groupVarsSectionValues() throws {
         let inv = try inventory(ini: """
             [g]

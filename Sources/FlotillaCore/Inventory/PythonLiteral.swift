@@ -65,15 +65,8 @@ enum PythonLiteral {
             skipSpace()
             guard i < s.count else { return nil }
             let c = s[i]
-            if c == "+" || c == "-" {
-                i += 1
-                skipSpace()
-                guard let number = parseNumber() else { return nil }
-                switch (c, number) {
-                case ("-", .int(let n)): return n == Int.min ? nil : .int(-n)
-                case ("-", .double(let d)): return .double(-d)
-                default: return number
-                }
+            if c == "+" || c == "-" || isDigit(c) || (c == "." && i + 1 < s.count && isDigit(s[i + 1])) {
+                return parseNumeric()
             }
             if c == "[" { i += 1; return parseSequence(closing: "]", tuple: false) }
             if c == "(" { i += 1; return parseSequence(closing: ")", tuple: true) }
@@ -82,7 +75,6 @@ enum PythonLiteral {
                 i += 3
                 return .string("...")
             }
-            if isDigit(c) || (c == "." && i + 1 < s.count && isDigit(s[i + 1])) { return parseNumber() }
             if c == "'" || c == "\"" || isLetter(c) { return parseNameOrStrings() }
             return nil
         }
@@ -253,7 +245,54 @@ enum PythonLiteral {
             }
         }
 
-        mutating func parseNumber() -> InventoryValue? {
+        /// `[sign] number`, or a complex `[sign] real (+|-) imaginary`, which Ansible turns
+        /// into Python's text for it (`2+3j` becomes `(2+3j)`).
+        mutating func parseNumeric() -> InventoryValue? {
+            var negative = false
+            if s[i] == "+" || s[i] == "-" {
+                negative = s[i] == "-"
+                i += 1
+                skipSpace()
+            }
+            guard let (value, imaginary) = parseNumber() else { return nil }
+            if let imaginary {
+                return .string(Self.complexText(real: negative ? -0.0 : 0.0, imaginary: negative ? -imaginary : imaginary))
+            }
+            var real = value!
+            if negative {
+                switch real {
+                case .int(let n): real = n == Int.min ? .double(-Double(n)) : .int(-n)
+                case .double(let d): real = .double(-d)
+                default: break
+                }
+            }
+            let save = i
+            skipSpace()
+            if i < s.count, s[i] == "+" || s[i] == "-" {
+                let minus = s[i] == "-"
+                i += 1
+                skipSpace()
+                if i < s.count, s[i] != "+", s[i] != "-", let (_, imaginary) = parseNumber(), let imaginary {
+                    let realPart: Double = switch real { case .int(let n): Double(n); case .double(let d): d; default: 0 }
+                    return .string(Self.complexText(real: realPart, imaginary: minus ? -imaginary : imaginary))
+                }
+            }
+            i = save
+            return real
+        }
+
+        /// Python's `repr(complex(real, imaginary))`.
+        static func complexText(real: Double, imaginary: Double) -> String {
+            func text(_ x: Double) -> String {
+                x == x.rounded() && abs(x) < 1e16 ? (x == 0 && x.sign == .minus ? "-0" : String(Int(x))) : "\(x)"
+            }
+            if real == 0 && real.sign == .plus { return text(imaginary) + "j" }
+            let imaginaryText = text(imaginary)
+            return "(" + text(real) + (imaginaryText.hasPrefix("-") ? "" : "+") + imaginaryText + "j)"
+        }
+
+        /// A number token; imaginary numbers (`3j`) come back as their imaginary part.
+        mutating func parseNumber() -> (InventoryValue?, Double?)? {
             let start = i
             while i < s.count, isLetter(s[i]) || isDigit(s[i]) || s[i] == "_" || s[i] == "." ||
                 ((s[i] == "+" || s[i] == "-") && i > start && (s[i - 1] == "e" || s[i - 1] == "E")
@@ -261,7 +300,16 @@ enum PythonLiteral {
                 i += 1
             }
             let token = String(String.UnicodeScalarView(s[start..<i]))
-            return Self.number(token)
+            if let last = token.last, last == "j" || last == "J" {
+                switch Self.number(String(token.dropLast())) {
+                case .int(let n): return (nil, Double(n))
+                case .double(let d): return (nil, d)
+                default:
+                    // `1e3j` has no dot but is a valid imaginary literal.
+                    return Double(token.dropLast().replacingOccurrences(of: "_", with: "")).map { (nil, $0) }
+                }
+            }
+            return Self.number(token).map { ($0, nil) }
         }
 
         func isPrefixedInteger(_ start: Int) -> Bool {
