@@ -17,6 +17,7 @@ import Testing
         [staging]
         st2-01.stg
         web03
+        [empty]
         """
 
     let inv: Inventory
@@ -43,6 +44,7 @@ import Testing
         ("prod[3]", ["db01"]),
         ("all:!prod", ["st2-01.stg"]),
         ("db02:web01", ["web01", "db02"]),
+        ("empty:db", ["db01", "db02"]),  // an existing group with no host is not a typo
     ])
     func selects(pattern: String, expected: [String]) throws {
         #expect(try inv.names(pattern) == expected)

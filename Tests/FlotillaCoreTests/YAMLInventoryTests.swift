@@ -51,6 +51,17 @@ import Testing
         #expect(vars["map"] == .map(["a": .int(1)]))
     }
 
+    @Test(arguments: [
+        ("2024-01-05", "2024-01-05"),
+        ("2024-1-5 10:20:30", "2024-01-05T10:20:30"),
+        ("2024-01-05t10:20:30.5Z", "2024-01-05T10:20:30.500000+00:00"),
+        ("2024-01-05 10:20:30 -5", "2024-01-05T10:20:30-05:00"),
+        ("2024-1-5", "2024-1-5"),
+    ])
+    func timestampsAsPythonWritesThem(text: String, expected: String) throws {
+        #expect(try YAMLReader.scalar(text, tag: "", plain: true, at: SourceLocation(file: "x")) == .string(expected))
+    }
+
     @Test func anchorsAliasesAndMergeKeys() throws {
         let inv = try inventory(["inv.yml": """
             all:

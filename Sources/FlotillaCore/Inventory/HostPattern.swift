@@ -7,7 +7,7 @@ extension Inventory {
     /// `@file` with one pattern per line. nil or empty selects every host.
     ///
     /// - Throws: ``InventoryError`` when the pattern is malformed, when any of its parts
-    ///   matches no host (stricter than Ansible, which warns: a typo in a limit or an
+    ///   names no host and no group (stricter than Ansible, which warns: a typo in a limit or an
     ///   exclusion must not silently change which hosts are touched), or when nothing
     ///   is selected.
     public func select(_ pattern: String?) throws(InventoryError) -> [Host] {
@@ -25,13 +25,14 @@ extension Inventory {
         var selected: [Int] = []
         var selectedSet: Set<Int> = []
         for part in ordered {
-            let matches: [Int]
+            var matches: [Int] = []
+            var namesGroup = false
             if let exact = index(ofHost: part) {
                 matches = [exact]
             } else {
-                matches = try match(part, in: where_)
+                (matches, namesGroup) = try match(part, in: where_)
             }
-            guard !matches.isEmpty else {
+            guard !matches.isEmpty || namesGroup else {
                 throw InventoryError(where_, "'\(part.drop { $0 == "&" || $0 == "!" })' matches no host or group in the inventory")
             }
             if part.hasPrefix("!") {
@@ -51,8 +52,8 @@ extension Inventory {
     }
 
     /// One pattern part without its `&`/`!`: groups it names (with their hosts), then
-    /// hosts it names, then the subscript.
-    private func match(_ part: String, in location: SourceLocation) throws(InventoryError) -> [Int] {
+    /// hosts it names, then the subscript; and whether it named a group (even an empty one).
+    private func match(_ part: String, in location: SourceLocation) throws(InventoryError) -> ([Int], Bool) {
         let body = String(part.drop { $0 == "&" || $0 == "!" })
         guard !body.isEmpty else { throw InventoryError(location, "'\(part)' has no pattern after the '\(part.first!)'") }
         let (expression, range) = HostPatternSyntax.splitSubscript(body)
@@ -66,15 +67,15 @@ extension Inventory {
         if !matchedGroup || expression.hasPrefix("~") || expression.contains(where: { ".?*[".contains($0) }) {
             for (index, host) in hosts.enumerated() where matcher.matches(host.name) { results.append(index) }
         }
-        guard let (start, end) = range, !results.isEmpty else { return results }
+        guard let (start, end) = range, !results.isEmpty else { return (results, matchedGroup) }
         let count = results.count
         let first = start < 0 ? count + start : start
         guard first >= 0, first < count else {
             throw InventoryError(location, "subscript [\(start)\(end.map { ":\($0)" } ?? "")] is out of range: '\(expression)' has \(count) host\(count == 1 ? "" : "s")")
         }
-        guard let end, end != 0 else { return [results[first]] }
+        guard let end, end != 0 else { return ([results[first]], matchedGroup) }
         let last = end == -1 ? count - 1 : min(end, count - 1)
-        return first <= last ? Array(results[first...last]) : []
+        return (first <= last ? Array(results[first...last]) : [], matchedGroup)
     }
 }
 

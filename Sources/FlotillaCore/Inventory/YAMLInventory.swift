@@ -158,7 +158,41 @@ struct YAMLReader {
         if ["", "~", "null", "Null", "NULL"].contains(text) { return .null }
         if let number = int(text) { return .int(number) }
         if let number = float(text) { return .double(number) }
+        if let timestamp = timestamp(text) { return .string(timestamp) }
         return .string(text)
+    }
+
+    private static let timestampPattern = try! NSRegularExpression(pattern:
+        #"^([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:(?:[Tt]|[ \t]+)([0-9]{1,2}):([0-9]{2}):([0-9]{2})"#
+        + #"(?:\.([0-9]*))?(?:[ \t]*(Z|([-+])([0-9]{1,2})(?::([0-9]{2}))?))?)?$"#)
+
+    /// A YAML 1.1 timestamp, written as Python's `isoformat()` writes the date or
+    /// datetime PyYAML makes of it (`2024-01-05 10:20:30Z` is `2024-01-05T10:20:30+00:00`).
+    static func timestamp(_ text: String) -> String? {
+        guard text.count >= 10, text.first!.isASCIIDigitCharacter,
+              let match = timestampPattern.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))
+        else { return nil }
+        func group(_ index: Int) -> String? {
+            Range(match.range(at: index), in: text).map { String(text[$0]) }
+        }
+        func two(_ value: String) -> String { value.count == 1 ? "0" + value : value }
+        let date = "\(group(1)!)-\(two(group(2)!))-\(two(group(3)!))"
+        guard let hour = group(4) else {
+            // A date alone must be written YYYY-MM-DD to be a timestamp.
+            return text.count == 10 ? date : nil
+        }
+        var result = "\(date)T\(two(hour)):\(group(5)!):\(group(6)!)"
+        if let fraction = group(7), let micro = Int(String((fraction + "000000").prefix(6))), micro != 0 {
+            result += "." + String(format: "%06d", micro)
+        }
+        if let zone = group(8) {
+            if zone == "Z" {
+                result += "+00:00"
+            } else {
+                result += group(9)! + two(group(10)!) + ":" + (group(11) ?? "00")
+            }
+        }
+        return result
     }
 
     /// PyYAML's YAML 1.1 integers: decimal, 0b binary, 0 octal, 0x hex, base 60, with `_`.
