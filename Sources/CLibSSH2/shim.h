@@ -4,6 +4,11 @@
 #include <libssh2.h>
 #include <libssh2_sftp.h>
 
+// The event loop's system calls (Glibc does not export these headers to Swift).
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <netinet/tcp.h>
+
 // libssh2 exposes many entry points only as macros, which Swift cannot import.
 // Each wrapper below forwards to the `_ex` function the macro expands to.
 

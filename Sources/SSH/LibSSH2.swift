@@ -30,6 +30,28 @@ public struct SSHError: Error, CustomStringConvertible, Sendable {
         public init(_ rawValue: String) { self.rawValue = rawValue }
         public var description: String { rawValue }
         public static let initFailed = Code("init")
+        /// The TCP connection was refused, reset or could not be routed.
+        public static let connectFailed = Code("connect")
+        /// The connect timeout (TCP, banner, key exchange and authentication) passed.
+        public static let timeout = Code("timeout")
+        /// Key exchange or the SSH protocol itself failed (no banner, bad packet...).
+        public static let protocolError = Code("protocol")
+        /// The host key is not in known_hosts (strict checking).
+        public static let hostKeyUnknown = Code("host key unknown")
+        /// The host key differs from the one known_hosts holds.
+        public static let hostKeyChanged = Code("host key changed")
+        /// A private key file named for the host does not exist or cannot be read.
+        public static let keyFile = Code("key file")
+        /// The passphrase does not decrypt the private key.
+        public static let passphrase = Code("passphrase")
+        /// The server refused every credential offered.
+        public static let authDenied = Code("auth denied")
+        /// No credential left to try that the server accepts.
+        public static let noAuthMethod = Code("no auth method")
+        /// The session broke (connection lost) while in use.
+        public static let disconnected = Code("disconnected")
+        /// A channel operation failed.
+        public static let channel = Code("channel")
     }
 
     public var code: Code

@@ -70,6 +70,14 @@ enum Console {
         return ProcessInfo.processInfo.environment["USER"] ?? "root"
     }()
 
+    /// Asks for a secret on the terminal without echoing it.
+    static func prompt(_ text: String) throws -> String {
+        guard isatty(STDIN_FILENO) != 0, let answer = getpass(text) else {
+            throw ValidationError("\(text.trimmingCharacters(in: .whitespaces)) needed but there is no terminal to ask on")
+        }
+        return String(cString: answer)
+    }
+
     /// Runs a command body, turning bad input into its message and exit status 65.
     static func run(_ body: () throws -> Void) throws {
         do {

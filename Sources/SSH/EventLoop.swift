@@ -1,0 +1,215 @@
+import CLibSSH2
+import Glibc
+import Synchronization
+
+/// A thread that runs Swift jobs and waits on sockets with epoll: the executor every
+/// SSH session runs on. A session is an actor whose executor is its loop, so all of its
+/// libssh2 calls happen on that one thread; when libssh2 would block, the session
+/// suspends on ``wait(for:events:until:)`` and the loop resumes it when the socket is
+/// ready or the deadline passes. No thread is blocked per host and nothing spins.
+/// Waits are registered through the same locked queue as jobs, so the loop's tables
+/// are only ever touched by the loop thread.
+public final class EventLoop: SerialExecutor, @unchecked Sendable {
+    // @unchecked Sendable: `pending` is guarded by its Mutex; every other mutable
+    // property is touched only on the loop thread (by the loop itself, or by jobs it runs).
+
+    /// The deadline of a wait passed.
+    public struct TimedOut: Error {}
+
+    public struct Events: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let readable = Events(rawValue: UInt32(EPOLLIN.rawValue))
+        public static let writable = Events(rawValue: UInt32(EPOLLOUT.rawValue))
+    }
+
+    private struct Pending {
+        var jobs: [UnownedJob] = []
+        var registrations: [(UInt64, Waiter)] = []
+        var cancelled: [UInt64] = []
+    }
+
+    private struct Waiter {
+        var fd: Int32
+        var events: UInt32
+        var deadline: ContinuousClock.Instant?
+        var continuation: UnsafeContinuation<Void, any Error>
+    }
+
+    private let epoll: Int32
+    private let wakeFD: Int32
+    private let pending = Mutex(Pending())
+    private var waiters: [UInt64: Waiter] = [:]
+    private var waitersByFD: [Int32: Set<UInt64>] = [:]
+    private var interest: [Int32: UInt32] = [:]
+    private var cancelledBeforeRegistration: Set<UInt64> = []
+    private static let waiterIDs = Atomic<UInt64>(0)
+
+    /// Starts a loop on its own thread; it runs for the life of the process.
+    public init(name: String = "flotilla-ssh") {
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK))
+        precondition(epoll >= 0 && wakeFD >= 0, "cannot create the event loop: \(String(cString: strerror(errno)))")
+        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(fd: wakeFD))
+        epoll_ctl(epoll, EPOLL_CTL_ADD, wakeFD, &event)
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { argument in
+            let loop = Unmanaged<EventLoop>.fromOpaque(argument!).takeRetainedValue()
+            loop.run()
+            return nil
+        }, box.toOpaque())
+        precondition(created == 0, "cannot start the event loop thread")
+        pthread_detach(thread)
+    }
+
+    /// Loops shared by the whole process: one per core, at most four.
+    public static let shared: [EventLoop] = {
+        let count = max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        return (0..<count).map { EventLoop(name: "flotilla-ssh-\($0)") }
+    }()
+
+    private static let counter = Atomic<Int>(0)
+
+    /// The next shared loop, round robin.
+    public static func next() -> EventLoop {
+        shared[counter.wrappingAdd(1, ordering: .relaxed).oldValue % shared.count]
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        pending.withLock { $0.jobs.append(unowned) }
+        wake()
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Suspends until `fd` is ready for `events` (an error or hang-up also wakes it).
+    /// May be called from any context: the loop thread does the registering.
+    ///
+    /// - Throws: ``TimedOut`` when `deadline` passes first; `CancellationError` when the
+    ///   task is cancelled.
+    public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?) async throws {
+        try Task.checkCancellation()
+        let id = Self.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                let waiter = Waiter(fd: fd, events: events.rawValue, deadline: deadline, continuation: continuation)
+                pending.withLock { $0.registrations.append((id, waiter)) }
+                wake()
+            }
+        } onCancel: {
+            pending.withLock { $0.cancelled.append(id) }
+            wake()
+        }
+    }
+
+    /// Suspends until `deadline`.
+    public func sleep(until deadline: ContinuousClock.Instant) async throws {
+        do {
+            try await wait(for: -1, events: [], until: deadline)
+        } catch is TimedOut {
+            return
+        }
+    }
+
+    private func updateInterest(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        let wanted = (waitersByFD[fd] ?? []).reduce(UInt32(0)) { $0 | (waiters[$1]?.events ?? 0) }
+        let current = interest[fd]
+        var event = epoll_event(events: wanted, data: epoll_data_t(fd: fd))
+        if wanted == 0 {
+            if current != nil { epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event) }
+            interest[fd] = nil
+            waitersByFD[fd] = nil
+        } else if current == nil {
+            if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0 { failWaiters(on: fd) } else { interest[fd] = wanted }
+        } else if current != wanted {
+            epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
+            interest[fd] = wanted
+        }
+    }
+
+    /// A descriptor epoll refuses (closed, say): wake its waiters so they retry and see
+    /// the error themselves.
+    private func failWaiters(on fd: Int32) {
+        for id in waitersByFD[fd] ?? [] { resume(id, throwing: nil) }
+        waitersByFD[fd] = nil
+    }
+
+    private func resume(_ id: UInt64, throwing error: (any Error)?) {
+        guard let waiter = waiters.removeValue(forKey: id) else { return }
+        if waiter.fd >= 0 { waitersByFD[waiter.fd]?.remove(id) }
+        if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume() }
+    }
+
+    private func run() {
+        var events = [epoll_event](repeating: epoll_event(), count: 128)
+        while true {
+            let (jobs, registrations, cancelled) = pending.withLock { state in
+                defer {
+                    state.jobs.removeAll(keepingCapacity: true)
+                    state.registrations.removeAll(keepingCapacity: true)
+                    state.cancelled.removeAll()
+                }
+                return (state.jobs, state.registrations, state.cancelled)
+            }
+            for job in jobs { job.runSynchronously(on: asUnownedSerialExecutor()) }
+            var touched: Set<Int32> = []
+            for (id, waiter) in registrations {
+                waiters[id] = waiter
+                if waiter.fd >= 0 { waitersByFD[waiter.fd, default: []].insert(id) }
+                touched.insert(waiter.fd)
+                if cancelledBeforeRegistration.remove(id) != nil { resume(id, throwing: CancellationError()) }
+            }
+            for id in cancelled {
+                guard let fd = waiters[id]?.fd else {
+                    cancelledBeforeRegistration.insert(id)
+                    continue
+                }
+                touched.insert(fd)
+                resume(id, throwing: CancellationError())
+            }
+            let now = ContinuousClock.now
+            for (id, waiter) in waiters {
+                if let deadline = waiter.deadline, deadline <= now {
+                    touched.insert(waiter.fd)
+                    resume(id, throwing: TimedOut())
+                }
+            }
+            touched.forEach(updateInterest)
+            let hasJobs = pending.withLock { !$0.jobs.isEmpty || !$0.cancelled.isEmpty || !$0.registrations.isEmpty }
+            var timeout: Int32 = -1
+            if hasJobs {
+                timeout = 0
+            } else if let nearest = waiters.values.compactMap(\.deadline).min() {
+                let (seconds, attoseconds) = (nearest - ContinuousClock.now).components
+                let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+                timeout = Int32(clamping: max(0, milliseconds))
+            }
+            let count = epoll_wait(epoll, &events, Int32(events.count), timeout)
+            guard count > 0 else { continue }
+            for index in 0..<Int(count) {
+                let fd = events[index].data.fd
+                if fd == wakeFD {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                    continue
+                }
+                let ready = events[index].events
+                let failed = ready & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+                for id in waitersByFD[fd] ?? [] where failed || (waiters[id].map { $0.events & ready != 0 } ?? false) {
+                    resume(id, throwing: nil)
+                }
+                updateInterest(fd)
+            }
+        }
+    }
+}

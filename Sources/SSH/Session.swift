@@ -1,0 +1,465 @@
+import CLibSSH2
+import Foundation
+import Glibc
+
+/// One SSH connection to one host, on libssh2 in non-blocking mode, confined to an
+/// ``EventLoop`` (the actor's executor), so its libssh2 handles are only ever touched by
+/// the loop's thread. Each command is a new channel on the session.
+public actor SSHSession {
+    public enum HostKeyCheck: String, Sendable, CaseIterable {
+        /// Refuse unknown and changed keys.
+        case strict
+        /// Record unknown keys in known_hosts; refuse changed ones.
+        case acceptNew = "accept-new"
+        /// Accept any key; the session reports what it accepted in ``hostKeyWarning``.
+        case off
+    }
+
+    public struct Options: Sendable {
+        /// The host's name, for messages.
+        public var name: String
+        public var address: String
+        public var port: Int = 22
+        public var user: String
+        public var identityFiles: [String] = []
+        public var passphrase: String?
+        public var password: String?
+        public var useAgent = true
+        public var hostKeyCheck: HostKeyCheck = .strict
+        public var knownHostsFile: String
+        /// Covers TCP, the banner, key exchange and authentication.
+        public var connectTimeout: Duration = .seconds(10)
+        /// Keepalive interval while a command runs; nil for none.
+        public var keepalive: Duration? = .seconds(15)
+
+        public init(name: String, address: String, port: Int = 22, user: String, knownHostsFile: String) {
+            self.name = name
+            self.address = address
+            self.port = port
+            self.user = user
+            self.knownHostsFile = knownHostsFile
+        }
+    }
+
+    /// How long each phase of connecting took.
+    public struct Timings: Sendable {
+        public var tcp: Duration = .zero
+        public var handshake: Duration = .zero
+        public var authentication: Duration = .zero
+    }
+
+    public nonisolated let loop: EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    public nonisolated let options: Options
+
+    // nonisolated(unsafe): used only by the actor's methods (on its loop) and by deinit,
+    // which runs when nothing else can reach the session.
+    private nonisolated(unsafe) var raw: OpaquePointer?
+    private var fd: Int32 = -1
+    public private(set) var timings = Timings()
+    /// The host key's SHA256 fingerprint, as OpenSSH prints it.
+    public private(set) var fingerprint = ""
+    /// Set when `--host-key-check off` let an unknown or changed key through.
+    public private(set) var hostKeyWarning: String?
+
+    private init(options: Options, loop: EventLoop) {
+        self.options = options
+        self.loop = loop
+    }
+
+    /// Connects, verifies the host key and authenticates, all within the connect timeout.
+    ///
+    /// - Throws: ``SSHError`` whose code says what failed (refused, timeout, host key,
+    ///   key file, passphrase, auth denied...). Nothing is left open when it throws.
+    public static func connect(_ options: Options, on loop: EventLoop = .next()) async throws -> SSHSession {
+        try LibSSH2.initialize()
+        let session = SSHSession(options: options, loop: loop)
+        do {
+            try await session.open()
+        } catch {
+            await session.close()
+            throw error
+        }
+        return session
+    }
+
+    private var host: String { options.name }
+
+    private func fail(_ code: SSHError.Code, _ operation: String, _ message: String, rc: Int32? = nil) -> SSHError {
+        SSHError(code: code, libssh2Code: rc, message: message, host: host, operation: operation)
+    }
+
+    /// libssh2's last error message for this session.
+    private func lastError() -> String {
+        guard let raw else { return "no session" }
+        var message: UnsafeMutablePointer<CChar>?
+        var length: Int32 = 0
+        libssh2_session_last_error(raw, &message, &length, 0)
+        return message.map { String(cString: $0) } ?? "unknown error"
+    }
+
+    // MARK: Waiting on the socket
+
+    private func waitForSocket(until deadline: ContinuousClock.Instant?, _ operation: String, timeoutCode: SSHError.Code = .timeout) async throws {
+        let directions = libssh2_session_block_directions(raw)
+        var events: EventLoop.Events = []
+        if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 { events.insert(.readable) }
+        if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events.insert(.writable) }
+        if events.isEmpty { events = .readable }
+        do {
+            try await loop.wait(for: fd, events: events, until: deadline)
+        } catch is EventLoop.TimedOut {
+            throw fail(timeoutCode, operation, "\(operation) timed out")
+        }
+    }
+
+    /// Calls `body` until it stops answering EAGAIN, waiting on the socket in between.
+    private func retry(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> Int32) async throws -> Int32 {
+        while true {
+            let rc = body()
+            guard rc == LIBSSH2_ERROR_EAGAIN else { return rc }
+            try await waitForSocket(until: deadline, operation)
+        }
+    }
+
+    /// The same for calls that return a pointer, NULL with EAGAIN meaning "again".
+    private func retry<T>(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> T?) async throws -> T? {
+        while true {
+            if let value = body() { return value }
+            guard libssh2_session_last_errno(raw) == LIBSSH2_ERROR_EAGAIN else { return nil }
+            try await waitForSocket(until: deadline, operation)
+        }
+    }
+
+    // MARK: Connecting
+
+    private func open() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + options.connectTimeout
+        let addresses = try await TCP.resolve(options.address, port: options.port)
+        var connectError: Error?
+        for address in addresses {
+            do {
+                fd = try await TCP.connect(address, host: host, loop: loop, deadline: deadline)
+                break
+            } catch {
+                connectError = error
+            }
+        }
+        guard fd >= 0 else { throw connectError ?? fail(.connectFailed, "connect", "no address") }
+        let connected = clock.now
+        timings.tcp = connected - start
+
+        guard let session = flotilla_libssh2_session_init() else {
+            throw fail(.protocolError, "session", "libssh2 could not create a session")
+        }
+        raw = session
+        libssh2_session_set_blocking(session, 0)
+        let known = try KnownHosts(file: options.knownHostsFile, session: session)
+        let preferred = known.preferredHostKeyAlgorithms(address: options.address, port: options.port)
+        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, preferred)
+
+        let rc = try await retry("SSH handshake (banner and key exchange)", until: deadline) {
+            libssh2_session_handshake(session, libssh2_socket_t(fd))
+        }
+        guard rc == 0 else {
+            let code: SSHError.Code = rc == LIBSSH2_ERROR_SOCKET_DISCONNECT || rc == LIBSSH2_ERROR_SOCKET_RECV ? .disconnected : .protocolError
+            throw fail(code, "handshake", "SSH handshake failed: \(lastError())", rc: rc)
+        }
+        let handshaken = clock.now
+        timings.handshake = handshaken - connected
+
+        try verifyHostKey(known)
+        try await authenticate(until: deadline)
+        timings.authentication = clock.now - handshaken
+        if let keepalive = options.keepalive {
+            libssh2_keepalive_config(session, 1, UInt32(max(1, keepalive.components.seconds)))
+        }
+    }
+
+    private func verifyHostKey(_ known: KnownHosts) throws {
+        var length = 0
+        var type: Int32 = 0
+        guard let key = libssh2_session_hostkey(raw, &length, &type) else {
+            throw fail(.protocolError, "host key", "the server sent no host key")
+        }
+        let keyType = HostKeyType(libssh2Type: type)
+        fingerprint = Self.sha256Fingerprint(raw)
+        let offered = "\(keyType.name) \(fingerprint)"
+        let target = options.port == 22 ? options.address : "[\(options.address)]:\(options.port)"
+        let file = options.knownHostsFile
+        switch known.check(address: options.address, port: options.port, key: key, length: length, type: keyType) {
+        case .match:
+            return
+        case .mismatch(let line):
+            let message = """
+                the host key of \(target) has CHANGED: the server offers \(offered), \
+                but \(file)\(line.map { ":\($0)" } ?? "") holds a different key for it. \
+                If the host was reinstalled, check the new key and remove the old entry with: \
+                ssh-keygen -R '\(target)' -f \(file)
+                """
+            guard options.hostKeyCheck == .off else { throw fail(.hostKeyChanged, "host key", message) }
+            hostKeyWarning = "host key check off: accepted a CHANGED key (\(offered))"
+        case .notFound:
+            switch options.hostKeyCheck {
+            case .strict:
+                throw fail(.hostKeyUnknown, "host key", """
+                    the host key of \(target) is not in \(file) (strict checking): the server offers \(offered). \
+                    Check it, then add it (ssh-keyscan -p \(options.port) \(options.address) >> \(file)) \
+                    or connect once with --host-key-check accept-new
+                    """)
+            case .acceptNew:
+                try KnownHosts.append(target: target, type: keyType, key: UnsafeRawBufferPointer(start: key, count: length), to: file)
+            case .off:
+                hostKeyWarning = "host key check off: accepted an unknown key (\(offered))"
+            }
+        }
+    }
+
+    /// OpenSSH's `SHA256:` fingerprint of the session's host key.
+    private static func sha256Fingerprint(_ session: OpaquePointer?) -> String {
+        guard let hash = libssh2_hostkey_hash(session, LIBSSH2_HOSTKEY_HASH_SHA256) else { return "SHA256:?" }
+        let bytes = Data(bytes: hash, count: 32)
+        return "SHA256:" + bytes.base64EncodedString().replacingOccurrences(of: "=", with: "")
+    }
+
+    // MARK: Authentication
+
+    private func authenticate(until deadline: ContinuousClock.Instant) async throws {
+        let user = options.user
+        let userLength = UInt32(user.utf8.count)
+        let list: UnsafeMutablePointer<CChar>? = try await retry("authentication", until: deadline) {
+            libssh2_userauth_list(raw, user, userLength)
+        }
+        if list == nil {
+            if libssh2_userauth_authenticated(raw) != 0 { return }
+            throw fail(.disconnected, "authentication", "the server closed the session: \(lastError())")
+        }
+        let methods = Set(String(cString: list!).split(separator: ",").map(String.init))
+        var failures: [(SSHError.Code, String)] = []
+
+        if methods.contains("publickey") {
+            if options.useAgent, let socket = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"], !socket.isEmpty {
+                if try await agentAuthentication(user: user, until: deadline) { return }
+                failures.append((.authDenied, "no ssh-agent identity was accepted"))
+            }
+            let explicit = !options.identityFiles.isEmpty
+            let files = explicit ? options.identityFiles : Self.defaultIdentityFiles()
+            for file in files {
+                guard FileManager.default.isReadableFile(atPath: file) else {
+                    failures.append((.keyFile, "no such private key file: \(file)"))
+                    continue
+                }
+                let passphrase = options.passphrase
+                let rc = try await retry("authentication", until: deadline) {
+                    libssh2_userauth_publickey_fromfile_ex(raw, user, userLength, nil, file, passphrase)
+                }
+                switch rc {
+                case 0:
+                    return
+                case LIBSSH2_ERROR_FILE:
+                    if PrivateKeyFile.isEncrypted(file) {
+                        failures.append(passphrase == nil
+                            ? (.passphrase, "\(file) is encrypted and no passphrase was given (--key-passphrase-file)")
+                            : (.passphrase, "wrong passphrase for \(file)"))
+                    } else {
+                        failures.append((.keyFile, "cannot use private key \(file): \(lastError())"))
+                    }
+                case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
+                    failures.append((.authDenied, "key \(file) denied by the server"))
+                default:
+                    throw fail(.disconnected, "authentication", "public key authentication failed: \(lastError())", rc: rc)
+                }
+            }
+        }
+        if let password = options.password {
+            if methods.contains("password") {
+                let rc = try await retry("authentication", until: deadline) {
+                    libssh2_userauth_password_ex(raw, user, userLength, password, UInt32(password.utf8.count), nil)
+                }
+                if rc == 0 { return }
+                guard rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PASSWORD_EXPIRED else {
+                    throw fail(.disconnected, "authentication", "password authentication failed: \(lastError())", rc: rc)
+                }
+                failures.append((.authDenied, rc == LIBSSH2_ERROR_PASSWORD_EXPIRED ? "the password has expired" : "password denied by the server"))
+            } else {
+                failures.append((.noAuthMethod, "a password was given but the server does not accept passwords"))
+            }
+        }
+        let accepted = methods.sorted().joined(separator: ",")
+        guard !failures.isEmpty else {
+            throw fail(.noAuthMethod, "authentication", """
+                no credential to offer \(user)@\(options.address) (the server accepts \(accepted)): \
+                give a key (-i, ansible_ssh_private_key_file), an ssh-agent, or a password (--ask-pass)
+                """)
+        }
+        let code = [SSHError.Code.passphrase, .keyFile, .authDenied].first { code in failures.contains { $0.0 == code } } ?? .noAuthMethod
+        throw fail(code, "authentication", "authentication as \(user) failed: " + failures.map(\.1).joined(separator: "; "))
+    }
+
+    private func agentAuthentication(user: String, until deadline: ContinuousClock.Instant) async throws -> Bool {
+        guard let agent = libssh2_agent_init(raw) else { return false }
+        defer {
+            libssh2_agent_disconnect(agent)
+            libssh2_agent_free(agent)
+        }
+        guard libssh2_agent_connect(agent) == 0, libssh2_agent_list_identities(agent) == 0 else { return false }
+        var previous: UnsafeMutablePointer<libssh2_agent_publickey>?
+        var identity: UnsafeMutablePointer<libssh2_agent_publickey>?
+        while libssh2_agent_get_identity(agent, &identity, previous) == 0 {
+            let current = identity
+            let rc = try await retry("authentication", until: deadline) { libssh2_agent_userauth(agent, user, current) }
+            if rc == 0 { return true }
+            previous = identity
+        }
+        return false
+    }
+
+    private static func defaultIdentityFiles() -> [String] {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return ["id_ed25519", "id_ecdsa", "id_rsa"].map { "\(home)/.ssh/\($0)" }
+            .filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    // MARK: Commands
+
+    /// Runs `command` on a new channel. Output goes to `output` as it arrives (on the
+    /// session's loop) and its last `tailLimit` bytes per stream are kept in the result.
+    /// A command that passes `timeout` has its channel closed and `timedOut` set.
+    ///
+    /// - Throws: ``SSHError`` when the session fails (lost connection); a command that
+    ///   fails is a result.
+    public func run(_ command: String, stdin: [UInt8]? = nil, timeout: Duration? = nil, tailLimit: Int = 64 * 1024,
+                    output: (@Sendable (RemoteStream, UnsafeRawBufferPointer) -> Void)? = nil) async throws -> CommandResult {
+        guard let raw else { throw fail(.disconnected, "exec", "the session is closed") }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = timeout.map { start + $0 }
+        var result = CommandResult(stdout: TailBuffer(limit: tailLimit), stderr: TailBuffer(limit: tailLimit))
+        let channel: OpaquePointer? = try await retry("opening a channel", until: deadline) {
+            libssh2_channel_open_ex(raw, "session", 7, 2 * 1024 * 1024, UInt32(LIBSSH2_CHANNEL_PACKET_DEFAULT), nil, 0)
+        }
+        guard let channel else {
+            throw fail(.disconnected, "exec", "cannot open a channel: \(lastError())", rc: libssh2_session_last_errno(raw))
+        }
+        do {
+            let started = try await retry("starting the command", until: deadline) {
+                libssh2_channel_process_startup(channel, "exec", 4, command, UInt32(command.utf8.count))
+            }
+            guard started == 0 else { throw fail(.channel, "exec", "the server refused to run the command: \(lastError())", rc: started) }
+            if let stdin { try await write(stdin, to: channel, until: deadline) }
+            _ = try await retry("closing stdin", until: deadline) { libssh2_channel_send_eof(channel) }
+            try await read(channel, into: &result, until: deadline, output: output)
+        } catch let error as SSHError where error.code == .timeout {
+            result.timedOut = true
+        } catch {
+            free(channel)
+            throw error
+        }
+        if result.timedOut {
+            // Close without waiting for the remote side: it may never answer.
+            _ = libssh2_channel_close(channel)
+        } else {
+            _ = try await retry("closing the channel", until: clock.now + .seconds(5)) { libssh2_channel_close(channel) }
+            _ = try await retry("closing the channel", until: clock.now + .seconds(5)) { libssh2_channel_wait_closed(channel) }
+            result.exitStatus = libssh2_channel_get_exit_status(channel)
+            var signal: UnsafeMutablePointer<CChar>?
+            var signalLength = 0
+            if libssh2_channel_get_exit_signal(channel, &signal, &signalLength, nil, nil, nil, nil) == 0, let signal {
+                result.exitSignal = String(cString: signal)
+                Glibc.free(signal)
+                result.exitStatus = nil
+            }
+        }
+        free(channel)
+        result.duration = clock.now - start
+        return result
+    }
+
+    private func free(_ channel: OpaquePointer) {
+        // Freeing may want to send a close; do not wait for it.
+        _ = libssh2_channel_free(channel)
+    }
+
+    private func write(_ bytes: [UInt8], to channel: OpaquePointer, until deadline: ContinuousClock.Instant?) async throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = try await retry("writing stdin", until: deadline) {
+                bytes.withUnsafeBytes { buffer in
+                    Int32(truncatingIfNeeded: libssh2_channel_write_ex(channel, 0, buffer.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), bytes.count - offset))
+                }
+            }
+            guard written >= 0 else { throw fail(.disconnected, "exec", "cannot write stdin: \(lastError())", rc: written) }
+            offset += Int(written)
+        }
+    }
+
+    private func read(_ channel: OpaquePointer, into result: inout CommandResult, until deadline: ContinuousClock.Instant?,
+                      output: (@Sendable (RemoteStream, UnsafeRawBufferPointer) -> Void)?) async throws {
+        let size = 64 * 1024
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
+        defer { buffer.deallocate() }
+        let clock = ContinuousClock()
+        while true {
+            var progressed = false
+            for (stream, id) in [(RemoteStream.stdout, Int32(0)), (.stderr, Int32(SSH_EXTENDED_DATA_STDERR))] {
+                while true {
+                    let count = libssh2_channel_read_ex(channel, id, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                    if count > 0 {
+                        let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+                        if stream == .stdout { result.stdout.append(chunk) } else { result.stderr.append(chunk) }
+                        output?(stream, chunk)
+                        progressed = true
+                        continue
+                    }
+                    if count == 0 || count == Int(LIBSSH2_ERROR_EAGAIN) { break }
+                    throw fail(.disconnected, "exec", "the connection broke while reading output: \(lastError())", rc: Int32(count))
+                }
+            }
+            if libssh2_channel_eof(channel) != 0 { return }
+            if progressed { continue }
+            var wait = deadline
+            if options.keepalive != nil {
+                var next: Int32 = 0
+                let rc = libssh2_keepalive_send(raw, &next)
+                if rc != 0 && rc != LIBSSH2_ERROR_EAGAIN {
+                    throw fail(.disconnected, "exec", "the connection broke: \(lastError())", rc: rc)
+                }
+                if next > 0 {
+                    let keepaliveAt = clock.now + .seconds(Int(next))
+                    wait = wait.map { min($0, keepaliveAt) } ?? keepaliveAt
+                }
+            }
+            do {
+                try await waitForSocket(until: wait, "the command")
+            } catch let error as SSHError where error.code == .timeout {
+                if let deadline, clock.now >= deadline { throw error }
+            }
+        }
+    }
+
+    /// Disconnects and frees the session; safe to call more than once.
+    public func close() async {
+        if let raw {
+            let deadline = ContinuousClock.now + .seconds(2)
+            _ = try? await retry("disconnect", until: deadline) { flotilla_libssh2_session_disconnect(raw, "flotilla done") }
+            libssh2_session_set_blocking(raw, 1)
+            libssh2_session_free(raw)
+            self.raw = nil
+        }
+        if fd >= 0 {
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+
+    deinit {
+        // A backstop for sessions dropped without close(): nothing else can use them now.
+        if let raw {
+            libssh2_session_set_blocking(raw, 1)
+            libssh2_session_free(raw)
+        }
+        if fd >= 0 { Glibc.close(fd) }
+    }
+}

@@ -1,0 +1,188 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+import SSH
+
+/// SSH connection flags shared by every command that connects (SPEC §3).
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("strict (default): refuse unknown and changed host keys; accept-new: record unknown keys, refuse changed ones; off: accept any key (reported in every summary).", valueName: "mode"))
+    var hostKeyCheck: SSHSession.HostKeyCheck = .strict
+
+    @Option(help: ArgumentHelp("known_hosts file (default: the inventory's UserKnownHostsFile, else ~/.ssh/known_hosts).", valueName: "path"))
+    var knownHosts: String?
+
+    @Option(help: ArgumentHelp("File holding the passphrase of encrypted private keys (else you are asked when a key needs one).", valueName: "path"))
+    var keyPassphraseFile: String?
+
+    @Flag(help: "Ask once for the SSH password (used where the inventory sets none).")
+    var askPass = false
+
+    @Option(help: ArgumentHelp("Seconds allowed for TCP, banner, key exchange and authentication.", valueName: "seconds"))
+    var connectTimeout: Double = 10
+
+    func validate() throws {
+        guard connectTimeout > 0 else { throw ValidationError("--connect-timeout must be more than 0 seconds") }
+    }
+
+    /// Secrets gathered once, before any connection.
+    struct Secrets {
+        var passphrase: String?
+        var password: String?
+    }
+
+    func secrets(for settings: [ConnectionSettings]) throws -> Secrets {
+        var secrets = Secrets()
+        if let file = keyPassphraseFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read --key-passphrase-file \(file)")
+            }
+            secrets.passphrase = text.trimmingCharacters(in: .newlines)
+        } else if settings.contains(where: { $0.identityFiles.contains(where: PrivateKeyFile.isEncrypted) }) {
+            secrets.passphrase = try Console.prompt("Passphrase for the private key: ")
+        }
+        if askPass { secrets.password = try Console.prompt("SSH password: ") }
+        return secrets
+    }
+
+    func sessionOptions(_ host: Inventory.Host, _ settings: ConnectionSettings, _ secrets: Secrets) -> SSHSession.Options {
+        let knownHostsFile = knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
+        var options = SSHSession.Options(name: host.name, address: settings.address, port: settings.port,
+                                         user: settings.user, knownHostsFile: knownHostsFile)
+        options.identityFiles = settings.identityFiles
+        options.passphrase = secrets.passphrase
+        options.password = settings.password?.value ?? secrets.password
+        options.hostKeyCheck = hostKeyCheck
+        options.connectTimeout = .milliseconds(Int(connectTimeout * 1000))
+        return options
+    }
+}
+
+extension SSHSession.HostKeyCheck: ExpressibleByArgument {}
+
+/// One host's outcome of a remote command, as `ping` and `exec` report it.
+struct HostOutcome: Sendable {
+    var name: String
+    var address: String
+    var exitStatus: Int32?
+    var exitSignal: String?
+    var stdout = ""
+    var stderr = ""
+    var truncated = false
+    var error: String?
+    var errorKind: String?
+    var duration: Duration = .zero
+    var timings: SSHSession.Timings?
+    var hostKeyWarning: String?
+    var log: String?
+
+    var succeeded: Bool { error == nil && exitStatus == 0 }
+    /// The connection never got as far as running anything.
+    var unreachable: Bool { error != nil && exitStatus == nil && errorKind != "timeout-command" }
+}
+
+enum Fleet {
+    /// Runs `body` for every host with at most `forks` at once: fill up to the limit,
+    /// then one in, one out. Results keep the hosts' order.
+    static func each(_ count: Int, forks: Int, _ body: @escaping @Sendable (Int) async -> HostOutcome) async -> [HostOutcome] {
+        await withTaskGroup(of: (Int, HostOutcome).self) { group in
+            var results = [HostOutcome?](repeating: nil, count: count)
+            var next = 0
+            while next < min(forks, count) {
+                let index = next
+                group.addTask { (index, await body(index)) }
+                next += 1
+            }
+            for await (index, outcome) in group {
+                results[index] = outcome
+                if next < count {
+                    let index = next
+                    group.addTask { (index, await body(index)) }
+                    next += 1
+                }
+            }
+            return results.map { $0! }
+        }
+    }
+
+    /// Connects to one host, runs `command`, and closes. Every failure becomes the
+    /// host's outcome, never an exception.
+    static func run(_ command: String, host: Inventory.Host, settings: ConnectionSettings, options: SSHSession.Options,
+                    timeout: Duration?, log: URL?) async -> HostOutcome {
+        var outcome = HostOutcome(name: host.name, address: settings.address)
+        let clock = ContinuousClock()
+        let start = clock.now
+        if let problem = settings.problems.first {
+            outcome.error = problem
+            outcome.errorKind = "settings"
+            return outcome
+        }
+        if !settings.proxyJump.isEmpty {
+            outcome.error = "jump hosts (ProxyJump \(settings.proxyJump.map(\.description).joined(separator: ","))) are not supported yet"
+            outcome.errorKind = "settings"
+            return outcome
+        }
+        let writer = log.flatMap(LogWriter.init)
+        do {
+            let session = try await SSHSession.connect(options)
+            outcome.timings = await session.timings
+            outcome.hostKeyWarning = await session.hostKeyWarning
+            var remote = command
+            var stdin: [UInt8]?
+            if settings.become {
+                let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
+                if let password = settings.becomePassword {
+                    remote = "sudo -S -p '' -u \(settings.becomeUser) -- sh -c \(quoted)"
+                    stdin = Array((password.value + "\n").utf8)
+                } else {
+                    remote = "sudo -n -u \(settings.becomeUser) -- sh -c \(quoted)"
+                }
+            }
+            let result = try await session.run(remote, stdin: stdin, timeout: timeout) { stream, bytes in
+                writer?.write(stream, bytes)
+            }
+            await session.close()
+            outcome.exitStatus = result.exitStatus
+            outcome.exitSignal = result.exitSignal
+            outcome.stdout = result.stdout.text
+            outcome.stderr = result.stderr.text
+            outcome.truncated = result.stdout.truncated || result.stderr.truncated
+            if result.timedOut {
+                outcome.error = "timeout: the command ran longer than \(timeout.map { "\($0.components.seconds)" } ?? "?") s (channel closed)"
+                outcome.errorKind = "timeout-command"
+            } else if let signal = result.exitSignal {
+                outcome.error = "killed by signal \(signal)"
+                outcome.errorKind = "signal"
+            }
+        } catch let error as SSHError {
+            outcome.error = error.message
+            outcome.errorKind = error.code.rawValue
+        } catch {
+            outcome.error = "\(error)"
+            outcome.errorKind = "internal"
+        }
+        writer?.close()
+        outcome.log = log?.path
+        outcome.duration = clock.now - start
+        return outcome
+    }
+}
+
+/// A host's full output, written as it arrives (owner-only).
+final class LogWriter: @unchecked Sendable {
+    // @unchecked: written only from the host's session loop, one callback at a time.
+    private let handle: FileHandle
+
+    init?(_ url: URL) {
+        guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = try? FileHandle(forWritingTo: url) else { return nil }
+        self.handle = handle
+    }
+
+    func write(_ stream: RemoteStream, _ bytes: UnsafeRawBufferPointer) {
+        // stdout and stderr interleave in one file; stderr lines are not marked, so the
+        // bytes stay exactly as the host sent them.
+        handle.write(Data(bytes))
+    }
+
+    func close() { try? handle.close() }
+}
