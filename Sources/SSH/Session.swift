@@ -165,7 +165,11 @@ public actor SSHSession {
         }
         guard rc == 0 else {
             let code: SSHError.Code = rc == LIBSSH2_ERROR_SOCKET_DISCONNECT || rc == LIBSSH2_ERROR_SOCKET_RECV ? .disconnected : .protocolError
-            throw fail(code, "handshake", "SSH handshake failed: \(lastError())", rc: rc)
+            var message = "SSH handshake failed: \(lastError())"
+            if rc == LIBSSH2_ERROR_KEX_FAILURE {
+                message += " (no algorithm in common; an RSA-only server that refuses SHA-1 ssh-rsa signatures cannot be verified by libssh2 \(LibSSH2.version): give it an ed25519 or ECDSA host key, or allow HostKeyAlgorithms +ssh-rsa)"
+            }
+            throw fail(code, "handshake", message, rc: rc)
         }
         let handshaken = clock.now
         timings.handshake = handshaken - connected

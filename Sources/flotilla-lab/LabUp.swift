@@ -220,7 +220,7 @@ struct LabUp: Sendable {
             LogLevel INFO
             Subsystem sftp /usr/lib/openssh/sftp-server
             ForceCommand \(q(executable)) _session
-
+            \(keyType == "rsa" ? "# An RSA-only host as older OpenSSH releases (7.x) served it: SHA-1 signatures allowed.\nHostKeyAlgorithms +ssh-rsa\n" : "")
             """
         try sshdConfig.write(to: paths.sshdConfig, atomically: true, encoding: .utf8)
     }

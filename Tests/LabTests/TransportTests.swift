@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import flotilla_lab
+
+/// flotilla's SSH transport (ping, exec) against real sshd hosts of the lab, each fault
+/// of inventories/lab-faults.yaml on its own.
+@Suite struct TransportTests {
+    static let flotilla = productsDir.appendingPathComponent("flotilla").path
+
+    struct Host {
+        var fields: [String: Any]
+        var error: String { fields["error"] as? String ?? "" }
+        var kind: String { fields["error_kind"] as? String ?? "" }
+        var exitStatus: Int? { fields["exit_status"] as? Int }
+    }
+
+    /// Runs flotilla with `arguments` and reads its --json output by host name.
+    static func json(_ arguments: [String], expectStatus: Int32? = nil) throws -> (status: Int32, hosts: [String: Host], summary: [String: Any], stdout: String) {
+        var arguments = arguments
+        arguments.insert(contentsOf: ["--json", "--ssh-config", "none"], at: arguments.firstIndex(of: "--") ?? arguments.endIndex)
+        let result = try run([flotilla] + arguments)
+        if let expectStatus { #expect(result.status == expectStatus, "\(result.stdout)\(result.stderr)") }
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let list = try #require(object?["hosts"] as? [[String: Any]], "\(result.stdout)\(result.stderr)")
+        return (result.status, Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as! String, Host(fields: $0)) }),
+                object?["summary"] as? [String: Any] ?? [:], result.stdout)
+    }
+
+    @Test func pingReportsEachConnectionFaultByKind() throws {
+        let lab = try TestLab(spec: LabFaultTests.spec)
+        let started = Date()
+        let ping = try Self.json(["ping", "-i", lab.path("inventory.yaml"), "--connect-timeout", "2"], expectStatus: 1)
+        for name in ["ok-ubuntu", "ok-rocky", "old-mistral", "slow", "apt-broken", "hangs", "drops"] {
+            #expect(ping.hosts[name]?.exitStatus == 0, "\(name): \(ping.hosts[name]?.error ?? "missing")")
+        }
+        #expect(ping.hosts["refused"]?.kind == "connect")
+        #expect(ping.hosts["refused"]?.error == "connection refused")
+        #expect(ping.hosts["silent"]?.kind == "timeout")
+        #expect(ping.hosts["silent"]?.error.contains("handshake") == true, "\(ping.hosts["silent"]?.error ?? "")")
+        let changed = try #require(ping.hosts["new-key"])
+        #expect(changed.kind == "host key changed")
+        #expect(changed.error.contains("SHA256:") && changed.error.contains("known_hosts:") && changed.error.contains("ssh-keygen -R"), "\(changed.error)")
+        let unknown = try #require(ping.hosts["unknown-key"])
+        #expect(unknown.kind == "host key unknown")
+        #expect(unknown.error.contains("ecdsa-sha2-nistp256 SHA256:"), "\(unknown.error)")
+        #expect(Date().timeIntervalSince(started) < 6, "the silent host is bounded by --connect-timeout")
+        #expect(ping.summary["unreachable"] as? Int == 4)
+    }
+
+    @Test func acceptNewRecordsUnknownKeysAndStillRefusesChangedOnes() throws {
+        let lab = try TestLab(spec: LabFaultTests.spec)
+        let before = try String(contentsOfFile: lab.path("known_hosts"), encoding: .utf8)
+        let accept = try Self.json(["ping", "-i", lab.path("inventory.yaml"), "--limit", "unknown-key:new-key",
+                                    "--host-key-check", "accept-new"], expectStatus: 1)
+        #expect(accept.hosts["unknown-key"]?.exitStatus == 0, "\(accept.hosts["unknown-key"]?.error ?? "")")
+        #expect(accept.hosts["new-key"]?.kind == "host key changed")
+        let after = try String(contentsOfFile: lab.path("known_hosts"), encoding: .utf8)
+        let added = after.dropFirst(before.count).split(separator: "\n")
+        #expect(added.count == 1 && added.first?.contains(" ecdsa-sha2-nistp256 ") == true, "\(added)")
+        let strict = try Self.json(["ping", "-i", lab.path("inventory.yaml"), "--limit", "unknown-key"], expectStatus: 0)
+        #expect(strict.hosts["unknown-key"]?.exitStatus == 0)
+    }
+
+    @Test func acceptNewForManyHostsAtOnceWritesOneWholeLineEach() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let knownHosts = lab.dir.appendingPathComponent("fresh_known_hosts").path
+        let first = try Self.json(["ping", "-i", lab.path("inventory.ini"), "--known-hosts", knownHosts,
+                                   "--host-key-check", "accept-new", "--forks", "64"], expectStatus: 0)
+        let lines = try String(contentsOfFile: knownHosts, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == first.hosts.count)
+        #expect(lines.allSatisfy { $0.split(separator: " ").count == 3 && $0.hasPrefix("[127.") })
+        let attributes = try FileManager.default.attributesOfItem(atPath: knownHosts)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        _ = try Self.json(["ping", "-i", lab.path("inventory.ini"), "--known-hosts", knownHosts], expectStatus: 0)
+    }
+
+    @Test func hostKeyCheckOffAcceptsButSaysSoEverywhere() throws {
+        let lab = try TestLab(spec: LabFaultTests.spec)
+        let off = try Self.json(["ping", "-i", lab.path("inventory.yaml"), "--limit", "new-key", "--host-key-check", "off"], expectStatus: 0)
+        #expect(off.hosts["new-key"]?.fields["host_key_warning"] as? String == nil ? false : true)
+        #expect(off.summary["host_key_check"] as? String == "off")
+        let human = try run([Self.flotilla, "ping", "-i", lab.path("inventory.yaml"), "--limit", "new-key", "--host-key-check", "off"])
+        #expect(human.stdout.contains("host keys NOT verified") && human.stdout.contains("CHANGED"), "\(human.stdout)")
+    }
+
+    @Test func eachAuthenticationFailureHasItsOwnMessage() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let hosts = try String(contentsOfFile: lab.path("inventory.ini"), encoding: .utf8)
+        let host = try #require(hosts.split(separator: "\n").first { $0.hasPrefix("deb ") })
+        let keys = lab.dir.appendingPathComponent("keys")
+        try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
+        try runTool(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys.appendingPathComponent("stranger").path])
+        try runTool(["/usr/bin/ssh-keygen", "-q", "-t", "ecdsa", "-N", "right horse", "-f", keys.appendingPathComponent("locked").path])
+        let lockedPublic = try String(contentsOf: keys.appendingPathComponent("locked.pub"), encoding: .utf8)
+        let authorized = try FileHandle(forWritingTo: URL(fileURLWithPath: lab.path("authorized_keys")))
+        authorized.seekToEndOfFile()
+        authorized.write(Data(lockedPublic.utf8))
+        try authorized.close()
+        let password = try String(contentsOfFile: lab.path("password"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let knownHosts = lab.path("known_hosts")
+        func inventory(_ vars: String) throws -> String {
+            let file = lab.dir.appendingPathComponent("auth-\(UUID().uuidString.prefix(6)).ini")
+            try "\(host) \(vars)\n[all:vars]\nansible_user=root\nansible_ssh_common_args='-o UserKnownHostsFile=\(knownHosts)'\n"
+                .write(to: file, atomically: true, encoding: .utf8)
+            return file.path
+        }
+        func ping(_ vars: String, _ extra: [String] = []) throws -> Host {
+            let result = try Self.json(["ping", "-i", try inventory(vars)] + extra)
+            return try #require(result.hosts["deb"])
+        }
+        let missing = try ping("ansible_ssh_private_key_file=\(keys.path)/nosuch")
+        #expect(missing.kind == "key file" && missing.error.contains("no such private key file"), "\(missing.error)")
+        let stranger = try ping("ansible_ssh_private_key_file=\(keys.path)/stranger")
+        #expect(stranger.kind == "auth denied" && stranger.error.contains("denied by the server"), "\(stranger.error)")
+        let wrongFile = lab.dir.appendingPathComponent("wrong-passphrase")
+        try "wrong horse\n".write(to: wrongFile, atomically: true, encoding: .utf8)
+        let wrong = try ping("ansible_ssh_private_key_file=\(keys.path)/locked", ["--key-passphrase-file", wrongFile.path])
+        #expect(wrong.kind == "passphrase" && wrong.error.contains("wrong passphrase"), "\(wrong.error)")
+        let rightFile = lab.dir.appendingPathComponent("right-passphrase")
+        try "right horse\n".write(to: rightFile, atomically: true, encoding: .utf8)
+        let right = try ping("ansible_ssh_private_key_file=\(keys.path)/locked", ["--key-passphrase-file", rightFile.path])
+        #expect(right.exitStatus == 0, "\(right.error)")
+        let byPassword = try ping("ansible_ssh_private_key_file=\(keys.path)/stranger ansible_password='\(password)'")
+        #expect(byPassword.exitStatus == 0, "\(byPassword.error)")
+        let badPassword = try ping("ansible_ssh_private_key_file=\(keys.path)/stranger ansible_password=nope")
+        #expect(badPassword.kind == "auth denied" && badPassword.error.contains("password denied"), "\(badPassword.error)")
+    }
+
+    @Test func execGroupsOutputKeepsBytesAndReportsExitStatus() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let logs = lab.dir.appendingPathComponent("logs")
+        let script = #"printf 'same\n'; printf '\377\376 raw\n'; echo warn >&2; exit 2"#
+        let result = try Self.json(["exec", "-i", lab.path("inventory.ini"), "--log-dir", logs.path, "--", script], expectStatus: 1)
+        for (name, host) in result.hosts {
+            #expect(host.exitStatus == 2, "\(name)")
+            #expect(host.fields["stderr"] as? String == "warn\n")
+            let log = try Data(contentsOf: logs.appendingPathComponent("\(name).log"))
+            #expect(log.range(of: Data([0xff, 0xfe, 0x20, 0x72, 0x61, 0x77])) != nil, "the log keeps the bytes the host sent")
+        }
+        let grouped = try run([Self.flotilla, "exec", "-i", lab.path("inventory.ini"), "--log-dir", logs.path, "--", "echo same"])
+        #expect(grouped.status == 0)
+        let header = try #require(grouped.stdout.split(separator: "\n").first)
+        #expect(header.hasPrefix("==== ") && header.contains("(\(result.hosts.count) hosts) exit 0"), "\(grouped.stdout)")
+    }
+
+    @Test func commandTimeoutClosesTheChannelAndHugeOutputStaysOnDisk() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let logs = lab.dir.appendingPathComponent("logs")
+        let started = Date()
+        let slow = try Self.json(["exec", "-i", lab.path("inventory.ini"), "--limit", "deb", "--timeout", "1", "--", "sleep 30"], expectStatus: 1)
+        #expect(slow.hosts["deb"]?.kind == "timeout-command")
+        #expect(Date().timeIntervalSince(started) < 10)
+        let size = 100_000_000
+        let big = try Self.json(["exec", "-i", lab.path("inventory.ini"), "--limit", "deb", "--log-dir", logs.path, "--",
+                                 "head -c \(size) /dev/zero | tr '\\0' 'x'"], expectStatus: 0)
+        let host = try #require(big.hosts["deb"])
+        #expect(host.fields["output_truncated"] as? Bool == true)
+        #expect((host.fields["stdout"] as? String)?.utf8.count == 64 * 1024)
+        let attributes = try FileManager.default.attributesOfItem(atPath: logs.appendingPathComponent("deb.log").path)
+        #expect((attributes[.size] as? Int) == size)
+    }
+
+    @Test func everyHostUnreachableExits69() throws {
+        let lab = try TestLab(spec: LabFaultTests.spec)
+        let result = try Self.json(["ping", "-i", lab.path("inventory.yaml"), "--limit", "refused", "--connect-timeout", "2"])
+        #expect(result.status == 69)
+    }
+}
