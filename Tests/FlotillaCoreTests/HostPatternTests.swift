@@ -44,7 +44,8 @@ import Testing
         ("prod[3]", ["db01"]),
         ("all:!prod", ["st2-01.stg"]),
         ("db02:web01", ["web01", "db02"]),
-        ("empty:db", ["db01", "db02"]),  // an existing group with no host is not a typo
+        ("empty:db", ["db01", "db02"]),
+        ("~[", ["web01", "web02", "web03", "db01", "db02", "st2-01.stg"]),  // splits to '~', an empty regex  // an existing group with no host is not a typo
     ])
     func selects(pattern: String, expected: [String]) throws {
         #expect(try inv.names(pattern) == expected)

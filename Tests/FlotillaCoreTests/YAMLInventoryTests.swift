@@ -97,9 +97,9 @@ import Testing
         #expect(InventoryValue.encrypted.json() == "\"<redacted>\"")
     }
 
-    @Test func jsonInventoryReadsAsYAML() throws {
-        let inv = try inventory(["inv.json": #"{"all": {"children": {"web": {"hosts": {"w1": {"p": 1}}}}}}"#])
-        #expect(inv.vars("w1") == ["p": .int(1)])
+    @Test func jsonInventoryNumbersFollowJSON() throws {
+        let inv = try inventory(["inv.yml": #"{"all": {"children": {"web": {"hosts": {"w1": {"p": 1, "e": 1e3, "f": 1.5E-1, "s": "1e3"}}}}}}"#])
+        #expect(inv.vars("w1") == ["p": .int(1), "e": .double(1000), "f": .double(0.15), "s": .string("1e3")])
     }
 
     @Test func unexpectedKeysWarnLikeAnsible() throws {

@@ -140,7 +140,8 @@ enum HostPatternSyntax {
         init(_ pattern: String, location: SourceLocation) throws(InventoryError) {
             if pattern.hasPrefix("~") {
                 do {
-                    regex = try NSRegularExpression(pattern: String(pattern.dropFirst()))
+                    // An empty expression matches everything, as Python's re does.
+                    regex = try NSRegularExpression(pattern: pattern == "~" ? "(?:)" : String(pattern.dropFirst()))
                 } catch {
                     throw InventoryError(location, "'\(pattern.dropFirst())' is not a valid regular expression")
                 }

@@ -274,9 +274,10 @@ private struct VarsFiles {
 
     private mutating func load(_ path: String) throws(InventoryError) -> InventoryVariables {
         if let known = loaded[path] { return known }
-        let reader = YAMLReader(file: path)
+        let text = try InventoryText.read(path)
+        let reader = YAMLReader(file: path, text: text)
         var result: InventoryVariables = [:]
-        if let root = try reader.compose(try InventoryText.read(path)), !YAMLInventoryParser.isEmpty(root) {
+        if let root = try reader.compose(text), !YAMLInventoryParser.isEmpty(root) {
             guard let entries = try reader.entries(root) else {
                 throw InventoryError(reader.location(root), "a variables file must be a YAML mapping of variable names to values")
             }

@@ -6,6 +6,19 @@ import Yams
 /// `1e3` (no dot) is a string, `<<` merges mappings.
 struct YAMLReader {
     let file: String
+    /// The text is a JSON document: Ansible's loader reads it with a JSON parser, so
+    /// numbers follow JSON (`1e3` is a float), not YAML 1.1.
+    var json = false
+
+    init(file: String, text: String? = nil) {
+        self.file = file
+        json = text.map(Self.isJSON) ?? false
+    }
+
+    static func isJSON(_ text: String) -> Bool {
+        guard let first = text.first(where: { !$0.isWhitespace }), first == "{" || first == "[" else { return false }
+        return (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil
+    }
 
     func location(_ node: Node) -> SourceLocation {
         SourceLocation(file: file, line: node.mark?.line, column: node.mark?.column)
@@ -108,6 +121,7 @@ struct YAMLReader {
     func value(_ node: Node) throws(InventoryError) -> InventoryValue {
         switch node {
         case .scalar(let scalar):
+            if json, scalar.style == .plain, let number = Self.jsonNumber(scalar.string) { return number }
             return try Self.scalar(scalar.string, tag: scalar.tag.rawValue, plain: scalar.style == .plain, at: location(node))
         case .sequence(let sequence):
             var items: [InventoryValue] = []
@@ -120,6 +134,32 @@ struct YAMLReader {
         case .alias:
             throw InventoryError(location(node), "unresolved YAML alias")
         }
+    }
+
+    /// A JSON number: an int without fraction or exponent, else a float.
+    static func jsonNumber(_ text: String) -> InventoryValue? {
+        var rest = Substring(text)
+        if rest.first == "-" { rest = rest.dropFirst() }
+        let whole = rest.prefix(while: \.isASCIIDigitCharacter)
+        guard !whole.isEmpty, whole == "0" || whole.first != "0" else { return nil }
+        rest = rest.dropFirst(whole.count)
+        var isFloat = false
+        if rest.first == "." {
+            let fraction = rest.dropFirst().prefix(while: \.isASCIIDigitCharacter)
+            guard !fraction.isEmpty else { return nil }
+            rest = rest.dropFirst(1 + fraction.count)
+            isFloat = true
+        }
+        if let e = rest.first, e == "e" || e == "E" {
+            rest = rest.dropFirst()
+            if let sign = rest.first, sign == "+" || sign == "-" { rest = rest.dropFirst() }
+            let digits = rest.prefix(while: \.isASCIIDigitCharacter)
+            guard !digits.isEmpty else { return nil }
+            rest = rest.dropFirst(digits.count)
+            isFloat = true
+        }
+        guard rest.isEmpty else { return nil }
+        return isFloat ? Double(text).map(InventoryValue.double) : Int(text).map(InventoryValue.int)
     }
 
     private static let boolWords: [String: Bool] = [
@@ -282,7 +322,7 @@ struct YAMLReader {
 /// Ansible's YAML inventory format: top-level groups with `hosts`, `children` and
 /// `vars`, read as Ansible's `yaml` plugin reads them.
 struct YAMLInventoryParser {
-    let reader: YAMLReader
+    var reader: YAMLReader
     var graph: InventoryGraph
     var warnings: [InventoryError] = []
 
@@ -293,6 +333,7 @@ struct YAMLInventoryParser {
 
     mutating func parse(_ text: String) throws(InventoryError) {
         let file = reader.file
+        reader.json = YAMLReader.isJSON(text)
         guard let root = try reader.compose(text), !Self.isEmpty(root) else {
             throw InventoryError(SourceLocation(file: file), "the YAML inventory is empty")
         }
