@@ -40,7 +40,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH"]),
-        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore"]),
+        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH"]),
         .testTarget(name: "CLITests", dependencies: ["flotilla"]),
     ],
     swiftLanguageModes: [.v6]

@@ -52,6 +52,8 @@ public struct SSHError: Error, CustomStringConvertible, Sendable {
         public static let disconnected = Code("disconnected")
         /// A channel operation failed.
         public static let channel = Code("channel")
+        /// An SFTP transfer failed (the message names the path and the reason).
+        public static let sftp = Code("sftp")
     }
 
     public var code: Code

@@ -54,7 +54,7 @@ public actor SSHSession {
 
     // nonisolated(unsafe): used only by the actor's methods (on its loop) and by deinit,
     // which runs when nothing else can reach the session.
-    private nonisolated(unsafe) var raw: OpaquePointer?
+    nonisolated(unsafe) var raw: OpaquePointer?
     private var fd: Int32 = -1
     public private(set) var timings = Timings()
     /// The host key's SHA256 fingerprint, as OpenSSH prints it.
@@ -85,12 +85,12 @@ public actor SSHSession {
 
     private var host: String { options.name }
 
-    private func fail(_ code: SSHError.Code, _ operation: String, _ message: String, rc: Int32? = nil) -> SSHError {
+    func fail(_ code: SSHError.Code, _ operation: String, _ message: String, rc: Int32? = nil) -> SSHError {
         SSHError(code: code, libssh2Code: rc, message: message, host: host, operation: operation)
     }
 
     /// libssh2's last error message for this session.
-    private func lastError() -> String {
+    func lastError() -> String {
         guard let raw else { return "no session" }
         var message: UnsafeMutablePointer<CChar>?
         var length: Int32 = 0
@@ -114,7 +114,7 @@ public actor SSHSession {
     }
 
     /// Calls `body` until it stops answering EAGAIN, waiting on the socket in between.
-    private func retry(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> Int32) async throws -> Int32 {
+    func retry(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> Int32) async throws -> Int32 {
         while true {
             let rc = body()
             guard rc == LIBSSH2_ERROR_EAGAIN else { return rc }
@@ -123,7 +123,7 @@ public actor SSHSession {
     }
 
     /// The same for calls that return a pointer, NULL with EAGAIN meaning "again".
-    private func retry<T>(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> T?) async throws -> T? {
+    func retry<T>(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> T?) async throws -> T? {
         while true {
             if let value = body() { return value }
             guard libssh2_session_last_errno(raw) == LIBSSH2_ERROR_EAGAIN else { return nil }

@@ -1,0 +1,55 @@
+import FlotillaCore
+import Foundation
+import SSH
+import Testing
+@testable import flotilla_lab
+
+/// SFTP transfers on a lab host through the SSH module itself.
+@Suite struct SFTPTests {
+    static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
+        let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
+        let vars = try #require(inventory.host(named: host)?.variables)
+        var options = SSHSession.Options(name: host, address: vars["ansible_host"]!.value.scalarText!,
+                                         port: Int(vars["ansible_port"]!.value.scalarText!)!, user: "root",
+                                         knownHostsFile: lab.path("known_hosts"))
+        options.identityFiles = [lab.path("id_ed25519")]
+        options.useAgent = false
+        return try await SSHSession.connect(options)
+    }
+
+    @Test func roundTripKeepsBytesAndModeAndLeavesNoPartialFile() async throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let session = try await Self.session(lab, host: "deb")
+        let local = lab.dir.appendingPathComponent("payload")
+        let bytes = (0..<(3 * 1024 * 1024 + 17)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        try Data(bytes).write(to: local)
+        chmod(local.path, 0o640)
+        let sent = try await session.upload(local.path, to: "/tmp/payload")
+        #expect(sent == bytes.count)
+        let remote = try lab.ssh("deb", "stat -c '%a %s' /tmp/payload; ls -a /tmp | grep -c partial || true")
+        #expect(remote.stdout == "640 \(bytes.count)\n0\n", "\(remote.stdout)\(remote.stderr)")
+
+        let back = lab.dir.appendingPathComponent("back/payload")
+        try FileManager.default.createDirectory(at: back.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let received = try await session.download("/tmp/payload", to: back.path)
+        #expect(received == bytes.count)
+        #expect(try Data(contentsOf: back) == Data(bytes))
+        let mode = try FileManager.default.attributesOfItem(atPath: back.path)[.posixPermissions] as? Int
+        #expect(mode == 0o640)
+
+        // Overwriting an existing remote file replaces it whole.
+        try Data("new\n".utf8).write(to: local)
+        _ = try await session.upload(local.path, to: "/tmp/payload", mode: 0o600)
+        #expect(try lab.ssh("deb", "cat /tmp/payload; stat -c %a /tmp/payload").stdout == "new\n600\n")
+
+        await #expect { _ = try await session.download("/tmp/nosuch", to: back.path + "2") } throws: { error in
+            (error as? SSHError)?.code == .sftp && "\(error)".contains("no such file")
+        }
+        await #expect { _ = try await session.upload(local.path, to: "/nosuch-dir/x") } throws: { error in
+            (error as? SSHError)?.code == .sftp
+        }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: back.deletingLastPathComponent().path)
+        #expect(leftovers == ["payload"], "no partial download is left behind: \(leftovers)")
+        await session.close()
+    }
+}
