@@ -14,7 +14,7 @@ import Testing
         let hasAnsible = path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/ansible-inventory") }
         try #require(hasAnsible, "ansible-inventory is not installed (scripts/test installs ansible-core)")
         let result = try runFlotilla(
-            ["python3", Self.corpus.appendingPathComponent("compare.py").path, "--flotilla", flotilla],
+            ["python3", Self.corpus.appendingPathComponent("compare.py").path, "-j", "2", "--flotilla", flotilla],
             in: Self.corpus, program: "/usr/bin/env", environment: ["PATH": path, "HOME": NSTemporaryDirectory()])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let summary = result.stdout.split(separator: "\n").last.map(String.init) ?? ""

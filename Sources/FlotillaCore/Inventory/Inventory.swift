@@ -90,11 +90,22 @@ public struct Inventory: Sendable {
             for directory in varsDirectories {
                 variables.merge(try files.variables(directory: directory, kind: .host, name: host.name)) { $1 }
             }
+            for name in Self.magicNames { variables[name] = nil }
             result.append(Host(name: host.name, groups: sorted.map { graph.groups[$0].name }.sorted(),
                                variables: variables, location: host.location))
         }
         hosts = result
     }
+
+    /// Names Ansible computes itself (its "magic" and internal variables): a value an
+    /// inventory sets for them never reaches a host, so they are left out, as
+    /// `ansible-inventory` leaves them out.
+    static let magicNames = [
+        "ansible_diff_mode", "ansible_config_file", "ansible_facts", "ansible_forks", "ansible_inventory_sources",
+        "ansible_limit", "ansible_playbook_python", "ansible_run_tags", "ansible_skip_tags", "ansible_verbosity",
+        "ansible_version", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short",
+        "groups", "group_names", "omit", "playbook_dir",
+    ]
 
     public func host(named name: String) -> Host? { hostIndex[name].map { hosts[$0] } }
 
