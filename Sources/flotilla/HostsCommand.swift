@@ -81,9 +81,8 @@ struct Hosts: ParsableCommand {
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max()! }
         var out = ""
         for (index, row) in rows.enumerated() {
-            out += zip(row, widths).enumerated().map { column, cell in
-                column == row.count - 1 ? cell.0 : cell.0.padding(toLength: cell.1, withPad: " ", startingAt: 0)
-            }.joined(separator: "  ") + "\n"
+            let line = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            out += String(line.reversed().drop { $0 == " " }.reversed()) + "\n"
             if vars && index > 0 {
                 let host = hosts[index - 1]
                 for key in host.variables.keys.sorted() {

@@ -25,6 +25,9 @@ import Testing
                       float2: 1.0e+3
                       nothing: ~
                       quoted: "yes"
+                      tagged: !!str 42
+                      anchored: &n !!str 7
+                      again: *n
                       list: [1, two, 3.0]
                       map: {a: 1}
                   children:
@@ -47,6 +50,8 @@ import Testing
         #expect(vars["float2"] == .double(1000))
         #expect(vars["nothing"] == .null)
         #expect(vars["quoted"] == .string("yes"))
+        #expect(vars["tagged"] == .string("42"))
+        #expect(vars["anchored"] == .string("7") && vars["again"] == .string("7"))
         #expect(vars["list"] == .list([.int(1), .string("two"), .double(3)]))
         #expect(vars["map"] == .map(["a": .int(1)]))
     }

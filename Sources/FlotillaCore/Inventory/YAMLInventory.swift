@@ -10,9 +10,28 @@ struct YAMLReader {
     /// numbers follow JSON (`1e3` is a float), not YAML 1.1.
     var json = false
 
+    /// The source lines, to tell an explicit `!!str` from a plain scalar Yams left
+    /// untyped.
+    private var lines: [Substring] = []
+
     init(file: String, text: String? = nil) {
         self.file = file
-        json = text.map(Self.isJSON) ?? false
+        if let text { read(text) }
+    }
+
+    mutating func read(_ text: String) {
+        json = Self.isJSON(text)
+        lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+    }
+
+    /// Whether the node at `mark` is written with a tag (`!!str 1`, `&a !!int "2"`).
+    func hasExplicitTag(_ mark: Mark?) -> Bool {
+        guard let mark, mark.line >= 1, mark.line <= lines.count else { return false }
+        var rest = lines[mark.line - 1].unicodeScalars.dropFirst(mark.column - 1)
+        if rest.first == "&" {
+            rest = rest.drop { $0 != " " && $0 != "\t" }.drop { $0 == " " || $0 == "\t" }
+        }
+        return rest.first == "!"
     }
 
     static func isJSON(_ text: String) -> Bool {
@@ -27,7 +46,9 @@ struct YAMLReader {
     /// Parses a document; nil for an empty one.
     func compose(_ text: String) throws(InventoryError) -> Node? {
         do {
-            return try Yams.compose(yaml: text)
+            // The basic resolver (everything a string) is enough: scalars are typed here, by
+            // PyYAML's rules; it spares Yams a regular expression per node.
+            return try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
             if case .duplicatedKeysInMapping(let keys, let context) = error, let key = keys.first {
                 throw Self.duplicate(key, first: context.mark, in: text, file: file)
@@ -122,7 +143,11 @@ struct YAMLReader {
         switch node {
         case .scalar(let scalar):
             if json, scalar.style == .plain, let number = Self.jsonNumber(scalar.string) { return number }
-            return try Self.scalar(scalar.string, tag: scalar.tag.rawValue, plain: scalar.style == .plain, at: location(node))
+            var tag = scalar.tag.rawValue
+            // The basic resolver marks every untagged scalar as a string: read those by
+            // PyYAML's rules unless the source really says `!!str`.
+            if tag == "tag:yaml.org,2002:str", scalar.style == .plain, !hasExplicitTag(scalar.mark) { tag = "" }
+            return try Self.scalar(scalar.string, tag: tag, plain: scalar.style == .plain, at: location(node))
         case .sequence(let sequence):
             var items: [InventoryValue] = []
             for item in sequence { items.append(try value(item)) }
@@ -333,7 +358,7 @@ struct YAMLInventoryParser {
 
     mutating func parse(_ text: String) throws(InventoryError) {
         let file = reader.file
-        reader.json = YAMLReader.isJSON(text)
+        reader.read(text)
         guard let root = try reader.compose(text), !Self.isEmpty(root) else {
             throw InventoryError(SourceLocation(file: file), "the YAML inventory is empty")
         }
