@@ -30,10 +30,12 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     private struct Waiter {
-        var fd: Int32
-        var events: UInt32
+        /// Descriptors and the events wanted on each; any one of them ready wakes it.
+        var interests: [(fd: Int32, events: UInt32)]
         var deadline: ContinuousClock.Instant?
         var continuation: UnsafeContinuation<Void, any Error>
+
+        func events(on fd: Int32) -> UInt32 { interests.first { $0.fd == fd }?.events ?? 0 }
     }
 
     private let epoll: Int32
@@ -97,11 +99,16 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     /// - Throws: ``TimedOut`` when `deadline` passes first; `CancellationError` when the
     ///   task is cancelled.
     public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?) async throws {
+        try await wait(forAnyOf: fd >= 0 ? [(fd, events)] : [], until: deadline)
+    }
+
+    /// Suspends until any of `interests` is ready (or the deadline passes).
+    public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?) async throws {
         try Task.checkCancellation()
         let id = Self.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                let waiter = Waiter(fd: fd, events: events.rawValue, deadline: deadline, continuation: continuation)
+                let waiter = Waiter(interests: interests.map { ($0.fd, $0.events.rawValue) }, deadline: deadline, continuation: continuation)
                 pending.withLock { $0.registrations.append((id, waiter)) }
                 wake()
             }
@@ -122,7 +129,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     private func updateInterest(_ fd: Int32) {
         guard fd >= 0 else { return }
-        let wanted = (waitersByFD[fd] ?? []).reduce(UInt32(0)) { $0 | (waiters[$1]?.events ?? 0) }
+        let wanted = (waitersByFD[fd] ?? []).reduce(UInt32(0)) { $0 | (waiters[$1]?.events(on: fd) ?? 0) }
         let current = interest[fd]
         var event = epoll_event(events: wanted, data: epoll_data_t(fd: fd))
         if wanted == 0 {
@@ -144,10 +151,13 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         waitersByFD[fd] = nil
     }
 
-    private func resume(_ id: UInt64, throwing error: (any Error)?) {
-        guard let waiter = waiters.removeValue(forKey: id) else { return }
-        if waiter.fd >= 0 { waitersByFD[waiter.fd]?.remove(id) }
-        if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume() }
+    /// Resumes a waiter; returns the descriptors whose interest may have changed.
+    @discardableResult
+    private func resume(_ id: UInt64, throwing error: (any Error)?) -> [Int32] {
+        guard let waiter = waiters.removeValue(forKey: id) else { return [] }
+        for (fd, _) in waiter.interests { waitersByFD[fd]?.remove(id) }
+        defer { if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume() } }
+        return waiter.interests.map(\.fd)
     }
 
     private func run() {
@@ -165,23 +175,23 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             var touched: Set<Int32> = []
             for (id, waiter) in registrations {
                 waiters[id] = waiter
-                if waiter.fd >= 0 { waitersByFD[waiter.fd, default: []].insert(id) }
-                touched.insert(waiter.fd)
-                if cancelledBeforeRegistration.remove(id) != nil { resume(id, throwing: CancellationError()) }
+                for (fd, _) in waiter.interests {
+                    waitersByFD[fd, default: []].insert(id)
+                    touched.insert(fd)
+                }
+                if cancelledBeforeRegistration.remove(id) != nil { touched.formUnion(resume(id, throwing: CancellationError())) }
             }
             for id in cancelled {
-                guard let fd = waiters[id]?.fd else {
+                guard waiters[id] != nil else {
                     cancelledBeforeRegistration.insert(id)
                     continue
                 }
-                touched.insert(fd)
-                resume(id, throwing: CancellationError())
+                touched.formUnion(resume(id, throwing: CancellationError()))
             }
             let now = ContinuousClock.now
             for (id, waiter) in waiters {
                 if let deadline = waiter.deadline, deadline <= now {
-                    touched.insert(waiter.fd)
-                    resume(id, throwing: TimedOut())
+                    touched.formUnion(resume(id, throwing: TimedOut()))
                 }
             }
             touched.forEach(updateInterest)
@@ -205,10 +215,11 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
                 }
                 let ready = events[index].events
                 let failed = ready & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
-                for id in waitersByFD[fd] ?? [] where failed || (waiters[id].map { $0.events & ready != 0 } ?? false) {
-                    resume(id, throwing: nil)
+                var touched: Set<Int32> = [fd]
+                for id in waitersByFD[fd] ?? [] where failed || (waiters[id].map { $0.events(on: fd) & ready != 0 } ?? false) {
+                    touched.formUnion(resume(id, throwing: nil))
                 }
-                updateInterest(fd)
+                touched.forEach(updateInterest)
             }
         }
     }

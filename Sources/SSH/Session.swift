@@ -61,6 +61,10 @@ public actor SSHSession {
     public private(set) var fingerprint = ""
     /// Set when `--host-key-check off` let an unknown or changed key through.
     public private(set) var hostKeyWarning: String?
+    /// The jump host this session runs through (kept alive with it, closed after it).
+    private var jump: SSHSession?
+    /// Tunnels this session carries for sessions opened through it.
+    private var pumps: [Task<Void, Never>] = []
 
     private init(options: Options, loop: EventLoop) {
         self.options = options
@@ -133,21 +137,157 @@ public actor SSHSession {
 
     // MARK: Connecting
 
-    private func open() async throws {
+    /// Connects through jump hosts (ProxyJump), each hop reached by a `direct-tcpip`
+    /// channel of the one before; the last session is returned and owns the others.
+    ///
+    /// - Throws: ``SSHError``; a failure at a jump host says which one.
+    public static func connect(_ options: Options, through jumps: [Options], on loop: EventLoop = .next()) async throws -> SSHSession {
+        guard let first = jumps.first else { return try await connect(options, on: loop) }
+        var previous: SSHSession
+        do {
+            previous = try await connect(first, on: loop)
+        } catch var error as SSHError {
+            error.message = "jump host \(first.name): \(error.message)"
+            throw error
+        }
+        for hop in Array(jumps.dropFirst()) + [options] {
+            let session = SSHSession(options: hop, loop: loop)
+            await session.adopt(jump: previous)
+            do {
+                let socket = try await previous.tunnel(to: hop.address, port: hop.port, until: .now + hop.connectTimeout)
+                try await session.open(socket: socket)
+            } catch {
+                await session.close()
+                throw error
+            }
+            previous = session
+        }
+        return previous
+    }
+
+    private func adopt(jump: SSHSession) { self.jump = jump }
+
+    /// Opens a `direct-tcpip` channel to `address:port` and returns one end of a socket
+    /// pair whose other end this session pumps through the channel.
+    func tunnel(to address: String, port: Int, until deadline: ContinuousClock.Instant) async throws -> Int32 {
+        guard let raw else { throw fail(.disconnected, "jump", "the jump session is closed") }
+        let channel: OpaquePointer? = try await retry("opening a channel to \(address):\(port)", until: deadline) {
+            libssh2_channel_direct_tcpip_ex(raw, address, Int32(port), "127.0.0.1", 22)
+        }
+        guard let channel else {
+            throw fail(.connectFailed, "jump", "jump host \(host) could not connect to \(address):\(port): \(lastError())",
+                       rc: libssh2_session_last_errno(raw))
+        }
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            _ = libssh2_channel_free(channel)
+            throw fail(.connectFailed, "jump", "cannot create a socket pair: \(String(cString: strerror(errno)))")
+        }
+        let inner = pair[1]
+        pumps.append(Task { await self.pump(channel, inner) })
+        return pair[0]
+    }
+
+    /// Moves bytes both ways between a channel and a socket until either side closes or
+    /// the task is cancelled, waiting on both sockets at once when neither can move.
+    private func pump(_ channel: OpaquePointer, _ socket: Int32) async {
+        let size = 64 * 1024
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
+        var toSocket: [UInt8] = []
+        var toChannel: [UInt8] = []
+        var channelClosed = false
+        defer {
+            buffer.deallocate()
+            Glibc.close(socket)
+            _ = libssh2_channel_close(channel)
+            _ = libssh2_channel_free(channel)
+        }
+        while !Task.isCancelled, raw != nil {
+            var progressed = false
+            var socketEvents: EventLoop.Events = []
+            var wantChannel = false
+            if toSocket.isEmpty && !channelClosed {
+                let count = libssh2_channel_read_ex(channel, 0, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                if count > 0 {
+                    toSocket = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                    progressed = true
+                } else if count == Int(LIBSSH2_ERROR_EAGAIN) || (count == 0 && libssh2_channel_eof(channel) == 0) {
+                    wantChannel = true
+                } else if count == 0 {
+                    channelClosed = true
+                    shutdown(socket, Int32(SHUT_WR))
+                    progressed = true
+                } else {
+                    return
+                }
+            }
+            if !toSocket.isEmpty {
+                let written = toSocket.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if written > 0 {
+                    toSocket.removeFirst(written)
+                    progressed = true
+                } else if errno == EAGAIN {
+                    socketEvents.insert(.writable)
+                } else {
+                    return
+                }
+            }
+            if toChannel.isEmpty {
+                let count = Glibc.read(socket, buffer.baseAddress, size)
+                if count > 0 {
+                    toChannel = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                    progressed = true
+                } else if count < 0 && errno == EAGAIN {
+                    socketEvents.insert(.readable)
+                } else {
+                    return  // the session inside closed its end
+                }
+            }
+            if !toChannel.isEmpty {
+                let written = toChannel.withUnsafeBytes {
+                    libssh2_channel_write_ex(channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
+                }
+                if written > 0 {
+                    toChannel.removeFirst(written)
+                    progressed = true
+                } else if written == Int(LIBSSH2_ERROR_EAGAIN) {
+                    wantChannel = true
+                } else {
+                    return
+                }
+            }
+            if progressed { continue }
+            var sessionEvents: EventLoop.Events = []
+            let directions = libssh2_session_block_directions(raw)
+            if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 || wantChannel { sessionEvents.insert(.readable) }
+            if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { sessionEvents.insert(.writable) }
+            do {
+                try await loop.wait(forAnyOf: [(fd, sessionEvents), (socket, socketEvents)], until: nil)
+            } catch {
+                return
+            }
+        }
+    }
+
+    private func open(socket existing: Int32? = nil) async throws {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start + options.connectTimeout
-        let addresses = try await TCP.resolve(options.address, port: options.port)
-        var connectError: Error?
-        for address in addresses {
-            do {
-                fd = try await TCP.connect(address, host: host, loop: loop, deadline: deadline)
-                break
-            } catch {
-                connectError = error
+        if let existing {
+            fd = existing
+        } else {
+            let addresses = try await TCP.resolve(options.address, port: options.port)
+            var connectError: Error?
+            for address in addresses {
+                do {
+                    fd = try await TCP.connect(address, host: host, loop: loop, deadline: deadline)
+                    break
+                } catch {
+                    connectError = error
+                }
             }
+            guard fd >= 0 else { throw connectError ?? fail(.connectFailed, "connect", "no address") }
         }
-        guard fd >= 0 else { throw connectError ?? fail(.connectFailed, "connect", "no address") }
         let connected = clock.now
         timings.tcp = connected - start
 
@@ -443,11 +583,21 @@ public actor SSHSession {
         }
     }
 
-    /// Disconnects and frees the session; safe to call more than once.
+    /// Disconnects and frees the session (and the jump hosts it runs through); safe to
+    /// call more than once.
     public func close() async {
+        for pump in pumps {
+            pump.cancel()
+            await pump.value
+        }
+        pumps = []
         if let raw {
             let deadline = ContinuousClock.now + .seconds(2)
             _ = try? await retry("disconnect", until: deadline) { flotilla_libssh2_session_disconnect(raw, "flotilla done") }
+            // Shut the socket first: freeing then cannot wait on the network (which, for a
+            // tunnelled session, would wait on this very loop), and the descriptor stays
+            // ours until closed below, so it is never another connection's by then.
+            if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
             libssh2_session_set_blocking(raw, 1)
             libssh2_session_free(raw)
             self.raw = nil
@@ -456,11 +606,16 @@ public actor SSHSession {
             Glibc.close(fd)
             fd = -1
         }
+        if let jump {
+            self.jump = nil
+            await jump.close()
+        }
     }
 
     deinit {
         // A backstop for sessions dropped without close(): nothing else can use them now.
         if let raw {
+            if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
             libssh2_session_set_blocking(raw, 1)
             libssh2_session_free(raw)
         }

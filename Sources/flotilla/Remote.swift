@@ -44,6 +44,21 @@ struct ConnectionOptions: ParsableArguments {
         return secrets
     }
 
+    /// The hops of a host's ProxyJump: the host's keys and known_hosts, the hop's own user
+    /// (else the local user, as OpenSSH does), never the host's password.
+    func jumpOptions(_ settings: ConnectionSettings, _ secrets: Secrets) -> [SSHSession.Options] {
+        settings.proxyJump.map { hop in
+            let knownHostsFile = knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
+            var options = SSHSession.Options(name: hop.description, address: hop.host, port: hop.port ?? 22,
+                                             user: hop.user ?? Console.localUser, knownHostsFile: knownHostsFile)
+            options.identityFiles = settings.identityFiles
+            options.passphrase = secrets.passphrase
+            options.hostKeyCheck = hostKeyCheck
+            options.connectTimeout = .milliseconds(Int(connectTimeout * 1000))
+            return options
+        }
+    }
+
     func sessionOptions(_ host: Inventory.Host, _ settings: ConnectionSettings, _ secrets: Secrets) -> SSHSession.Options {
         let knownHostsFile = knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
         var options = SSHSession.Options(name: host.name, address: settings.address, port: settings.port,
@@ -107,7 +122,7 @@ enum Fleet {
     /// Connects to one host, runs `command`, and closes. Every failure becomes the
     /// host's outcome, never an exception.
     static func run(_ command: String, host: Inventory.Host, settings: ConnectionSettings, options: SSHSession.Options,
-                    timeout: Duration?, log: URL?) async -> HostOutcome {
+                    jumps: [SSHSession.Options], timeout: Duration?, log: URL?) async -> HostOutcome {
         var outcome = HostOutcome(name: host.name, address: settings.address)
         let clock = ContinuousClock()
         let start = clock.now
@@ -116,14 +131,9 @@ enum Fleet {
             outcome.errorKind = "settings"
             return outcome
         }
-        if !settings.proxyJump.isEmpty {
-            outcome.error = "jump hosts (ProxyJump \(settings.proxyJump.map(\.description).joined(separator: ","))) are not supported yet"
-            outcome.errorKind = "settings"
-            return outcome
-        }
         let writer = log.flatMap(LogWriter.init)
         do {
-            let session = try await SSHSession.connect(options)
+            let session = try await SSHSession.connect(options, through: jumps)
             outcome.timings = await session.timings
             outcome.hostKeyWarning = await session.hostKeyWarning
             var remote = command

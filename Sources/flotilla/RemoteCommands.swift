@@ -114,12 +114,16 @@ struct RemoteRun {
             try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         let options = zip(hosts, settings).map { connection.sessionOptions($0, $1, secrets) }
+        let jumps = settings.map { connection.jumpOptions($0, secrets) }
+        // A tunnel or a host may close its end while we write: an error, not a signal.
+        signal(SIGPIPE, SIG_IGN)
         if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
         let clock = ContinuousClock()
         let start = clock.now
         let (targets, targetSettings) = (hosts, settings)
         let outcomes = await Fleet.each(targets.count, forks: forks) { index in
-            await Fleet.run(command, host: targets[index], settings: targetSettings[index], options: options[index], timeout: timeout,
+            await Fleet.run(command, host: targets[index], settings: targetSettings[index], options: options[index],
+                            jumps: jumps[index], timeout: timeout,
                             log: logs?.appendingPathComponent(Self.fileName(targets[index].name) + ".log"))
         }
         let elapsed = clock.now - start

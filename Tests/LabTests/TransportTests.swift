@@ -1,3 +1,4 @@
+import FlotillaCore
 import Foundation
 import Testing
 @testable import flotilla_lab
@@ -158,6 +159,53 @@ import Testing
         #expect((host.fields["stdout"] as? String)?.utf8.count == 64 * 1024)
         let attributes = try FileManager.default.attributesOfItem(atPath: logs.appendingPathComponent("deb.log").path)
         #expect((attributes[.size] as? Int) == size)
+    }
+
+    /// The bastion `deb` resolves `hidden-rocky` and `hidden-old` in its own /etc/hosts;
+    /// `old` resolves `hidden-rocky2`. The controller can resolve none of these names, so
+    /// reaching them proves each hop was used: one hop, and two hops in a row.
+    @Test func proxyJumpThroughOneAndTwoHops() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let inventory = try FlotillaCore.Inventory.load(sources: [lab.path("inventory.ini")])
+        func address(_ name: String) throws -> String { try #require(inventory.host(named: name)?.variables["ansible_host"]?.value.scalarText) }
+        let (deb, rocky, old) = (try address("deb"), try address("rocky"), try address("old"))
+        #expect(try lab.ssh("deb", "echo '\(rocky) hidden-rocky' >> /etc/hosts; echo '\(old) hidden-old' >> /etc/hosts").status == 0)
+        #expect(try lab.ssh("old", "echo '\(rocky) hidden-rocky2' >> /etc/hosts").status == 0)
+        // known_hosts entries under the names the hops connect to.
+        let known = try String(contentsOfFile: lab.path("known_hosts"), encoding: .utf8).split(separator: "\n")
+        func key(_ address: String) throws -> String {
+            let line = try #require(known.first { $0.hasPrefix("[\(address)]:2222 ") })
+            return line.split(separator: " ").dropFirst().joined(separator: " ")
+        }
+        let knownHosts = lab.dir.appendingPathComponent("jump_known_hosts")
+        try ([
+            "[\(deb)]:2222 \(try key(deb))", "[hidden-rocky]:2222 \(try key(rocky))",
+            "[hidden-old]:2222 \(try key(old))", "[hidden-rocky2]:2222 \(try key(rocky))",
+        ].joined(separator: "\n") + "\n").write(to: knownHosts, atomically: true, encoding: .utf8)
+        let file = lab.dir.appendingPathComponent("jump.ini")
+        try """
+            hidden-rocky ansible_ssh_common_args='-J root@\(deb):2222'
+            hidden-rocky2 ansible_ssh_common_args='-o ProxyJump=root@\(deb):2222,root@hidden-old:2222'
+            unreachable-directly ansible_host=hidden-rocky
+            [all:vars]
+            ansible_user=root
+            ansible_port=2222
+            ansible_ssh_private_key_file=\(lab.path("id_ed25519"))
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let result = try Self.json(["exec", "-i", file.path, "--known-hosts", knownHosts.path, "--", "cat /etc/flotilla-lab-host"], expectStatus: 1)
+        for name in ["hidden-rocky", "hidden-rocky2"] {
+            #expect(result.hosts[name]?.exitStatus == 0, "\(name): \(result.hosts[name]?.error ?? "")")
+            #expect((result.hosts[name]?.fields["stdout"] as? String)?.hasSuffix("/hosts/rocky\n") == true)
+        }
+        #expect(result.hosts["unreachable-directly"]?.error.contains("cannot resolve hidden-rocky") == true)
+        let log = try lab.commandLog("rocky")
+        #expect(log.filter { ($0["argv"] as? [String])?.first == "cat /etc/flotilla-lab-host" }.count == 2)
+        // A failure at a hop names the hop.
+        let withoutBastion = lab.dir.appendingPathComponent("no_bastion_known_hosts")
+        try "[hidden-rocky]:2222 \(try key(rocky))\n".write(to: withoutBastion, atomically: true, encoding: .utf8)
+        let refused = try Self.json(["ping", "-i", file.path, "--known-hosts", withoutBastion.path, "--limit", "hidden-rocky"], expectStatus: 69)
+        #expect(refused.hosts["hidden-rocky"]?.kind == "host key unknown")
+        #expect(refused.hosts["hidden-rocky"]?.error.hasPrefix("jump host root@\(deb):2222: ") == true, "\(refused.hosts["hidden-rocky"]?.error ?? "")")
     }
 
     @Test func everyHostUnreachableExits69() throws {
