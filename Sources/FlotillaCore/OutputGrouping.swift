@@ -8,16 +8,29 @@ public enum HostNameSet {
         var numbers: [Key: [Int]] = [:]
         var texts: [Key: [String]] = [:]
         for name in names {
-            let digits = name.reversed().prefix { $0.isASCII && $0.isNumber }
-            guard !digits.isEmpty, digits.count < 10, let number = Int(String(digits.reversed())) else {
+            let digits = String(name.reversed().prefix { $0.isASCII && $0.isNumber }.reversed())
+            guard !digits.isEmpty, digits.count < 10, let number = Int(digits) else {
                 let key = Key(prefix: name, width: -1)
                 if texts[key] == nil { order.append(key) }
                 texts[key, default: []].append(name)
                 continue
             }
-            let key = Key(prefix: String(name.dropLast(digits.count)), width: digits.first == "0" || digits.count > 1 ? digits.count : 0)
+            // Zero-padded numbers fold with their width; plain ones with any length.
+            let key = Key(prefix: String(name.dropLast(digits.count)), width: digits.first == "0" && digits.count > 1 ? digits.count : 0)
             if numbers[key] == nil { order.append(key) }
             numbers[key, default: []].append(number)
+        }
+        // `st2-10` prints the same as a padded `st2-10`: fold it with st2-01..09.
+        for key in order where key.width > 0 {
+            let plain = Key(prefix: key.prefix, width: 0)
+            guard let candidates = numbers[plain] else { continue }
+            let same = candidates.filter { String($0).count == key.width }
+            numbers[key]! += same
+            numbers[plain] = candidates.filter { String($0).count != key.width }
+            if numbers[plain]!.isEmpty {
+                numbers[plain] = nil
+                order.removeAll { $0 == plain }
+            }
         }
         return order.map { key -> String in
             if key.width < 0 { return key.prefix }

@@ -1,0 +1,75 @@
+import Foundation
+import Glibc
+import SSH
+import Testing
+
+@Suite struct TailBufferTests {
+    @Test func keepsTheLastBytesAndCountsAll() {
+        var tail = TailBuffer(limit: 5)
+        tail.append(Array("abc".utf8))
+        #expect(tail.text == "abc" && !tail.truncated)
+        tail.append(Array("defg".utf8))
+        #expect(tail.text == "cdefg" && tail.total == 7 && tail.truncated)
+        tail.append(Array("0123456789".utf8))
+        #expect(tail.text == "56789" && tail.total == 17)
+        tail.append(Array("x".utf8))
+        #expect(tail.text == "6789x")
+    }
+
+    @Test func invalidUTF8BecomesReplacementCharacters() {
+        var tail = TailBuffer(limit: 16)
+        tail.append([0x61, 0xff, 0x62])
+        #expect(tail.bytes == [0x61, 0xff, 0x62])
+        #expect(tail.text == "a\u{FFFD}b")
+    }
+}
+
+/// The event loop on real descriptors (a pipe), no sleeping: readiness, deadlines and
+/// cancellation each resume the waiting task.
+@Suite struct EventLoopTests {
+    let loop = EventLoop(name: "test-loop")
+
+    @Test func resumesWhenTheDescriptorIsReady() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let readEnd = fds[0]
+        async let waited: Void = loop.wait(for: readEnd, events: .readable, until: .now + .seconds(30))
+        #expect(write(fds[1], "x", 1) == 1)
+        try await waited
+        var byte: UInt8 = 0
+        #expect(read(fds[0], &byte, 1) == 1 && byte == UInt8(ascii: "x"))
+    }
+
+    @Test func deadlineThrowsTimedOut() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let start = ContinuousClock.now
+        await #expect(throws: EventLoop.TimedOut.self) {
+            try await loop.wait(for: fds[0], events: .readable, until: .now + .milliseconds(50))
+        }
+        #expect(ContinuousClock.now - start >= .milliseconds(50))
+    }
+
+    @Test func cancellationResumesTheWaiter() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let loop = self.loop
+        let read = fds[0]
+        let task = Task { try await loop.wait(for: read, events: .readable, until: nil) }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+    }
+
+    @Test func anyOfSeveralDescriptors() async throws {
+        var a: [Int32] = [0, 0], b: [Int32] = [0, 0]
+        #expect(pipe(&a) == 0 && pipe(&b) == 0)
+        defer { [a[0], a[1], b[0], b[1]].forEach { close($0) } }
+        let (first, second) = (a[0], b[0])
+        async let waited: Void = loop.wait(forAnyOf: [(first, .readable), (second, .readable)], until: .now + .seconds(30))
+        #expect(write(b[1], "y", 1) == 1)
+        try await waited
+    }
+}
