@@ -17,8 +17,7 @@ extension SSHSession {
         var attributes = LIBSSH2_SFTP_ATTRIBUTES()
         let statted = try await retry("sftp stat", until: deadline) { libssh2_sftp_fstat_ex(handle, &attributes, 0) }
         let mode = statted == 0 && attributes.flags & UInt(LIBSSH2_SFTP_ATTR_PERMISSIONS) != 0 ? mode_t(attributes.permissions & 0o7777) : 0o600
-        let directory = (localPath as NSString).deletingLastPathComponent
-        let temporary = (directory.isEmpty ? "." : directory) + "/.\((localPath as NSString).lastPathComponent).partial-\(UUID().uuidString.prefix(8))"
+        let temporary = Self.partialName(for: localPath)
         let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             _ = libssh2_sftp_close_handle(handle)
@@ -72,8 +71,7 @@ extension SSHSession {
         let permissions = Int(mode ?? Int32(info.st_mode & 0o7777))
         let sftp = try await openSFTP(until: deadline)
         defer { _ = libssh2_sftp_shutdown(sftp) }
-        let directory = (remotePath as NSString).deletingLastPathComponent
-        let temporary = (directory.isEmpty ? "." : directory) + "/.\((remotePath as NSString).lastPathComponent).partial-\(UUID().uuidString.prefix(8))"
+        let temporary = Self.partialName(for: remotePath)
         let handle = try await openRemote(sftp, temporary, flags: UInt(LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_EXCL),
                                           mode: 0o600, until: deadline)
         var total = 0
@@ -110,6 +108,12 @@ extension SSHSession {
             throw error
         }
         return total
+    }
+
+    /// A hidden name beside `path` for the bytes in transit (`dir/.name.partial-1a2b3c4d`).
+    private static func partialName(for path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        return (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).partial-\(UUID().uuidString.prefix(8))"
     }
 
     private func openSFTP(until deadline: ContinuousClock.Instant?) async throws -> OpaquePointer {

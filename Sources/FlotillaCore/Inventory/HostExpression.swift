@@ -18,6 +18,15 @@ enum HostExpression {
 
     struct RangeError: Error { var message: String }
 
+    /// ``expand(_:)`` with its error placed at `location`.
+    static func expand(_ expression: String, at location: SourceLocation) throws(InventoryError) -> (names: [String], port: Int?) {
+        do {
+            return try expand(expression)
+        } catch {
+            throw InventoryError(location, error.message)
+        }
+    }
+
     // MARK: Ports
 
     /// Ansible's `parse_address`: the host and optional port of `host`, `host:port`,

@@ -63,13 +63,7 @@ struct INIInventoryParser {
                 guard let expression = words.first, !expression.isEmpty else {
                     throw InventoryError(here, "expected a host name, got '\(line)'")
                 }
-                let names: [String]
-                let port: Int?
-                do {
-                    (names, port) = try HostExpression.expand(expression)
-                } catch {
-                    throw InventoryError(here, error.message)
-                }
+                let (names, port) = try HostExpression.expand(expression, at: here)
                 if expression.hasSuffix(":") && port == nil {
                     throw InventoryError(here, "invalid host '\(expression)': a trailing ':' must be followed by a port number")
                 }

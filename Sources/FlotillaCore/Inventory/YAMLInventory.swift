@@ -430,13 +430,7 @@ struct YAMLInventoryParser {
                         throw InventoryError(reader.location(hostKey), "host name \(reader.keyText(hostKey)) must be a string; quote it")
                     }
                     let here = reader.location(hostKey)
-                    let names: [String]
-                    let port: Int?
-                    do {
-                        (names, port) = try HostExpression.expand(expression)
-                    } catch {
-                        throw InventoryError(here, error.message)
-                    }
+                    let (names, port) = try HostExpression.expand(expression, at: here)
                     var variables: [(String, InventoryVariable)] = []
                     if !Self.isEmpty(hostBody) {
                         guard let mapping = try reader.entries(hostBody) else {
