@@ -136,6 +136,16 @@ final class KnownHosts {
 }
 
 public enum PrivateKeyFile {
+    /// Whether a private key file holds an RSA key (PEM or OpenSSH format).
+    public static func isRSA(_ path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
+        if text.contains("BEGIN RSA PRIVATE KEY") { return true }
+        guard text.contains("BEGIN OPENSSH PRIVATE KEY") else { return false }
+        let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        // The public half (with its key type) is stored unencrypted.
+        return Data(base64Encoded: body)?.range(of: Data("ssh-rsa".utf8)) != nil
+    }
+
     /// Whether a private key file is passphrase-protected (OpenSSH or PEM format).
     public static func isEncrypted(_ path: String) -> Bool {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }

@@ -411,7 +411,11 @@ public actor SSHSession {
                         failures.append((.keyFile, "cannot use private key \(file): \(lastError())"))
                     }
                 case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
-                    failures.append((.authDenied, "key \(file) denied by the server"))
+                    var reason = "key \(file) denied by the server"
+                    if PrivateKeyFile.isRSA(file) {
+                        reason += " (libssh2 \(LibSSH2.version) signs RSA keys with SHA-1 ssh-rsa, which OpenSSH 8.8 and later refuse unless PubkeyAcceptedAlgorithms +ssh-rsa: prefer an ed25519 or ECDSA key)"
+                    }
+                    failures.append((.authDenied, reason))
                 default:
                     throw fail(.disconnected, "authentication", "public key authentication failed: \(lastError())", rc: rc)
                 }

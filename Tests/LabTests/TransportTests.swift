@@ -127,6 +127,48 @@ import Testing
         #expect(badPassword.kind == "auth denied" && badPassword.error.contains("password denied"), "\(badPassword.error)")
     }
 
+    @Test func hashedKnownHostsAgentAndRSAKeys() throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let hashed = lab.dir.appendingPathComponent("hashed_known_hosts").path
+        try FileManager.default.copyItem(atPath: lab.path("known_hosts"), toPath: hashed)
+        try runTool(["/usr/bin/ssh-keygen", "-q", "-H", "-f", hashed])
+        #expect(try String(contentsOfFile: hashed, encoding: .utf8).hasPrefix("|1|"))
+        let viaHashed = try Self.json(["ping", "-i", lab.path("inventory.ini"), "--known-hosts", hashed], expectStatus: 0)
+        #expect(viaHashed.hosts.count == 4)
+
+        // An agent holding the lab key, and an inventory that names no key at all.
+        let socket = lab.dir.appendingPathComponent("agent.sock").path
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: "/usr/bin/ssh-agent")
+        agent.arguments = ["-D", "-a", socket]
+        agent.standardOutput = FileHandle.nullDevice
+        agent.standardError = FileHandle.nullDevice
+        try agent.run()
+        defer { kill(agent.processIdentifier, SIGKILL); agent.waitUntilExit() }
+        let added = try run(["/usr/bin/env", "SSH_AUTH_SOCK=\(socket)", "/usr/bin/ssh-add", "-q", lab.path("id_ed25519")])
+        #expect(added.status == 0, "\(added.stderr)")
+        let inventory = try FlotillaCore.Inventory.load(sources: [lab.path("inventory.ini")])
+        let address = try #require(inventory.host(named: "deb")?.variables["ansible_host"]?.value.scalarText)
+        let noKey = lab.dir.appendingPathComponent("agent.ini")
+        try "deb ansible_host=\(address) ansible_port=2222 ansible_user=root\n".write(to: noKey, atomically: true, encoding: .utf8)
+        let viaAgent = try run(["/usr/bin/env", "SSH_AUTH_SOCK=\(socket)", "HOME=\(lab.dir.path)", Self.flotilla, "ping", "-i", noKey.path,
+                                "--known-hosts", lab.path("known_hosts"), "--ssh-config", "none"])
+        #expect(viaAgent.status == 0, "\(viaAgent.stdout)\(viaAgent.stderr)")
+
+        // RSA user keys: refused by OpenSSH 9 (SHA-1 signatures), and the message says why.
+        let rsa = lab.dir.appendingPathComponent("rsa").path
+        try runTool(["/usr/bin/ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", rsa])
+        let authorized = try FileHandle(forWritingTo: URL(fileURLWithPath: lab.path("authorized_keys")))
+        authorized.seekToEndOfFile()
+        authorized.write(try Data(contentsOf: URL(fileURLWithPath: rsa + ".pub")))
+        try authorized.close()
+        let withRSA = lab.dir.appendingPathComponent("rsa.ini")
+        try "deb ansible_host=\(address) ansible_port=2222 ansible_user=root ansible_ssh_private_key_file=\(rsa)\n"
+            .write(to: withRSA, atomically: true, encoding: .utf8)
+        let refused = try Self.json(["ping", "-i", withRSA.path, "--known-hosts", lab.path("known_hosts")], expectStatus: 69)
+        #expect(refused.hosts["deb"]?.error.contains("ed25519 or ECDSA key") == true, "\(refused.hosts["deb"]?.error ?? "")")
+    }
+
     @Test func execGroupsOutputKeepsBytesAndReportsExitStatus() throws {
         let lab = try TestLab(spec: LabFleetTests.healthySpec)
         let logs = lab.dir.appendingPathComponent("logs")
