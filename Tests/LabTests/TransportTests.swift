@@ -136,23 +136,17 @@ import Testing
         let viaHashed = try Self.json(["ping", "-i", lab.path("inventory.ini"), "--known-hosts", hashed], expectStatus: 0)
         #expect(viaHashed.hosts.count == 4)
 
-        // An agent holding the lab key, and an inventory that names no key at all.
-        let socket = lab.dir.appendingPathComponent("agent.sock").path
-        let agent = Process()
-        agent.executableURL = URL(fileURLWithPath: "/usr/bin/ssh-agent")
-        agent.arguments = ["-D", "-a", socket]
-        agent.standardOutput = FileHandle.nullDevice
-        agent.standardError = FileHandle.nullDevice
-        try agent.run()
-        defer { kill(agent.processIdentifier, SIGKILL); agent.waitUntilExit() }
-        let added = try run(["/usr/bin/env", "SSH_AUTH_SOCK=\(socket)", "/usr/bin/ssh-add", "-q", lab.path("id_ed25519")])
-        #expect(added.status == 0, "\(added.stderr)")
+        // An agent holding the lab key, and an inventory that names no key at all:
+        // `ssh-agent COMMAND` starts the agent and runs the command with SSH_AUTH_SOCK set;
+        // the command ends the agent itself (KILL: children of this test process may have
+        // SIGTERM blocked), as the agent holds our output pipes.
         let inventory = try FlotillaCore.Inventory.load(sources: [lab.path("inventory.ini")])
         let address = try #require(inventory.host(named: "deb")?.variables["ansible_host"]?.value.scalarText)
         let noKey = lab.dir.appendingPathComponent("agent.ini")
         try "deb ansible_host=\(address) ansible_port=2222 ansible_user=root\n".write(to: noKey, atomically: true, encoding: .utf8)
-        let viaAgent = try run(["/usr/bin/env", "SSH_AUTH_SOCK=\(socket)", "HOME=\(lab.dir.path)", Self.flotilla, "ping", "-i", noKey.path,
-                                "--known-hosts", lab.path("known_hosts"), "--ssh-config", "none"])
+        let viaAgent = try run(["/usr/bin/ssh-agent", "/bin/sh", "-c",
+                                "ssh-add -q '\(lab.path("id_ed25519"))' && HOME='\(lab.dir.path)' '\(Self.flotilla)' ping -i '\(noKey.path)' "
+                                + "--known-hosts '\(lab.path("known_hosts"))' --ssh-config none; status=$?; kill -9 $SSH_AGENT_PID; exit $status"])
         #expect(viaAgent.status == 0, "\(viaAgent.stdout)\(viaAgent.stderr)")
 
         // RSA user keys: refused by OpenSSH 9 (SHA-1 signatures), and the message says why.
