@@ -4,7 +4,7 @@ import SSH
 import Testing
 @testable import flotilla_lab
 
-/// SFTP transfers on a lab host through the SSH module itself.
+/// The SSH module itself on a lab host: SFTP transfers, stdin and output streams.
 @Suite struct SFTPTests {
     static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
@@ -15,6 +15,17 @@ import Testing
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
         return try await SSHSession.connect(options)
+    }
+
+    @Test func stdinReachesTheCommandAndStreamsStaySeparate() async throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let session = try await Self.session(lab, host: "el7")
+        let input = Array("secret line\n".utf8) + [0xff, 0x00, 0x0a]
+        let result = try await session.run("cat; echo done >&2; exit 7", stdin: input)
+        #expect(result.stdout.bytes == input)
+        #expect(result.stderr.text == "done\n")
+        #expect(result.exitStatus == 7 && !result.timedOut)
+        await session.close()
     }
 
     @Test func roundTripKeepsBytesAndModeAndLeavesNoPartialFile() async throws {
