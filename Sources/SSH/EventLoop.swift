@@ -160,7 +160,19 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         return waiter.interests.map(\.fd)
     }
 
+    /// The loop whose thread is running the caller, if any.
+    public static var current: EventLoop? {
+        pthread_getspecific(currentKey).map { Unmanaged<EventLoop>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    private static let currentKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
     private func run() {
+        pthread_setspecific(Self.currentKey, Unmanaged.passUnretained(self).toOpaque())
         var events = [epoll_event](repeating: epoll_event(), count: 128)
         while true {
             let (jobs, registrations, cancelled) = pending.withLock { state in

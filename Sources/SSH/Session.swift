@@ -270,6 +270,7 @@ public actor SSHSession {
     }
 
     private func open(socket existing: Int32? = nil) async throws {
+        assert(EventLoop.current === loop, "a session runs on its loop")
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start + options.connectTimeout
@@ -281,6 +282,7 @@ public actor SSHSession {
             for address in addresses {
                 do {
                     fd = try await TCP.connect(address, host: host, loop: loop, deadline: deadline)
+                    assert(EventLoop.current === loop, "back on the loop after connecting")
                     break
                 } catch {
                     connectError = error

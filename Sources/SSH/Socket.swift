@@ -5,8 +5,8 @@ import Glibc
 /// Non-blocking TCP connections for sessions.
 enum TCP {
     /// The addresses of `host`: numeric addresses at once, names through getaddrinfo on
-    /// a thread of its own (so a slow resolver never blocks an event loop).
-    static func resolve(_ host: String, port: Int) async throws -> [sockaddr_storage] {
+    /// a thread of its own (so a slow resolver never blocks an event loop or the pool).
+    static func resolve(_ host: String, port: Int, isolation: isolated (any Actor)? = #isolation) async throws -> [sockaddr_storage] {
         if let numeric = try? lookup(host, port: port, numericOnly: true) { return numeric }
         return try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
@@ -41,7 +41,10 @@ enum TCP {
 
     /// A connected non-blocking socket with TCP_NODELAY (SSH's small request/reply
     /// packets must not wait for Nagle's algorithm).
-    static func connect(_ address: sockaddr_storage, host: String, loop: EventLoop, deadline: ContinuousClock.Instant) async throws -> Int32 {
+    /// Runs in the caller's isolation (the session, on its loop), so waking from the wait
+    /// never needs a thread of the shared pool, however busy that pool is.
+    static func connect(_ address: sockaddr_storage, host: String, loop: EventLoop, deadline: ContinuousClock.Instant,
+                        isolation: isolated (any Actor)? = #isolation) async throws -> Int32 {
         let family = Int32(address.ss_family)
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw failure(errno, host) }
@@ -60,6 +63,7 @@ enum TCP {
         if status != 0 {
             do {
                 try await loop.wait(for: fd, events: .writable, until: deadline)
+                assert(EventLoop.current === loop, "woken on the session's loop")
             } catch {
                 close(fd)
                 if error is EventLoop.TimedOut {
