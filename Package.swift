@@ -41,7 +41,7 @@ let package = Package(
         ),
         .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH"]),
         .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH"]),
-        .testTarget(name: "CLITests", dependencies: ["flotilla"]),
+        .testTarget(name: "CLITests", dependencies: ["flotilla", "flotilla-lab"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -98,12 +98,17 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     ///
     /// - Throws: ``TimedOut`` when `deadline` passes first; `CancellationError` when the
     ///   task is cancelled.
-    public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?) async throws {
+    ///
+    /// It runs in the caller's isolation (a session, on this loop): registering never waits
+    /// for a thread of the shared pool, which a busy process may have none of to spare.
+    public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?,
+                     isolation: isolated (any Actor)? = #isolation) async throws {
         try await wait(forAnyOf: fd >= 0 ? [(fd, events)] : [], until: deadline)
     }
 
     /// Suspends until any of `interests` is ready (or the deadline passes).
-    public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?) async throws {
+    public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?,
+                     isolation: isolated (any Actor)? = #isolation) async throws {
         try Task.checkCancellation()
         let id = Self.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
         try await withTaskCancellationHandler {

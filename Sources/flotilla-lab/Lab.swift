@@ -92,35 +92,91 @@ struct ProcessResult: Sendable {
 }
 
 /// Runs a program to completion, feeding it `input` and then the end of its stdin.
-func runProcess(_ argv: [String], input: String = "") throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    let output = Pipe(), errors = Pipe(), stdin = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = stdin
-    do {
-        try process.run()
-    } catch {
-        throw LabError.failed("cannot run \(argv[0]): \(error.localizedDescription)")
+///
+/// posix_spawn and plain pipes rather than Foundation's Process: with many processes run
+/// at once, Process and Pipe can close a descriptor number twice (swiftlang/swift#57827),
+/// which in a busy process closes someone else's socket. The child starts with no
+/// blocked signals and default dispositions whatever the caller's mask.
+func runProcess(_ argv: [String], input: String = "", environment: [String: String]? = nil) throws -> ProcessResult {
+    // Socket pairs stand in for pipes: they can be created close-on-exec atomically, so a
+    // program started by another thread meanwhile never inherits them. Index 0 is the
+    // child's end.
+    func channel() throws -> [Int32] {
+        var ends: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+            throw LabError.failed("cannot create a socket pair: \(String(cString: strerror(errno)))")
+        }
+        return ends
     }
-    stdin.fileHandleForWriting.write(Data(input.utf8))
-    try? stdin.fileHandleForWriting.close()
-    // Drain stderr on another thread so a full pipe never blocks the child.
-    let errData = DataBox()
-    let group = DispatchGroup()
-    DispatchQueue.global().async(group: group) { errData.value = errors.fileHandleForReading.readDataToEndOfFile() }
-    let outData = output.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData.value, as: UTF8.self))
-}
-
-private final class DataBox: @unchecked Sendable {
-    // @unchecked: written by one thread before the DispatchGroup wait, read after it.
-    var value = Data()
+    let stdinPipe = try channel(), stdoutPipe = try channel(), stderrPipe = try channel()
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, stdoutPipe[0], 1)
+    posix_spawn_file_actions_adddup2(&actions, stderrPipe[0], 2)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    var cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    var cEnvironment = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+    defer { cEnvironment?.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = cEnvironment == nil
+        ? posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        : posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, &cEnvironment!)
+    for fd in [stdinPipe[0], stdoutPipe[0], stderrPipe[0]] { close(fd) }
+    guard spawned == 0 else {
+        for fd in [stdinPipe[1], stdoutPipe[1], stderrPipe[1]] { close(fd) }
+        throw LabError.failed("cannot run \(argv[0]): \(String(cString: strerror(spawned)))")
+    }
+    // Feed stdin, and drain stdout and stderr, all at once with poll: a full pipe on either
+    // side never blocks the child.
+    signal(SIGPIPE, SIG_IGN)
+    var pending = Array(input.utf8)
+    var inputFD: Int32 = stdinPipe[1]
+    if pending.isEmpty { close(inputFD); inputFD = -1 }
+    var output: [Int32: [UInt8]] = [stdoutPipe[1]: [], stderrPipe[1]: []]
+    var open = [stdoutPipe[1], stderrPipe[1]]
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while !open.isEmpty || inputFD >= 0 {
+        var polls = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        if inputFD >= 0 { polls.append(pollfd(fd: inputFD, events: Int16(POLLOUT), revents: 0)) }
+        guard poll(&polls, nfds_t(polls.count), -1) >= 0 || errno == EINTR else { break }
+        for entry in polls where entry.revents != 0 {
+            if entry.fd == inputFD {
+                let written = pending.withUnsafeBytes { write(inputFD, $0.baseAddress, $0.count) }
+                if written > 0 { pending.removeFirst(written) }
+                if written < 0 || pending.isEmpty {
+                    close(inputFD)
+                    inputFD = -1
+                }
+            } else {
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    output[entry.fd]!.append(contentsOf: buffer[0..<count])
+                } else if count == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let signaled = status & 0x7f
+    let exitStatus = signaled == 0 ? (status >> 8) & 0xff : 128 + signaled
+    return ProcessResult(status: exitStatus, stdout: String(decoding: output[stdoutPipe[1]]!, as: UTF8.self),
+                         stderr: String(decoding: output[stderrPipe[1]]!, as: UTF8.self))
 }
 
 /// Runs a helper program that must succeed and returns its output.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import flotilla_lab
 
 /// The built `flotilla` binary, beside the test bundle.
 let flotilla: String = {
@@ -21,28 +22,10 @@ struct Output {
 /// (no inventory variables, HOME pointing at the directory so no real ~/.ssh/config is read).
 func runFlotilla(_ arguments: [String], in directory: URL, program: String = flotilla,
                  environment: [String: String] = [:]) throws -> Output {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: program)
-    process.arguments = arguments
-    process.currentDirectoryURL = directory
-    process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { $1 }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    // Read both pipes to the end concurrently so neither can fill up and block the child.
-    nonisolated(unsafe) var errData = Data()
-    let done = DispatchSemaphore(value: 0)
-    Thread {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        done.signal()
-    }.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    done.wait()
-    return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                  stderr: String(decoding: errData, as: UTF8.self))
+    // The lab's runner (posix_spawn, not Foundation's Process); `cd` through a shell.
+    let result = try runProcess(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", directory.path, program] + arguments,
+                                environment: ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { $1 })
+    return Output(status: result.status, stdout: result.stdout, stderr: result.stderr)
 }
 
 final class Scratch {

@@ -14,6 +14,9 @@ import Testing
                                          knownHostsFile: lab.path("known_hosts"))
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
+        // A bound, not a wait: this in-process session shares the test process and two
+        // cores with every other suite, and under that load connecting took up to ~30 s.
+        options.connectTimeout = .seconds(90)
         return try await SSHSession.connect(options)
     }
 
