@@ -65,16 +65,8 @@ enum ProcessTable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // A new session (POSIX_SPAWN_SETSID, not imported into Swift), no blocked signals and
-        // default dispositions: the caller's mask must not make the host deaf to SIGTERM.
-        posix_spawnattr_setflags(&attributes, Int16(0x80 | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // A new session (POSIX_SPAWN_SETSID, not imported into Swift).
+        resetSignals(&attributes, flags: 0x80)
         var pid: pid_t = 0
         var cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
@@ -82,6 +74,19 @@ enum ProcessTable {
         guard result == 0 else { throw LabError.failed("cannot start \(argv[0]): \(String(cString: strerror(result)))") }
         return pid
     }
+}
+
+/// Spawn attributes for a child with no blocked signals and default dispositions: the
+/// caller's mask (a test process may block SIGTERM) must not make the child deaf to them.
+func resetSignals(_ attributes: inout posix_spawnattr_t, flags: Int32 = 0) {
+    posix_spawnattr_setflags(&attributes, Int16(flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
 }
 
 /// What a finished program printed and how it exited.
@@ -118,14 +123,7 @@ func runProcess(_ argv: [String], input: String = "", environment: [String: Stri
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    resetSignals(&attributes)
     var cArgs = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
     var cEnvironment = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
