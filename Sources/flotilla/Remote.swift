@@ -48,9 +48,8 @@ struct ConnectionOptions: ParsableArguments {
     /// (else the local user, as OpenSSH does), never the host's password.
     func jumpOptions(_ settings: ConnectionSettings, _ secrets: Secrets) -> [SSHSession.Options] {
         settings.proxyJump.map { hop in
-            let knownHostsFile = knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
             var options = SSHSession.Options(name: hop.description, address: hop.host, port: hop.port ?? 22,
-                                             user: hop.user ?? Console.localUser, knownHostsFile: knownHostsFile)
+                                             user: hop.user ?? Console.localUser, knownHostsFile: knownHostsFile(settings))
             options.identityFiles = settings.identityFiles
             options.passphrase = secrets.passphrase
             options.hostKeyCheck = hostKeyCheck
@@ -59,10 +58,14 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
+    /// --known-hosts, else the inventory's UserKnownHostsFile, else ~/.ssh/known_hosts.
+    func knownHostsFile(_ settings: ConnectionSettings) -> String {
+        knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
+    }
+
     func sessionOptions(_ host: Inventory.Host, _ settings: ConnectionSettings, _ secrets: Secrets) -> SSHSession.Options {
-        let knownHostsFile = knownHosts ?? settings.knownHostsFile ?? "\(Console.home)/.ssh/known_hosts"
         var options = SSHSession.Options(name: host.name, address: settings.address, port: settings.port,
-                                         user: settings.user, knownHostsFile: knownHostsFile)
+                                         user: settings.user, knownHostsFile: knownHostsFile(settings))
         options.identityFiles = settings.identityFiles
         options.passphrase = secrets.passphrase
         options.password = settings.password?.value ?? secrets.password
@@ -90,9 +93,12 @@ struct HostOutcome: Sendable {
     var hostKeyWarning: String?
     var log: String?
 
+    /// The session was set up (connected, host key accepted, logged in).
+    var connected = false
+
     var succeeded: Bool { error == nil && exitStatus == 0 }
     /// The connection never got as far as running anything.
-    var unreachable: Bool { error != nil && exitStatus == nil && errorKind != "timeout-command" }
+    var unreachable: Bool { !connected }
 }
 
 enum Fleet {
@@ -134,6 +140,7 @@ enum Fleet {
         let writer = log.flatMap(LogWriter.init)
         do {
             let session = try await SSHSession.connect(options, through: jumps)
+            outcome.connected = true
             outcome.timings = await session.timings
             outcome.hostKeyWarning = await session.hostKeyWarning
             var remote = command
