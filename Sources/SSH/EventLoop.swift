@@ -123,15 +123,6 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         }
     }
 
-    /// Suspends until `deadline`.
-    public func sleep(until deadline: ContinuousClock.Instant) async throws {
-        do {
-            try await wait(for: -1, events: [], until: deadline)
-        } catch is TimedOut {
-            return
-        }
-    }
-
     private func updateInterest(_ fd: Int32) {
         guard fd >= 0 else { return }
         let wanted = (waitersByFD[fd] ?? []).reduce(UInt32(0)) { $0 | (waiters[$1]?.events(on: fd) ?? 0) }

@@ -140,23 +140,25 @@ public enum PrivateKeyFile {
     public static func isRSA(_ path: String) -> Bool {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
         if text.contains("BEGIN RSA PRIVATE KEY") { return true }
-        guard text.contains("BEGIN OPENSSH PRIVATE KEY") else { return false }
-        let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         // The public half (with its key type) is stored unencrypted.
-        return Data(base64Encoded: body)?.range(of: Data("ssh-rsa".utf8)) != nil
+        return openSSHKey(text)?.range(of: Data("ssh-rsa".utf8)) != nil
     }
 
     /// Whether a private key file is passphrase-protected (OpenSSH or PEM format).
     public static func isEncrypted(_ path: String) -> Bool {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
         if text.contains("ENCRYPTED") { return true }
-        guard text.contains("BEGIN OPENSSH PRIVATE KEY") else { return false }
-        let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
-        guard let data = Data(base64Encoded: body), data.count > 19 else { return false }
+        guard let data = openSSHKey(text), data.count > 19 else { return false }
         // "openssh-key-v1\0", then a length-prefixed cipher name.
         let bytes = [UInt8](data)
         let length = Int(bytes[15]) << 24 | Int(bytes[16]) << 16 | Int(bytes[17]) << 8 | Int(bytes[18])
         guard length > 0, 19 + length <= bytes.count else { return false }
         return String(decoding: bytes[19..<(19 + length)], as: UTF8.self) != "none"
+    }
+
+    /// The decoded body of an OpenSSH-format private key file, nil for other formats.
+    private static func openSSHKey(_ text: String) -> Data? {
+        guard text.contains("BEGIN OPENSSH PRIVATE KEY") else { return nil }
+        return Data(base64Encoded: text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined())
     }
 }

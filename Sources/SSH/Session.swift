@@ -104,7 +104,7 @@ public actor SSHSession {
 
     // MARK: Waiting on the socket
 
-    private func waitForSocket(until deadline: ContinuousClock.Instant?, _ operation: String, timeoutCode: SSHError.Code = .timeout) async throws {
+    private func waitForSocket(until deadline: ContinuousClock.Instant?, _ operation: String) async throws {
         let directions = libssh2_session_block_directions(raw)
         var events: EventLoop.Events = []
         if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 { events.insert(.readable) }
@@ -113,7 +113,7 @@ public actor SSHSession {
         do {
             try await loop.wait(for: fd, events: events, until: deadline)
         } catch is EventLoop.TimedOut {
-            throw fail(timeoutCode, operation, "\(operation) timed out")
+            throw fail(.timeout, operation, "\(operation) timed out")
         }
     }
 

@@ -87,7 +87,7 @@ public struct ConnectionSettings: Sendable, Hashable {
             }
         }
 
-        let becomeFlag = try vars.value(["ansible_become"])
+        let becomeFlag = vars.value(["ansible_become"])
         let become = becomeFlag?.truthValue ?? false
         if let becomeFlag, becomeFlag.truthValue == nil {
             throw InventoryError(vars.location("ansible_become"), "ansible_become of host '\(host.name)' must be a boolean, got \(becomeFlag.json())")
@@ -170,7 +170,7 @@ private struct VariableReader {
 
     func location(_ name: String) -> SourceLocation? { host.variables[name]?.location }
 
-    func value(_ names: [String]) throws(InventoryError) -> InventoryValue? {
+    func value(_ names: [String]) -> InventoryValue? {
         guard let name = names.last(where: { host.variables[$0].map { $0.value != .null } ?? false }) else { return nil }
         return host.variables[name]!.value
     }

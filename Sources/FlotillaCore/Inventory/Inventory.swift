@@ -109,8 +109,6 @@ public struct Inventory: Sendable {
 
     public func host(named name: String) -> Host? { hostIndex[name].map { hosts[$0] } }
 
-    /// The hosts of a group (and its descendants) in Ansible's order; nil for no such group.
-    func hosts(ofGroup name: String) -> [Int]? { groupNames.firstIndex(of: name).map { groupHosts[$0] } }
     func groupHostIndexes(_ group: Int) -> [Int] { groupHosts[group] }
     func index(ofHost name: String) -> Int? { hostIndex[name] }
 }
