@@ -9,7 +9,7 @@ enum HostProcesses {
         let paths = HostPaths(dir: URL(fileURLWithPath: hostDir))
         do {
             let config = try HostConfig.load(paths)
-            let bin = URL(fileURLWithPath: config.labDir).appendingPathComponent("bin").path
+            let bin = URL(fileURLWithPath: config.labDir).appendingPathComponent("bin/\(config.spec.os.key)").path
             try mountOverlay(at: "/usr/bin", options: "lowerdir=\(bin):/usr/bin")
             for (mountPoint, layer) in HostPaths.overlays {
                 try mountOverlay(at: mountPoint, options: "lowerdir=\(mountPoint),upperdir=\(paths.upper(layer).path),workdir=\(paths.work(layer).path)")
@@ -122,7 +122,7 @@ enum SessionWrapper {
     }
 
     /// The first fault of `list` that matches and has firings left; counts the firing.
-    private static func firing(_ list: [CommandFault], kind: String, _ command: String, _ store: StateStore) -> CommandFault? {
+    static func firing(_ list: [CommandFault], kind: String, _ command: String, _ store: StateStore) -> CommandFault? {
         for (index, fault) in list.enumerated() where matches(fault, command) {
             guard let times = fault.times else { return fault }
             let key = "\(kind).\(index)"

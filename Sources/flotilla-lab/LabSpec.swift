@@ -81,6 +81,9 @@ struct HostFaults: Codable, Sendable, Equatable {
     var hostKey: HostKey?
     var slow: [CommandFault] = []
     var fail: [CommandFault] = []
+    /// Like `fail`, matched against a simulated tool's own command line (`st2ctl status`)
+    /// wherever it runs: inside a script, under sudo.
+    var toolFail: [CommandFault] = []
     var hang: [CommandFault] = []
     var drop: [CommandFault] = []
     var mistralEventTriggers = false
@@ -92,6 +95,7 @@ struct HostFaults: Codable, Sendable, Equatable {
         if let hostKey { words.append("host-key:\(hostKey.rawValue)") }
         if !slow.isEmpty { words.append("slow") }
         if !fail.isEmpty { words.append("fail") }
+        if !toolFail.isEmpty { words.append("tool-fail") }
         if !hang.isEmpty { words.append("hang") }
         if !drop.isEmpty { words.append("drop") }
         if mistralEventTriggers { words.append("mistral-event-triggers") }
@@ -362,7 +366,7 @@ enum LabSpec {
         }
 
         func faults(_ node: Node) throws -> HostFaults {
-            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "hang", "drop", "mistral_event_triggers"], what: "faults")
+            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "hang", "drop", "mistral_event_triggers"], what: "faults")
             var faults = HostFaults()
             if let n = f["unreachable"] {
                 guard let kind = HostFaults.Unreachable(rawValue: try string(n, "faults.unreachable")) else {
@@ -384,6 +388,7 @@ enum LabSpec {
                 }
             }
             if let n = f["fail"] { faults.fail = try commandFaults(n, "faults.fail", extra: ["exit", "stderr", "stdout"]) }
+            if let n = f["tool_fail"] { faults.toolFail = try commandFaults(n, "faults.tool_fail", extra: ["exit", "stderr", "stdout"]) }
             if let n = f["hang"] { faults.hang = try commandFaults(n, "faults.hang", extra: []) }
             if let n = f["drop"] { faults.drop = try commandFaults(n, "faults.drop", extra: []) }
             if let n = f["mistral_event_triggers"] {

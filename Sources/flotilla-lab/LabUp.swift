@@ -28,8 +28,18 @@ struct LabUp: Sendable {
         try? fm.removeItem(at: dir.appendingPathComponent("hosts"))
         try? fm.removeItem(at: binDir)
         try fm.createDirectory(at: binDir, withIntermediateDirectories: true)
-        for name in Simulator.binLinks {
-            try fm.createSymbolicLink(atPath: binDir.appendingPathComponent(name).path, withDestinationPath: executable)
+        for os in Set(specs.map(\.os.key)).sorted().compactMap(LabOS.named) {
+            let osBin = binDir.appendingPathComponent(os.key)
+            try fm.createDirectory(at: osBin, withIntermediateDirectories: true)
+            let tools = Simulator.tools(for: os)
+            for name in Simulator.binLinks {
+                let path = osBin.appendingPathComponent(name).path
+                if tools.contains(name) {
+                    try fm.createSymbolicLink(atPath: path, withDestinationPath: executable)
+                } else if mknod(path, S_IFCHR | 0o000, 0) != 0 { // an overlay whiteout: hides /usr/bin/NAME
+                    throw LabError.failed("cannot create the whiteout \(path): \(String(cString: strerror(errno)))")
+                }
+            }
         }
         try? fm.removeItem(at: clientKey)
         try? fm.removeItem(at: clientKey.appendingPathExtension("pub"))

@@ -63,6 +63,21 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: error: \(message)\n".utf8))
     }
 
+    /// Progress and notes for the operator, on stderr.
+    static func note(_ message: String) {
+        FileHandle.standardError.write(Data("flotilla: \(message)\n".utf8))
+    }
+
+    /// Writes a file readable only by its owner (created 0600, or truncated and set 0600).
+    static func writeOwnerOnly(_ text: String, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        fchmod(fd, 0o600)
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
+        try handle.write(contentsOf: Data(text.utf8))
+    }
+
     static let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
 
     static let localUser: String = {

@@ -21,8 +21,16 @@ enum Simulator {
         "mistral-db-manage": St2Tools.mistralDBManage,
     ]
 
-    /// Names the lab links into every host's /usr/bin.
+    /// Names the lab may link into a host's /usr/bin.
     static let binLinks = ["st2ctl", "st2", "apt-get", "apt", "apt-cache", "dpkg-query", "dpkg", "yum", "dnf", "rpm", "sudo"]
+
+    /// The tools a host of `os` has: st2's, sudo, and its own package manager's. The
+    /// others are hidden from its /usr/bin (overlay whiteouts), so an EL host has no
+    /// apt-get even though this machine does.
+    static func tools(for os: LabOS) -> [String] {
+        let managers = ["apt": ["apt-get", "apt", "apt-cache", "dpkg-query", "dpkg"], "yum": ["yum", "rpm"], "dnf": ["dnf", "yum", "rpm"]]
+        return ["st2ctl", "st2", "sudo"] + (os.packageManager.flatMap { managers[$0] } ?? [])
+    }
 
     /// Whether a program name is simulated (a tool above, sudo, or a catalog migration script).
     static func handles(_ name: String) -> Bool {
@@ -38,6 +46,15 @@ enum Simulator {
         }
         var context = SimContext(paths: paths, config: config, argv: argv)
         let start = Date()
+        let line = ([name] + argv.dropFirst()).joined(separator: " ")
+        if let fault = SessionWrapper.firing(config.spec.faults.toolFail, kind: "tool-fail", line, context.store) {
+            if !fault.stdout.isEmpty { context.out(fault.stdout) }
+            if !fault.stderr.isEmpty { context.err(fault.stderr) }
+            var record = CommandRecord(kind: "sim", argv: argv, start: start, end: Date(), exitStatus: fault.exitCode)
+            record.fault = "tool-fail"
+            record.append(to: paths)
+            return fault.exitCode
+        }
         let status: Int32
         do {
             if let tool = tools[name] {

@@ -1,0 +1,250 @@
+/// One step of a host's upgrade plan: an exact command and how its result is judged.
+public struct PlanStep: Sendable, Equatable, Hashable {
+    public enum Kind: String, Sendable {
+        /// `st2 key list -j`: stdout is saved on the controller.
+        case backupKeyValue = "backup-kv"
+        /// The audit logs fetched over SFTP; `command` is the remote glob.
+        case fetchAuditLogs = "fetch-audit-logs"
+        case stop
+        /// `st2ctl status` must list no running component.
+        case confirmStopped = "confirm-stopped"
+        case upgradePackages = "upgrade-packages"
+        case mistralDB = "mistral-db"
+        case migration
+        case reload
+        case start
+        /// stdout must equal `expect` (the pinned package version).
+        case verifyVersion = "verify-version"
+        /// `st2ctl status` must list every component running.
+        case verifyServices = "verify-services"
+    }
+
+    public var name: String
+    public var command: String
+    public var kind: Kind
+    /// `st2_cluster` for database steps (once per cluster), else nil.
+    public var oncePer: String?
+    /// Which pass of a hopped upgrade the step belongs to (0 without hops; backup is in 0).
+    public var pass: Int
+    /// What stdout must be, for `verify-version`.
+    public var expect: String?
+
+    public init(name: String, command: String, kind: Kind, oncePer: String? = nil, pass: Int = 0, expect: String? = nil) {
+        self.name = name
+        self.command = command
+        self.kind = kind
+        self.oncePer = oncePer
+        self.pass = pass
+        self.expect = expect
+    }
+}
+
+/// What flotilla will do to one host, and why.
+public struct HostPlan: Sendable, Equatable {
+    public enum Action: String, Sendable { case upgrade, skip, refuse, unreachable }
+
+    public var action: Action
+    public var reason: String?
+    /// The installed st2 package version (`3.7.1-1`).
+    public var fromVersion: String?
+    /// The st2 package version the host ends on (`3.8.1-1`).
+    public var toVersion: String?
+    /// Intermediate releases the host goes through first (`3.0.1`).
+    public var hops: [String]
+    public var steps: [PlanStep]
+    /// Operator notes: the catalog's `manual` notes of every crossed version, hops, skipped optional migrations.
+    public var notes: [String]
+
+    public init(action: Action, reason: String? = nil, fromVersion: String? = nil, toVersion: String? = nil,
+                hops: [String] = [], steps: [PlanStep] = [], notes: [String] = []) {
+        self.action = action
+        self.reason = reason
+        self.fromVersion = fromVersion
+        self.toVersion = toVersion
+        self.hops = hops
+        self.steps = steps
+        self.notes = notes
+    }
+
+    public static func refuse(_ reason: String, from: String? = nil, notes: [String] = []) -> HostPlan {
+        HostPlan(action: .refuse, reason: reason, fromVersion: from, notes: notes)
+    }
+}
+
+/// Turns a host's facts into its upgrade plan (SPEC §4). Pure: no I/O, no clock.
+public struct UpgradePlanner: Sendable {
+    public struct Options: Sendable {
+        public var target: StackStormVersion
+        public var withOptionalMigrations = false
+        public var backup = true
+        /// Free space needed on / and on /opt.
+        public var minimumFreeKiB: Int64 = 1024 * 1024
+
+        public init(target: StackStormVersion) { self.target = target }
+    }
+
+    public let catalog: MigrationCatalog
+    public let options: Options
+
+    public init(catalog: MigrationCatalog, options: Options) {
+        self.catalog = catalog
+        self.options = options
+    }
+
+    static let cluster = "st2_cluster"
+
+    public func plan(_ facts: HostFacts) -> HostPlan {
+        let target = options.target
+        guard let os = facts.os.value else { return .refuse("OS unknown: \(facts.os.problem ?? "")") }
+        guard os.family != .other else {
+            return .refuse("unsupported OS \(os.name): flotilla upgrades Debian/Ubuntu (apt) and RHEL/CentOS/Rocky (yum/dnf) hosts")
+        }
+        guard let manager = facts.packageManager.value else { return .refuse("package manager unknown: \(facts.packageManager.problem ?? "")") }
+        guard (os.family == .debian) == (manager == "apt") else {
+            return .refuse("package manager \(manager) does not fit \(os.name)")
+        }
+        guard let installed = facts.installed.value else { return .refuse("installed packages unknown: \(facts.installed.problem ?? "")") }
+        guard let fromPackage = installed["st2"] else { return .refuse("st2 is not installed") }
+        guard let from = StackStormVersion(fromPackage) else { return .refuse("the installed st2 version '\(fromPackage)' is not a version") }
+
+        let order = from.compareRelease(target)
+        if order == 0 {
+            return HostPlan(action: .skip, reason: "already at \(target.releaseString) (st2 \(fromPackage))", fromVersion: fromPackage, toVersion: fromPackage)
+        }
+        if order > 0 {
+            return .refuse("st2 \(fromPackage) is newer than the target \(target.releaseString); flotilla never downgrades", from: fromPackage)
+        }
+
+        let crossed = catalog.entries(crossingFrom: from, to: target)
+        let notes = crossed.flatMap { entry in entry.manual.map { "\(entry.version.series): \($0)" } }
+        func refuse(_ reason: String) -> HostPlan { .refuse(reason, from: fromPackage, notes: notes) }
+
+        if let ceiling = catalog.osCeilings[os.key], Self.exceeds(target, ceiling: ceiling) {
+            return refuse("the target \(target.releaseString) is above the highest release \(os.name) can run (\(ceiling))")
+        }
+        for entry in crossed {
+            let removed = entry.removes.filter { installed[$0] != nil }
+            if !removed.isEmpty {
+                return refuse("crossing \(entry.version.series): "
+                              + (entry.blocksIf ?? "\(removed.joined(separator: ", ")) is installed and \(entry.version.series) no longer ships it"))
+            }
+        }
+        guard let offered = facts.offered.value else { return refuse("repository versions unknown: \(facts.offered.problem ?? "")") }
+
+        // Passes: hop wherever a needed script stopped shipping before the target.
+        var passes: [(from: StackStormVersion, to: StackStormVersion)] = []
+        var current = from
+        var hopNotes: [String] = []
+        while true {
+            let limits = neededEntries(from: current, to: target).compactMap { entry -> (MigrationCatalog.Entry, StackStormVersion)? in
+                guard let until = entry.shippedUntil, until.compareRelease(target) < 0 else { return nil }
+                return (entry, until)
+            }
+            guard let (entry, limit) = limits.min(by: { $0.1.compareRelease($1.1) < 0 }) else {
+                passes.append((current, target))
+                break
+            }
+            let candidates = (offered["st2"] ?? []).compactMap(StackStormVersion.init).filter {
+                $0.compareRelease(current) > 0 && $0.compareRelease(entry.version) >= 0 && $0.compareRelease(limit) <= 0
+            }
+            guard let hop = candidates.max(by: { $0.compareRelease($1) < 0 }) else {
+                return refuse("needs an intermediate release from \(entry.version.series) to \(limit) (the \(entry.version.series) migrations stopped shipping after \(limit)), and the host's repositories offer none")
+            }
+            let hopRelease = StackStormVersion(hop.releaseString)!
+            hopNotes.append("goes through \(hopRelease.releaseString) first: the \(entry.version.series) migration scripts stopped shipping after \(limit)")
+            passes.append((current, hopRelease))
+            current = hopRelease
+        }
+
+        // Pin every installed package of the catalog to the exact version offered for each pass.
+        let packages = catalog.packages.filter { installed[$0] != nil }
+        var pins: [[(package: String, version: String)]] = []
+        for pass in passes {
+            var pinned: [(String, String)] = []
+            for package in packages {
+                let versions = (offered[package] ?? []).filter { StackStormVersion($0)?.compareRelease(pass.to) == 0 }
+                guard let best = versions.max(by: { StackStormVersion($0)! < StackStormVersion($1)! }) else {
+                    let list = offered[package].map { $0.isEmpty ? "none" : $0.joined(separator: ", ") } ?? "none"
+                    let what = pass.to == target ? "the target" : "the intermediate release"
+                    return refuse("\(what) \(pass.to.releaseString) of \(package) is not offered by the host's repositories (offered: \(list))")
+                }
+                pinned.append((package, best))
+            }
+            pins.append(pinned)
+        }
+
+        if let disk = facts.disk.value {
+            for space in disk where space.availableKiB < options.minimumFreeKiB {
+                return refuse("only \(space.availableKiB / 1024) MiB free on \(space.path) (needs \(options.minimumFreeKiB / 1024) MiB)")
+            }
+        } else {
+            return refuse("free disk unknown: \(facts.disk.problem ?? "")")
+        }
+
+        if options.backup, let components = facts.components.value, components.contains(where: { $0.name == "st2api" && !$0.running }) {
+            return refuse("st2api is not running, so the key-value store cannot be exported: start st2 first, or plan with --no-backup")
+        }
+
+        var steps: [PlanStep] = []
+        if options.backup {
+            let limit = from.compareRelease(StackStormVersion("2.5")!) >= 0 ? " -n -1" : ""
+            steps.append(PlanStep(name: "export key-value store", command: "st2 key list -j\(limit) -s all", kind: .backupKeyValue))
+            steps.append(PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs))
+        }
+        for (index, pass) in passes.enumerated() {
+            let pinned = pins[index]
+            steps.append(PlanStep(name: "stop services", command: "st2ctl stop", kind: .stop, pass: index))
+            steps.append(PlanStep(name: "confirm stopped", command: "st2ctl status", kind: .confirmStopped, pass: index))
+            steps.append(PlanStep(name: "upgrade packages", command: upgradeCommand(manager, pinned), kind: .upgradePackages, pass: index))
+            if pinned.contains(where: { $0.package == "st2mistral" }) {
+                for command in catalog.mistral.commands {
+                    let words = command.split(separator: " ")
+                    let name = "mistral-db-manage " + (words.last == "head" ? words.suffix(2).joined(separator: " ") : String(words.last ?? ""))
+                    steps.append(PlanStep(name: name, command: command, kind: .mistralDB, oncePer: Self.cluster, pass: index))
+                }
+            }
+            for entry in neededEntries(from: pass.from, to: pass.to) {
+                for script in entry.scripts {
+                    let file = MigrationCatalog.scriptPath(script).split(separator: "/").last.map(String.init) ?? script
+                    steps.append(PlanStep(name: "migration \(entry.version.series): \(file)", command: script, kind: .migration,
+                                          oncePer: entry.scope == .database ? Self.cluster : nil, pass: index))
+                }
+            }
+            steps.append(PlanStep(name: "reload content", command: "st2ctl reload --register-all", kind: .reload, pass: index))
+            steps.append(PlanStep(name: "start services", command: "st2ctl start", kind: .start, pass: index))
+            let query = manager == "apt" ? "dpkg-query -W -f='${Version}' st2" : "rpm -q --qf '%{VERSION}-%{RELEASE}' st2"
+            steps.append(PlanStep(name: "verify version", command: query, kind: .verifyVersion, pass: index, expect: pinned.first { $0.package == "st2" }?.version))
+            steps.append(PlanStep(name: "verify services", command: "st2ctl status", kind: .verifyServices, pass: index))
+        }
+
+        var allNotes = hopNotes + notes
+        for entry in crossed where entry.optional && !entry.scripts.isEmpty && !options.withOptionalMigrations {
+            allNotes.append("\(entry.version.series): optional migration not planned (\(entry.scripts.joined(separator: "; "))); add \(entry.flag ?? "--with-optional-migrations") to run it")
+        }
+        if packages.contains("st2mistral"), let note = catalog.mistral.note { allNotes.append("mistral: \(note)") }
+        return HostPlan(action: .upgrade, fromVersion: fromPackage, toVersion: pins.last?.first { $0.package == "st2" }?.version,
+                        hops: passes.dropLast().map(\.to.releaseString), steps: steps, notes: allNotes)
+    }
+
+    /// Crossed entries whose scripts this run executes (optional ones only when asked).
+    func neededEntries(from: StackStormVersion, to: StackStormVersion) -> [MigrationCatalog.Entry] {
+        catalog.entries(crossingFrom: from, to: to).filter { !$0.scripts.isEmpty && (!$0.optional || options.withOptionalMigrations) }
+    }
+
+    func upgradeCommand(_ manager: String, _ pinned: [(package: String, version: String)]) -> String {
+        if manager == "apt" {
+            return "DEBIAN_FRONTEND=noninteractive apt-get install -y --only-upgrade -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
+                + pinned.map { "\($0.package)=\($0.version)" }.joined(separator: " ")
+        }
+        return "\(manager) update -y " + pinned.map { "\($0.package)-\($0.version)" }.joined(separator: " ")
+    }
+
+    /// Whether `version` is past a ceiling given as a series (`3.4` allows 3.4.x) or a release.
+    static func exceeds(_ version: StackStormVersion, ceiling: StackStormVersion) -> Bool {
+        for index in 0..<ceiling.release.count {
+            let mine = index < version.release.count ? version.release[index] : 0
+            if mine != ceiling.release[index] { return mine > ceiling.release[index] }
+        }
+        return false
+    }
+}

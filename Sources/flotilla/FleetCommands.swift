@@ -1,0 +1,276 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+import SSH
+
+/// Flags of the commands that gather facts: parallelism and the probe's time limit.
+struct GatherOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Hosts contacted at once.", valueName: "n"))
+    var forks = 32
+
+    @Option(help: ArgumentHelp("Seconds the facts probe may run on a host.", valueName: "seconds"))
+    var timeout: Double = 60
+
+    func validate() throws {
+        guard forks > 0 else { throw ValidationError("--forks must be at least 1") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be more than 0 seconds") }
+    }
+}
+
+/// The upgrade target and the catalog it is planned with.
+struct TargetOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Path of a migration catalog to use instead of the bundled one.", valueName: "path"))
+    var catalog: String?
+
+    @Flag(help: "Plan the catalog's optional migrations too.")
+    var withOptionalMigrations = false
+
+    @Flag(inversion: .prefixedNo, help: "Export the key-value store and fetch the audit logs before stopping st2.")
+    var backup = true
+
+    @Option(help: ArgumentHelp("Free space needed on / and /opt, in MiB.", valueName: "MiB"))
+    var minFreeDisk: Int64 = 1024
+
+    static func version(_ text: String) throws -> StackStormVersion {
+        guard let version = StackStormVersion(text), version.revision == nil, version.release.count >= 2 else {
+            throw ValidationError("--to '\(text)' is not an st2 release such as 3.8.1")
+        }
+        return version
+    }
+
+    func loadCatalog() throws -> MigrationCatalog { try Self.loadCatalog(catalog) }
+
+    static func loadCatalog(_ catalog: String?) throws -> MigrationCatalog {
+        do {
+            return try catalog.map { try MigrationCatalog.load(from: URL(fileURLWithPath: $0)) } ?? MigrationCatalog.bundled()
+        } catch let error as MigrationCatalog.LoadError {
+            Console.error("bad migration catalog: \(error)")
+            throw ExitCode(65)
+        }
+    }
+
+    func planner(_ catalog: MigrationCatalog, target: StackStormVersion) -> UpgradePlanner {
+        var options = UpgradePlanner.Options(target: target)
+        options.withOptionalMigrations = withOptionalMigrations
+        options.backup = backup
+        options.minimumFreeKiB = minFreeDisk * 1024
+        return UpgradePlanner(catalog: catalog, options: options)
+    }
+}
+
+/// Connects to every selected host and runs the facts probe (read-only, one round trip).
+enum FactsGathering {
+    static func gather(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ gather: GatherOptions,
+                       packages: [String]) async throws -> [HostFactsResult] {
+        var hosts: [Inventory.Host] = []
+        var settings: [ConnectionSettings] = []
+        try Console.run {
+            let (_, selected, sshConfig) = try selection.load()
+            hosts = selected
+            settings = try selected.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
+        }
+        let secrets = try connection.secrets(for: settings)
+        let options = zip(hosts, settings).map { connection.sessionOptions($0, $1, secrets) }
+        let jumps = settings.map { connection.jumpOptions($0, secrets) }
+        signal(SIGPIPE, SIG_IGN)
+        if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
+        let script = FactsProbe.script(packages: packages)
+        let clock = ContinuousClock()
+        let start = clock.now
+        Console.note("gathering facts from \(hosts.count) host\(hosts.count == 1 ? "" : "s") (\(gather.forks) at once)")
+        let (targets, targetSettings) = (hosts, settings)
+        let outcomes = await Fleet.each(hosts.count, forks: gather.forks) { index in
+            await Fleet.run(script, host: targets[index], settings: targetSettings[index], options: options[index],
+                            jumps: jumps[index], timeout: .milliseconds(Int(gather.timeout * 1000)), log: nil)
+        }
+        let results = outcomes.map { outcome -> HostFactsResult in
+            guard outcome.connected else {
+                return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: outcome.error ?? "unreachable",
+                                       facts: HostFacts(unreadable: outcome.error ?? "unreachable"))
+            }
+            let facts = FactsProbe.parse(output: outcome.stdout + outcome.stderr, exitStatus: outcome.exitStatus, error: outcome.error)
+            return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: nil, facts: facts)
+        }
+        let unreachable = results.filter { $0.unreachable != nil }.count
+        Console.note(String(format: "facts from %d of %d hosts in %.1f s", results.count - unreachable, results.count,
+                            RemoteRun.milliseconds(clock.now - start) / 1000))
+        return results
+    }
+}
+
+struct Facts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Gather facts: OS, package manager, st2 packages and the versions offered, services, disk, leftover configs.",
+        discussion: """
+        One read-only round trip per host (a POSIX shell script; under sudo when the \
+        inventory sets ansible_become): /etc/os-release, dpkg-query or rpm, apt-cache \
+        madison or yum/dnf list --showduplicates, st2ctl status, df -Pk / /opt, and \
+        *.dpkg-dist, *.dpkg-old, *.rpmnew files under /etc/st2 and /etc/mistral. A fact \
+        that cannot be read is reported as unreadable, with the reason, never guessed.
+
+        Examples:
+          flotilla facts -i lab/inventory.ini
+          flotilla facts -i prod/ --limit dc1 --json > facts.json
+
+        Exit codes: 0 every fact of every host read; 1 some host unreachable or some fact \
+        unreadable; 69 no host reachable; 64 usage error; 65 bad inventory or pattern.
+        """
+    )
+
+    @OptionGroup(title: "Host selection") var selection: InventoryOptions
+    @OptionGroup(title: "Connection") var connection: ConnectionOptions
+    @OptionGroup(title: "Gathering") var gather: GatherOptions
+
+    @Flag(help: "Print JSON on stdout.")
+    var json = false
+
+    func run() async throws {
+        let catalog = try TargetOptions.loadCatalog(nil)
+        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
+        let output = json ? FactsView.json(results).rendered() + "\n" : FactsView.table(results)
+        FileHandle.standardOutput.write(Data(output.utf8))
+        if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
+        if results.contains(where: { $0.unreachable != nil || !$0.facts.problems.isEmpty }) { throw ExitCode(1) }
+    }
+}
+
+/// Batch flags `plan` shares with the rolling commands.
+struct BatchOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
+    var batch: String?
+
+    @Option(help: ArgumentHelp("A first batch of N hosts that must all succeed before anything else starts.", valueName: "n"))
+    var canary: Int?
+
+    func spec() throws -> BatchSpec? {
+        do {
+            return try batch.map(BatchSpec.init(parsing:))
+        } catch let error as BatchSpec.ParseError {
+            throw ValidationError("--batch: \(error.message)")
+        }
+    }
+
+    func validate() throws {
+        _ = try spec()
+        if let canary, canary < 1 { throw ValidationError("--canary must be at least 1") }
+    }
+}
+
+struct Plan: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show every host's upgrade plan to an st2 release, grouped; changes nothing on any host.",
+        discussion: """
+        Gathers facts (read-only, see 'flotilla facts') and plans each host from them and \
+        the migration catalog: backup, st2ctl stop and confirm, the package upgrade pinned \
+        to the exact version the host's repositories offer, Mistral database steps, the \
+        migration scripts of every crossed version, reload, start, verify. Hosts with \
+        identical plans are shown once; hosts at the target are skipped; hosts that \
+        cannot be upgraded safely are refused with the reason. Steps marked "once per \
+        st2_cluster" run on one host of each cluster.
+
+        Examples:
+          flotilla plan -i lab/inventory.ini --to 3.8.1
+          flotilla plan -i prod/ --to 3.8.1 --canary 1 --batch 5,25% --json
+          flotilla plan -i prod/ --limit 'dc1:!st2-07' --to 3.5.0 --with-optional-migrations
+
+        Exit codes: 0 every host can be upgraded or is at the target; 1 some host is \
+        refused or unreachable; 69 no host reachable; 64 usage error; 65 bad inventory, \
+        pattern or catalog.
+        """
+    )
+
+    @OptionGroup(title: "Host selection") var selection: InventoryOptions
+    @OptionGroup(title: "Connection") var connection: ConnectionOptions
+    @OptionGroup(title: "Gathering") var gather: GatherOptions
+    @OptionGroup(title: "Plan") var targetOptions: TargetOptions
+    @OptionGroup(title: "Batches") var batches: BatchOptions
+
+    @Option(help: ArgumentHelp("The st2 release to upgrade to, e.g. 3.8.1.", valueName: "version"))
+    var to: String
+
+    @Flag(help: "Print JSON on stdout (SPEC §4).")
+    var json = false
+
+    func validate() throws { _ = try TargetOptions.version(to) }
+
+    func run() async throws {
+        let target = try TargetOptions.version(to)
+        let catalog = try targetOptions.loadCatalog()
+        let planner = targetOptions.planner(catalog, target: target)
+        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
+        let entries = results.map { result in
+            PlanView.Entry(name: result.name, address: result.address,
+                           plan: result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts))
+        }
+        let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary)
+        FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
+        if entries.allSatisfy({ $0.plan.action == .unreachable }) { throw ExitCode(69) }
+        if entries.contains(where: { $0.plan.action == .refuse || $0.plan.action == .unreachable }) { throw ExitCode(1) }
+    }
+}
+
+struct Report: AsyncParsableCommand {
+    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, markdown, html }
+
+    static let configuration = CommandConfiguration(
+        abstract: "The fleet report: reachability, OS and st2 version spread, hosts behind a target, components, config drift.",
+        discussion: """
+        Gathers facts (read-only) and summarises the fleet. With --to, it also plans every \
+        host towards that release and lists the hosts behind it with the migrations they \
+        still need, the catalog's operator notes, and refusals. The HTML format is one \
+        self-contained file (no external resources) with a version-spread chart.
+
+        Examples:
+          flotilla report -i lab/inventory.ini
+          flotilla report -i prod/ --to 3.8.1 --format html --output fleet.html
+          flotilla report -i prod/ --to 3.8.1 --format markdown > FLEET.md
+
+        Exit codes: 0 report written; 69 no host reachable; 64 usage error; 65 bad \
+        inventory, pattern or catalog. Unreachable hosts and unreadable facts are part of \
+        the report, not errors.
+        """
+    )
+
+    @OptionGroup(title: "Host selection") var selection: InventoryOptions
+    @OptionGroup(title: "Connection") var connection: ConnectionOptions
+    @OptionGroup(title: "Gathering") var gather: GatherOptions
+    @OptionGroup(title: "Plan") var targetOptions: TargetOptions
+
+    @Option(help: ArgumentHelp("Also report against this st2 release: hosts behind it and what they need.", valueName: "version"))
+    var to: String?
+
+    @Option(help: ArgumentHelp("table, json, markdown or html.", valueName: "format"))
+    var format: Format = .table
+
+    @Option(help: ArgumentHelp("Write the report to this file (owner-only) instead of stdout.", valueName: "path"))
+    var output: String?
+
+    func validate() throws { _ = try to.map(TargetOptions.version) }
+
+    func run() async throws {
+        let target = try to.map(TargetOptions.version)
+        let catalog = try targetOptions.loadCatalog()
+        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
+        var plans: [String: HostPlan] = [:]
+        if let target {
+            let planner = targetOptions.planner(catalog, target: target)
+            for result in results where result.unreachable == nil { plans[result.name] = planner.plan(result.facts) }
+        }
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        let report = FleetReport(generatedAt: stamp, target: target, results: results, plans: plans)
+        let text: String
+        switch format {
+        case .table: text = report.text(markdown: false)
+        case .markdown: text = report.text(markdown: true)
+        case .json: text = report.json.rendered() + "\n"
+        case .html: text = report.html
+        }
+        if let output {
+            try Console.writeOwnerOnly(text, to: output)
+            Console.note("report written to \(output)")
+        } else {
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+        if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
+    }
+}
