@@ -163,7 +163,12 @@ public struct MigrationCatalog: Sendable {
         switch error {
         case .keyNotFound(let key, let context):
             return "\(path(context)).\(key.stringValue): missing"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+        case .typeMismatch(let type, let context):
+            let name = "\(type)"
+            let expected = name.hasPrefix("Array") || name == "Sequence" ? "a list" : name.hasPrefix("Dictionary") || name == "Mapping" ? "a mapping"
+                : name == "Bool" ? "true or false" : name == "String" ? "text" : name
+            return "\(path(context)): expected \(expected)"
+        case .valueNotFound(_, let context), .dataCorrupted(let context):
             return "\(path(context)): \(context.debugDescription)"
         @unknown default:
             return "\(error)"

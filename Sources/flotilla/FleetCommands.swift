@@ -62,27 +62,13 @@ struct TargetOptions: ParsableArguments {
 enum FactsGathering {
     static func gather(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ gather: GatherOptions,
                        packages: [String]) async throws -> [HostFactsResult] {
-        var hosts: [Inventory.Host] = []
-        var settings: [ConnectionSettings] = []
-        try Console.run {
-            let (_, selected, sshConfig) = try selection.load()
-            hosts = selected
-            settings = try selected.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
-        }
-        let secrets = try connection.secrets(for: settings)
-        let options = zip(hosts, settings).map { connection.sessionOptions($0, $1, secrets) }
-        let jumps = settings.map { connection.jumpOptions($0, secrets) }
-        signal(SIGPIPE, SIG_IGN)
-        if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
-        let script = FactsProbe.script(packages: packages)
+        let targets = try Targets(selection, connection)
         let clock = ContinuousClock()
         let start = clock.now
-        Console.note("gathering facts from \(hosts.count) host\(hosts.count == 1 ? "" : "s") (\(gather.forks) at once)")
-        let (targets, targetSettings) = (hosts, settings)
-        let outcomes = await Fleet.each(hosts.count, forks: gather.forks) { index in
-            await Fleet.run(script, host: targets[index], settings: targetSettings[index], options: options[index],
-                            jumps: jumps[index], timeout: .milliseconds(Int(gather.timeout * 1000)), log: nil)
-        }
+        let count = targets.hosts.count
+        Console.note("gathering facts from \(count) host\(count == 1 ? "" : "s") (\(gather.forks) at once)")
+        let outcomes = await targets.run(FactsProbe.script(packages: packages), forks: gather.forks,
+                                         timeout: .milliseconds(Int(gather.timeout * 1000)))
         let results = outcomes.map { outcome -> HostFactsResult in
             guard outcome.connected else {
                 return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: outcome.error ?? "unreachable",

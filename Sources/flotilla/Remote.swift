@@ -77,6 +77,42 @@ struct ConnectionOptions: ParsableArguments {
 
 extension SSHSession.HostKeyCheck: ExpressibleByArgument {}
 
+/// The selected hosts with everything needed to reach them.
+struct Targets: Sendable {
+    var hosts: [Inventory.Host]
+    var settings: [ConnectionSettings]
+    var options: [SSHSession.Options]
+    var jumps: [[SSHSession.Options]]
+
+    /// Reads the inventory (bad input: exit 65), gathers the secrets once, and prepares
+    /// each host's session options.
+    init(_ selection: InventoryOptions, _ connection: ConnectionOptions) throws {
+        var hosts: [Inventory.Host] = []
+        var settings: [ConnectionSettings] = []
+        try Console.run {
+            let (_, selected, sshConfig) = try selection.load()
+            hosts = selected
+            settings = try selected.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
+        }
+        let secrets = try connection.secrets(for: settings)
+        self.hosts = hosts
+        self.settings = settings
+        options = zip(hosts, settings).map { connection.sessionOptions($0, $1, secrets) }
+        jumps = settings.map { connection.jumpOptions($0, secrets) }
+        // A tunnel or a host may close its end while we write: an error, not a signal.
+        signal(SIGPIPE, SIG_IGN)
+        if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
+    }
+
+    /// Runs `command` on every host, `forks` at once; outcomes in host order.
+    func run(_ command: String, forks: Int, timeout: Duration?, log: (@Sendable (String) -> URL?)? = nil) async -> [HostOutcome] {
+        await Fleet.each(hosts.count, forks: forks) { [self] index in
+            await Fleet.run(command, host: hosts[index], settings: settings[index], options: options[index],
+                            jumps: jumps[index], timeout: timeout, log: log?(hosts[index].name))
+        }
+    }
+}
+
 /// One host's outcome of a remote command, as `ping` and `exec` report it.
 struct HostOutcome: Sendable {
     var name: String

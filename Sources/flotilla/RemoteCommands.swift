@@ -102,29 +102,14 @@ struct RemoteRun {
     var json: Bool
 
     func execute(command: String, timeout: Duration?, logs: URL?, grouped: Bool) async throws {
-        var hosts: [Inventory.Host] = []
-        var settings: [ConnectionSettings] = []
-        try Console.run {
-            let (_, selected, sshConfig) = try selection.load()
-            hosts = selected
-            settings = try selected.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
-        }
-        let secrets = try connection.secrets(for: settings)
+        let targets = try Targets(selection, connection)
         if let logs {
             try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
-        let options = zip(hosts, settings).map { connection.sessionOptions($0, $1, secrets) }
-        let jumps = settings.map { connection.jumpOptions($0, secrets) }
-        // A tunnel or a host may close its end while we write: an error, not a signal.
-        signal(SIGPIPE, SIG_IGN)
-        if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
         let clock = ContinuousClock()
         let start = clock.now
-        let (targets, targetSettings) = (hosts, settings)
-        let outcomes = await Fleet.each(targets.count, forks: forks) { index in
-            await Fleet.run(command, host: targets[index], settings: targetSettings[index], options: options[index],
-                            jumps: jumps[index], timeout: timeout,
-                            log: logs?.appendingPathComponent(Self.fileName(targets[index].name) + ".log"))
+        let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
+            logs?.appendingPathComponent(Self.fileName(name) + ".log")
         }
         let elapsed = clock.now - start
         let output = json ? Self.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
