@@ -211,7 +211,9 @@ public struct FleetReport: Sendable {
     /// version-spread chart is drawn by the page's script from the embedded report data;
     /// when it has drawn, `<body data-rendered="ok">`.
     public var html: String {
-        let data = json.rendered().replacingOccurrences(of: "</", with: "<\\/")
+        // Every "<" as \u003c (JSON has "<" only inside strings): neither "</script>" nor
+        // "<!--" (which would make the next "</script>" not end the element) can occur.
+        let data = json.rendered().replacingOccurrences(of: "<", with: "\\u003c")
         let body = text(markdown: false)
         return """
             <!DOCTYPE html>
@@ -223,7 +225,7 @@ public struct FleetReport: Sendable {
             table{border-collapse:collapse;margin:.4em 0}td,th{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:left;vertical-align:top}
             th{background:#f3f5f8}.num{text-align:right}.bad{color:#b42318}.ok{color:#067647}.muted{color:#667085}
             .cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #d6dbe3;border-radius:6px;padding:8px 14px;min-width:120px}
-            .card b{display:block;font-size:22px}svg text{font:12px system-ui,sans-serif}
+            .card b{display:block;font-size:22px}svg text{font:12px system-ui,sans-serif}#version-chart{max-width:100%;height:auto}
             </style></head>
             <body>
             <h1>StackStorm fleet report</h1>
@@ -248,7 +250,7 @@ public struct FleetReport: Sendable {
             cards.forEach(function(c){var d=el('div',{'class':'card','data-card':c[0]});d.appendChild(el('b',{},String(c[1])));d.appendChild(document.createTextNode(c[0]));document.getElementById('cards').appendChild(d);});
             var svg=document.getElementById('version-chart'),ns='http://www.w3.org/2000/svg',v=r.st2_versions,bw=56,gap=18,h=180,top=20,max=1;
             v.forEach(function(x){if(x.count>max)max=x.count;});
-            svg.setAttribute('width',Math.max(300,v.length*(bw+gap)+40));svg.setAttribute('height',h+60);
+            var cw=Math.max(300,v.length*(bw+gap)+40);svg.setAttribute('width',cw);svg.setAttribute('height',h+60);svg.setAttribute('viewBox','0 0 '+cw+' '+(h+60));
             function s(t,a,txt){var e=document.createElementNS(ns,t);for(var k in a)e.setAttribute(k,a[k]);if(txt!=null)e.textContent=txt;svg.appendChild(e);return e;}
             s('line',{x1:20,y1:top+h,x2:v.length*(bw+gap)+30,y2:top+h,stroke:'#98a2b3'});
             v.forEach(function(x,i){var bh=Math.round(x.count/max*h),px=30+i*(bw+gap),known=/^[0-9]/.test(x.label);
