@@ -18,10 +18,15 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(
             name: "FlotillaCore",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["CSQLite", .product(name: "Yams", package: "Yams")],
             resources: [.copy("Resources/stackstorm-migrations.yaml")]
         ),
         .executableTarget(

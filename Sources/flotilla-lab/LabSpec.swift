@@ -427,14 +427,3 @@ enum LabSpec {
         }
     }
 }
-
-/// `2`, `1.5s`, `300ms`, `2m` -> seconds.
-func parseDuration(_ text: String) -> Double? {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, factor) in units where text.hasSuffix(suffix) {
-        guard let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite else { return nil }
-        return value * factor
-    }
-    guard let value = Double(text), value >= 0, value.isFinite else { return nil }
-    return value
-}

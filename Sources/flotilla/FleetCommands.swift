@@ -62,7 +62,10 @@ struct TargetOptions: ParsableArguments {
 enum FactsGathering {
     static func gather(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ gather: GatherOptions,
                        packages: [String]) async throws -> [HostFactsResult] {
-        let targets = try Targets(selection, connection)
+        try await self.gather(try Targets(selection, connection), gather, packages: packages)
+    }
+
+    static func gather(_ targets: Targets, _ gather: GatherOptions, packages: [String]) async throws -> [HostFactsResult] {
         let clock = ContinuousClock()
         let start = clock.now
         let count = targets.hosts.count

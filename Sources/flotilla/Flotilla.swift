@@ -22,6 +22,6 @@ struct Flotilla: AsyncParsableCommand {
         \(exitCodes)
         """,
         version: "flotilla \(version) (libssh2 \(LibSSH2.version))",
-        subcommands: [Hosts.self, Ping.self, Exec.self, Facts.self, Plan.self, Report.self]
+        subcommands: [Hosts.self, Ping.self, Exec.self, Facts.self, Plan.self, Upgrade.self, RunRunbook.self, Resume.self, Runs.self, Show.self, Ctl.self, Report.self]
     )
 }

@@ -15,7 +15,8 @@ public struct PlanStep: Sendable, Equatable, Hashable {
         case start
         /// stdout must equal `expect` (the pinned package version).
         case verifyVersion = "verify-version"
-        /// `st2ctl status` must list every component running.
+        /// `st2ctl status` must list every component running that the installed packages
+        /// (`expect`, space-separated) provide.
         case verifyServices = "verify-services"
     }
 
@@ -26,7 +27,7 @@ public struct PlanStep: Sendable, Equatable, Hashable {
     public var oncePer: String?
     /// Which pass of a hopped upgrade the step belongs to (0 without hops; backup is in 0).
     public var pass: Int
-    /// What stdout must be, for `verify-version`.
+    /// What stdout must be, for `verify-version`; the installed packages, for `verify-services`.
     public var expect: String?
 
     public init(name: String, command: String, kind: Kind, oncePer: String? = nil, pass: Int = 0, expect: String? = nil) {
@@ -214,7 +215,9 @@ public struct UpgradePlanner: Sendable {
             steps.append(PlanStep(name: "start services", command: "st2ctl start", kind: .start, pass: index))
             let query = manager == "apt" ? "dpkg-query -W -f='${Version}' st2" : "rpm -q --qf '%{VERSION}-%{RELEASE}' st2"
             steps.append(PlanStep(name: "verify version", command: query, kind: .verifyVersion, pass: index, expect: pinned.first { $0.package == "st2" }?.version))
-            steps.append(PlanStep(name: "verify services", command: "st2ctl status", kind: .verifyServices, pass: index))
+            // The installed packages say which listed components must run (st2chatops, Mistral).
+            steps.append(PlanStep(name: "verify services", command: "st2ctl status", kind: .verifyServices, pass: index,
+                                  expect: pinned.map(\.package).joined(separator: " ")))
         }
 
         var allNotes = hopNotes + notes

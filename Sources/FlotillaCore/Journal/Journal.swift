@@ -1,0 +1,616 @@
+import CSQLite
+import Foundation
+
+/// The durable journal of one run: an SQLite database at
+/// `<stateDir>/runs/<id>/journal.sqlite`.
+///
+/// ``create(stateDir:run:)`` stores the whole ``RunRecord`` before anything runs; every
+/// transition afterwards (a step started or finished, a host's status, a batch, the run's
+/// state, an operator event) is one transaction that is on disk when the call returns
+/// (WAL with `synchronous=FULL`: each commit fsyncs the log). So a controller killed at
+/// any instant loses at most the results of steps in flight, which ``load()`` shows as
+/// `running`.
+///
+/// Secrets are never stored: no method takes a password, a passphrase or a key, and the
+/// record's `options` hold policy and connection flags only (callers must not put
+/// secrets there). Step output tails are stored as given.
+///
+/// Files are owner-only (directories 0700, the database and its -wal/-shm files 0600), and
+/// a state dir that another user owns or can write to is refused.
+///
+/// Confinement: a `Journal` owns one SQLite connection and is not thread-safe. It is not
+/// Sendable; the engine creates or opens it and then uses it from one actor only (the
+/// connection may move between threads, as an actor's executor does, but never serve two
+/// at once). Other processes may read the same file at the same time (`flotilla show`
+/// while a run is going): WAL readers do not block the writer.
+public final class Journal {
+    /// The id of the run.
+    public let runID: String
+    /// The database file.
+    public let file: URL
+    let database: SQLiteDatabase
+
+    /// The schema this code writes and reads; stored as `PRAGMA user_version`.
+    public static let schemaVersion = 1
+    /// `PRAGMA application_id` of every journal ("Flot"), so a stray database is not taken
+    /// for one.
+    static let applicationID: Int64 = 0x466C_6F74
+    static let fileName = "journal.sqlite"
+    /// The states ``runStatus(state:haltReason:at:)`` accepts.
+    public static let runStates: Set<String> = ["running", "halted", "stopped", "succeeded", "completed_with_failures"]
+    static let initialState = "created"
+    /// Step statuses that are final: a step recorded so is never started again.
+    static let doneStepStatuses: Set<StepRunStatus> = [.succeeded, .skipped]
+
+    private init(database: SQLiteDatabase, file: URL, runID: String) {
+        self.database = database
+        self.file = file
+        self.runID = runID
+    }
+
+    /// Closes the database (idempotent; also done on deinit). Transitions after it throw.
+    public func close() { database.close() }
+
+    // MARK: - Creating and opening
+
+    /// Creates the journal of a new run and stores `run` in it, in one transaction.
+    ///
+    /// Creates `stateDir` (0700) and `stateDir/runs` (0700) if missing. The run appears
+    /// under `runs/<id>` only once complete: it is built in a hidden directory and renamed
+    /// into place, so a crash during creation leaves no half-made run behind.
+    ///
+    /// - Throws: ``JournalError`` `.unsafePath` if the state dir or the runs dir is owned
+    ///   by another user or writable by group or others; `.runExists` if the id is taken;
+    ///   `.invalidTransition` for an id that is not a plain name; ``SQLiteError`` if the
+    ///   database cannot be written.
+    public static func create(stateDir: URL, run: RunRecord) throws -> Journal {
+        try validateRunID(run.id)
+        let runs = stateDir.appendingPathComponent("runs")
+        try PrivateFiles.makeDirectory(stateDir, what: "state dir")
+        try PrivateFiles.makeDirectory(runs, what: "runs dir")
+        let destination = runs.appendingPathComponent(run.id)
+        if PrivateFiles.exists(destination) { throw runExists(run.id, runs) }
+
+        let staging = runs.appendingPathComponent(".creating-\(run.id)-\(UInt32.random(in: 0...UInt32.max))")
+        try PrivateFiles.makeDirectory(staging, what: "run dir")
+        do {
+            let stagingFile = staging.appendingPathComponent(fileName)
+            // SQLite gives its -wal and -shm files the mode of the database file, so the
+            // file is made 0600 before SQLite ever opens it.
+            try PrivateFiles.createFile(stagingFile)
+            let database = try openDatabase(stagingFile, mode: .readWrite, new: true)
+            try database.transaction {
+                try createSchema(database)
+                try insert(run, into: database)
+            }
+            database.close()
+            if rename(staging.path, destination.path) != 0 {
+                let number = errno
+                if number == EEXIST || number == ENOTEMPTY { throw runExists(run.id, runs) }
+                throw JournalError(.io, path: destination.path,
+                                   "cannot move the new run into \(PrivateFiles.display(destination)): \(PrivateFiles.errorText(number))")
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: staging)
+            throw error
+        }
+        try PrivateFiles.syncDirectory(runs)
+        let file = destination.appendingPathComponent(fileName)
+        return Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: run.id)
+    }
+
+    /// Opens the journal of run `runID` in `stateDir`, or of the latest run there (by
+    /// creation time) when `runID` is nil, for reading and writing.
+    ///
+    /// - Throws: ``JournalError`` `.noRuns` when the state dir holds no run, `.unknownRun`
+    ///   (listing the known ids) for an id it does not hold, `.unsafePath` as for
+    ///   ``create(stateDir:run:)``, `.notAJournal` or `.unsupportedSchema` for a file this
+    ///   flotilla cannot read.
+    public static func open(stateDir: URL, runID: String?) throws -> Journal {
+        let runs = stateDir.appendingPathComponent("runs")
+        let id: String
+        if let runID {
+            try validateRunID(runID)
+            try checkStateDir(stateDir, runs: runs)
+            guard PrivateFiles.exists(runs.appendingPathComponent(runID)) else {
+                let known = try runIDs(in: runs)
+                guard !known.isEmpty else { throw noRuns(stateDir) }
+                let shown = known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)"
+                    : known.joined(separator: ", ")
+                throw JournalError(.unknownRun, path: runs.path,
+                                   "no run \(runID) in \(PrivateFiles.display(stateDir)); known runs: \(shown)")
+            }
+            id = runID
+        } else {
+            let summaries = try listRuns(stateDir: stateDir)
+            guard let latest = summaries.last else { throw noRuns(stateDir) }
+            if let problem = latest.problem { throw JournalError(.notAJournal, path: latest.journal.path, problem) }
+            id = latest.id
+        }
+        let directory = runs.appendingPathComponent(id)
+        try PrivateFiles.check(directory, what: "run dir", directory: true)
+        let file = directory.appendingPathComponent(fileName)
+        guard PrivateFiles.exists(file) else {
+            throw JournalError(.notAJournal, path: file.path, "run \(id) has no journal (\(PrivateFiles.display(file)) is missing)")
+        }
+        try PrivateFiles.check(file, what: "journal", directory: false)
+        let journal = Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: id)
+        let recorded = try journal.database.query("SELECT id FROM run") { $0.text(0) }
+        guard recorded == [id] else {
+            throw JournalError(.notAJournal, path: file.path, "\(PrivateFiles.display(file)) is not the journal of run \(id)")
+        }
+        return journal
+    }
+
+    /// Every run in `stateDir`, oldest first (by creation time, then id). A run whose
+    /// journal cannot be read is listed with `problem` set. A state dir that does not
+    /// exist has no runs.
+    ///
+    /// - Throws: ``JournalError`` `.unsafePath` for a state dir or runs dir that is not
+    ///   private, `.io` if the runs dir cannot be read.
+    public static func listRuns(stateDir: URL) throws -> [RunSummary] {
+        let runs = stateDir.appendingPathComponent("runs")
+        guard PrivateFiles.exists(stateDir) else { return [] }
+        try checkStateDir(stateDir, runs: runs)
+        return try runIDs(in: runs).map { summary(id: $0, directory: runs.appendingPathComponent($0)) }
+            .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+    }
+
+    // MARK: - Transitions
+
+    /// Records that `step` (its index in the host's steps) of `host` started: status
+    /// `running`, a new attempt, the previous attempt's result cleared.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step, or a
+    ///   step recorded as succeeded or skipped (a finished step is never run again).
+    public func stepStarted(host: String, step: Int, at: Date) throws {
+        try database.transaction {
+            let changed = try database.run("""
+                UPDATE step SET status = 'running', started_ms = ?, finished_ms = NULL, duration_ms = NULL,
+                    exit_status = NULL, stdout_tail = '', stderr_tail = '', error = NULL, attempts = attempts + 1
+                WHERE host = ? AND idx = ? AND status NOT IN ('succeeded', 'skipped')
+                """, Self.ms(at), .text(host), .int(step))
+            if changed == 0 { throw try missingStep(host: host, step: step, starting: true) }
+        }
+    }
+
+    /// Records how `step` of `host` ended. `status` is final (succeeded, failed, skipped
+    /// or cancelled); a step never started (skipped, cancelled) may be finished directly.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step or a
+    ///   status that is not final.
+    public func stepFinished(host: String, step: Int, status: StepRunStatus, exitStatus: Int32?, stdoutTail: String,
+                             stderrTail: String, error: String?, at: Date, durationMS: Int) throws {
+        guard status != .pending, status != .running else {
+            throw JournalError(.invalidTransition, path: file.path, "a step cannot finish as \(status.rawValue)")
+        }
+        try database.transaction {
+            let changed = try database.run("""
+                UPDATE step SET status = ?, exit_status = ?, stdout_tail = ?, stderr_tail = ?, error = ?,
+                    finished_ms = ?, duration_ms = ?
+                WHERE host = ? AND idx = ?
+                """, .text(status.rawValue), .int(exitStatus.map(Int.init)), .text(stdoutTail), .text(stderrTail),
+                .string(error), Self.ms(at), .int(durationMS), .text(host), .int(step))
+            if changed == 0 { throw try missingStep(host: host, step: step, starting: false) }
+        }
+    }
+
+    /// Records a host's status. `running` keeps the first start time and clears the
+    /// finish time; a final status (succeeded, failed, unreachable, skipped, cancelled)
+    /// sets the finish time; `not_started` clears it. `error` replaces the previous one.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host.
+    public func hostStatus(host: String, status: HostRunStatus, error: String?, at: Date) throws {
+        let times: String
+        switch status {
+        case .running: times = "started_ms = COALESCE(started_ms, ?1), finished_ms = NULL"
+        case .notStarted: times = "finished_ms = NULL"
+        default: times = "finished_ms = ?1"
+        }
+        try database.transaction {
+            let changed = try database.run("UPDATE host SET \(times), status = ?2, error = ?3 WHERE name = ?4",
+                                           Self.ms(at), .text(status.rawValue), .string(error), .text(host))
+            if changed == 0 { throw unknownHost(host) }
+        }
+    }
+
+    /// Records that batch `index` started (the first start is kept; a resumed batch is
+    /// no longer finished).
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an index the run does not have.
+    public func batchStarted(index: Int, at: Date) throws {
+        try database.transaction {
+            let changed = try database.run("UPDATE batch SET started_ms = COALESCE(started_ms, ?), finished_ms = NULL WHERE idx = ?",
+                                           Self.ms(at), .int(index))
+            if changed == 0 { throw unknownBatch(index) }
+        }
+    }
+
+    /// Records that batch `index` finished.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an index the run does not have.
+    public func batchFinished(index: Int, at: Date) throws {
+        try database.transaction {
+            let changed = try database.run("UPDATE batch SET finished_ms = ? WHERE idx = ?", Self.ms(at), .int(index))
+            if changed == 0 { throw unknownBatch(index) }
+        }
+    }
+
+    /// Records that `byHost` ran the once-per step `step` for the hosts whose variable
+    /// `group` is `value`, so no other host of that cluster runs it. Recording the same
+    /// host again is not an error (the first time is kept).
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or when another
+    ///   host is already recorded for this step of this cluster.
+    public func clusterStepDone(group: String, value: String, step: Int, byHost: String, at: Date) throws {
+        try database.transaction {
+            try requireHost(byHost)
+            if let done = try doneBy(group: group, value: value, step: step) {
+                guard done == byHost else {
+                    throw JournalError(.invalidTransition, path: file.path,
+                                       "step \(step) for \(group)=\(value) is already recorded as run by \(done), not \(byHost)")
+                }
+                return
+            }
+            try database.run("INSERT INTO cluster_step (grp, value, step, host, done_ms) VALUES (?, ?, ?, ?, ?)",
+                             .text(group), .text(value), .int(step), .text(byHost), Self.ms(at))
+        }
+    }
+
+    /// The host recorded as having run once-per step `step` for `group` = `value`, if any.
+    public func clusterStepDoneBy(group: String, value: String, step: Int) throws -> String? {
+        try doneBy(group: group, value: value, step: step)
+    }
+
+    /// Records the run's state: `running` (keeps the first start time, clears the finish
+    /// time), or a final one (`halted`, `stopped`, `succeeded`, `completed_with_failures`)
+    /// which sets the finish time. `haltReason` replaces the previous one.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for another state.
+    public func runStatus(state: String, haltReason: String?, at: Date) throws {
+        guard Self.runStates.contains(state) else {
+            throw JournalError(.invalidTransition, path: file.path,
+                               "'\(state)' is not a run state (\(Self.runStates.sorted().joined(separator: ", ")))")
+        }
+        let times = state == "running" ? "started_ms = COALESCE(started_ms, ?1), finished_ms = NULL" : "finished_ms = ?1"
+        try database.transaction {
+            try database.run("UPDATE run SET \(times), state = ?2, halt_reason = ?3", Self.ms(at), .text(state), .string(haltReason))
+        }
+    }
+
+    /// Appends an operator or audit line (`kind`: `ctl`, `signal`, `resume`, ...).
+    public func event(kind: String, message: String, at: Date) throws {
+        try database.transaction {
+            try database.run("INSERT INTO event (at_ms, kind, message) VALUES (?, ?, ?)", Self.ms(at), .text(kind), .text(message))
+        }
+    }
+
+    /// Records a file kept for `host` under `name` (replacing an earlier one of that name).
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host.
+    public func artifact(host: String, name: String, path: String) throws {
+        try database.transaction {
+            try requireHost(host)
+            try database.run("INSERT OR REPLACE INTO artifact (host, name, path) VALUES (?, ?, ?)", .text(host), .text(name), .text(path))
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Reads the whole journal, as one consistent snapshot.
+    ///
+    /// - Throws: ``JournalError`` `.notAJournal` if the stored record cannot be decoded,
+    ///   ``SQLiteError`` if the database cannot be read.
+    public func load() throws -> JournalState {
+        try database.transaction(immediate: false) {
+            let runs = try database.query("SELECT record_json, state, halt_reason, started_ms, finished_ms FROM run") {
+                ($0.text(0) ?? "", $0.text(1) ?? "", $0.text(2), $0.int64(3), $0.int64(4))
+            }
+            guard runs.count == 1, let run = runs.first else {
+                throw JournalError(.notAJournal, path: file.path, "\(file.path) holds \(runs.count) runs instead of one")
+            }
+            let record: RunRecord
+            do {
+                record = try JSONDecoder().decode(RunRecord.self, from: Data(run.0.utf8))
+            } catch {
+                throw JournalError(.notAJournal, path: file.path, "the run record in \(file.path) cannot be read: \(error)")
+            }
+            var steps: [String: [JournalState.Step]] = [:]
+            for (host, step) in try database.query("""
+                SELECT host, idx, name, status, exit_status, stdout_tail, stderr_tail, error, started_ms, finished_ms,
+                    duration_ms, attempts
+                FROM step ORDER BY host, idx
+                """, row: { row in
+                    (row.text(0) ?? "", JournalState.Step(
+                        index: row.int(1) ?? 0, name: row.text(2) ?? "", status: try stepStatus(row.text(3)),
+                        exitStatus: row.int64(4).map { Int32(truncatingIfNeeded: $0) }, stdoutTail: row.text(5) ?? "",
+                        stderrTail: row.text(6) ?? "", error: row.text(7), startedAt: Self.date(row.int64(8)),
+                        finishedAt: Self.date(row.int64(9)), durationMS: row.int(10), attempts: row.int(11) ?? 0))
+                }) {
+                steps[host, default: []].append(step)
+            }
+            let hosts = try database.query("SELECT name, status, error, started_ms, finished_ms FROM host ORDER BY position") { row in
+                let name = row.text(0) ?? ""
+                guard let status = HostRunStatus(rawValue: row.text(1) ?? "") else {
+                    throw JournalError(.notAJournal, path: file.path, "host \(name) has an unknown status '\(row.text(1) ?? "")'")
+                }
+                return JournalState.Host(name: name, status: status, error: row.text(2), startedAt: Self.date(row.int64(3)),
+                                         finishedAt: Self.date(row.int64(4)), steps: steps[name] ?? [])
+            }
+            let batches = try database.query("SELECT idx, started_ms, finished_ms FROM batch ORDER BY idx") { row in
+                let index = row.int(0) ?? 0
+                return JournalState.Batch(index: index, hosts: record.batches.indices.contains(index) ? record.batches[index] : [],
+                                          startedAt: Self.date(row.int64(1)), finishedAt: Self.date(row.int64(2)))
+            }
+            let clusterSteps = try database.query("SELECT grp, value, step, host, done_ms FROM cluster_step ORDER BY done_ms, grp, value, step") {
+                JournalState.ClusterStep(group: $0.text(0) ?? "", value: $0.text(1) ?? "", step: $0.int(2) ?? 0, host: $0.text(3) ?? "",
+                                         at: Self.date($0.int64(4)) ?? Date(timeIntervalSince1970: 0))
+            }
+            let events = try database.query("SELECT seq, at_ms, kind, message FROM event ORDER BY seq") {
+                JournalState.Event(sequence: $0.int(0) ?? 0, at: Self.date($0.int64(1)) ?? Date(timeIntervalSince1970: 0),
+                                   kind: $0.text(2) ?? "", message: $0.text(3) ?? "")
+            }
+            let artifacts = try database.query("SELECT host, name, path FROM artifact ORDER BY host, name") {
+                JournalState.Artifact(host: $0.text(0) ?? "", name: $0.text(1) ?? "", path: $0.text(2) ?? "")
+            }
+            return JournalState(record: record, state: run.1, haltReason: run.2, startedAt: Self.date(run.3),
+                                finishedAt: Self.date(run.4), hosts: hosts, batches: batches, clusterSteps: clusterSteps,
+                                events: events, artifacts: artifacts)
+        }
+    }
+
+    // MARK: - Schema
+
+    /// Version 1. Times are INTEGER milliseconds since 1970 (UTC), readable with
+    /// `datetime(x / 1000, 'unixepoch')`. `run.record_json` is the whole RunRecord as JSON;
+    /// `host`, `step` and `batch` have one row each, made at creation, so a transition is
+    /// a single-row UPDATE.
+    static let schema = """
+        CREATE TABLE run (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            name TEXT,
+            target_version TEXT,
+            created_ms INTEGER NOT NULL,
+            record_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            halt_reason TEXT,
+            started_ms INTEGER,
+            finished_ms INTEGER
+        );
+        CREATE TABLE host (
+            name TEXT PRIMARY KEY,
+            position INTEGER NOT NULL UNIQUE,
+            address TEXT NOT NULL,
+            batch INTEGER,
+            status TEXT NOT NULL,
+            error TEXT,
+            started_ms INTEGER,
+            finished_ms INTEGER
+        );
+        CREATE TABLE step (
+            host TEXT NOT NULL REFERENCES host (name),
+            idx INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            exit_status INTEGER,
+            stdout_tail TEXT NOT NULL DEFAULT '',
+            stderr_tail TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            started_ms INTEGER,
+            finished_ms INTEGER,
+            duration_ms INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (host, idx)
+        ) WITHOUT ROWID;
+        CREATE TABLE batch (
+            idx INTEGER PRIMARY KEY,
+            started_ms INTEGER,
+            finished_ms INTEGER
+        );
+        CREATE TABLE cluster_step (
+            grp TEXT NOT NULL,
+            value TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            host TEXT NOT NULL REFERENCES host (name),
+            done_ms INTEGER NOT NULL,
+            PRIMARY KEY (grp, value, step)
+        ) WITHOUT ROWID;
+        CREATE TABLE event (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL
+        );
+        CREATE TABLE artifact (
+            host TEXT NOT NULL REFERENCES host (name),
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (host, name)
+        ) WITHOUT ROWID;
+        """
+
+    private static func createSchema(_ database: SQLiteDatabase) throws {
+        try database.execute(schema)
+        try database.execute("PRAGMA user_version = \(schemaVersion); PRAGMA application_id = \(applicationID)")
+    }
+
+    private static func insert(_ run: RunRecord, into database: SQLiteDatabase) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Dates as Foundation's own numbers: the record reads back exactly equal.
+        encoder.dateEncodingStrategy = .deferredToDate
+        let json = String(decoding: try encoder.encode(run), as: UTF8.self)
+        try database.run("""
+            INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """, .text(run.id), .text(run.kind), .string(run.name), .string(run.targetVersion), ms(run.createdAt), .text(json),
+            .text(initialState))
+        for (position, host) in run.hosts.enumerated() {
+            do {
+                try database.run("INSERT INTO host (name, position, address, batch, status) VALUES (?, ?, ?, ?, ?)",
+                                 .text(host.name), .int(position), .text(host.address), .int(host.batch),
+                                 .text(HostRunStatus.notStarted.rawValue))
+            } catch let error as SQLiteError where error.primaryCode == SQLITE_CONSTRAINT {
+                throw JournalError(.invalidTransition, "run \(run.id) lists host \(host.name) twice")
+            }
+            for (index, step) in host.steps.enumerated() {
+                try database.run("INSERT INTO step (host, idx, name, status) VALUES (?, ?, ?, ?)",
+                                 .text(host.name), .int(index), .text(step.name), .text(StepRunStatus.pending.rawValue))
+            }
+        }
+        for index in run.batches.indices {
+            try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
+        }
+    }
+
+    /// Opens and configures a connection, and checks that the file is a journal this code
+    /// reads (unless `new`).
+    private static func openDatabase(_ file: URL, mode: SQLiteDatabase.Mode, new: Bool = false) throws -> SQLiteDatabase {
+        let database = try SQLiteDatabase(path: file.path, mode: mode)
+        // Another process reading or writing the file briefly holds locks; wait for them.
+        try database.setBusyTimeout(milliseconds: 10_000)
+        if !new { try checkSchema(database, file: file) }
+        if mode == .readWrite {
+            let journalMode = try database.query("PRAGMA journal_mode = WAL") { $0.text(0) }.first ?? nil
+            guard journalMode?.lowercased() == "wal" else {
+                throw JournalError(.io, path: file.path,
+                                   "\(file.path) cannot use write-ahead logging (journal mode \(journalMode ?? "unknown")); is its file system a network one?")
+            }
+            try database.execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
+        }
+        return database
+    }
+
+    private static func checkSchema(_ database: SQLiteDatabase, file: URL) throws {
+        let applicationID: Int64?
+        let version: Int64?
+        do {
+            applicationID = try database.query("PRAGMA application_id") { $0.int64(0) }.first ?? nil
+            version = try database.query("PRAGMA user_version") { $0.int64(0) }.first ?? nil
+        } catch let error as SQLiteError {
+            throw JournalError(.notAJournal, path: file.path, "\(file.path) is not a flotilla journal: \(error.message)")
+        }
+        guard applicationID == Self.applicationID, let version, version >= 1 else {
+            throw JournalError(.notAJournal, path: file.path, "\(file.path) is not a flotilla journal")
+        }
+        guard version <= schemaVersion else {
+            throw JournalError(.unsupportedSchema, path: file.path,
+                               "\(file.path) was written by a newer flotilla (journal schema \(version); this one reads up to \(schemaVersion))")
+        }
+    }
+
+    private static func summary(id: String, directory: URL) -> RunSummary {
+        let file = directory.appendingPathComponent(fileName)
+        do {
+            try PrivateFiles.check(directory, what: "run dir", directory: true)
+            try PrivateFiles.check(file, what: "journal", directory: false)
+            let database = try openDatabase(file, mode: .readOnly)
+            defer { database.close() }
+            return try database.transaction(immediate: false) {
+                let counts = try database.query("SELECT status, count(*) FROM host GROUP BY status") {
+                    (HostRunStatus(rawValue: $0.text(0) ?? ""), $0.int(1) ?? 0)
+                }
+                let rows = try database.query("""
+                    SELECT id, kind, name, target_version, created_ms, state, halt_reason, started_ms, finished_ms FROM run
+                    """) { row in
+                    RunSummary(id: row.text(0) ?? "", kind: row.text(1) ?? "", name: row.text(2), targetVersion: row.text(3),
+                               createdAt: date(row.int64(4)) ?? Date(timeIntervalSince1970: 0), state: row.text(5) ?? "",
+                               haltReason: row.text(6), startedAt: date(row.int64(7)), finishedAt: date(row.int64(8)),
+                               hostCounts: counts.reduce(into: [:]) { if let status = $1.0 { $0[status, default: 0] += $1.1 } },
+                               journal: file, problem: nil)
+                }
+                guard rows.count == 1, let summary = rows.first, summary.id == id else {
+                    throw JournalError(.notAJournal, path: file.path, "\(file.path) is not the journal of run \(id)")
+                }
+                return summary
+            }
+        } catch {
+            var info = stat()
+            let modified = stat(directory.path, &info) == 0 ? Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec)) : Date(timeIntervalSince1970: 0)
+            return RunSummary(id: id, kind: "", createdAt: modified, state: "unreadable", hostCounts: [:], journal: file,
+                              problem: "run \(id) cannot be read: \(error)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    private static func checkStateDir(_ stateDir: URL, runs: URL) throws {
+        guard PrivateFiles.exists(stateDir) else { throw noRuns(stateDir) }
+        try PrivateFiles.check(stateDir, what: "state dir", directory: true)
+        if PrivateFiles.exists(runs) { try PrivateFiles.check(runs, what: "runs dir", directory: true) }
+    }
+
+    /// The names of run directories (hidden entries are runs still being created).
+    private static func runIDs(in runs: URL) throws -> [String] {
+        guard PrivateFiles.exists(runs) else { return [] }
+        do {
+            return try FileManager.default.contentsOfDirectory(atPath: runs.path).filter { !$0.hasPrefix(".") }.sorted()
+        } catch {
+            throw JournalError(.io, path: runs.path, "cannot read \(PrivateFiles.display(runs)): \(error.localizedDescription)")
+        }
+    }
+
+    /// Run ids become directory names: letters, digits, `.`, `_` and `-`, not starting
+    /// with a dot.
+    static func validateRunID(_ id: String) throws {
+        let allowed = id.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
+        guard allowed, !id.isEmpty, !id.hasPrefix("."), id.utf8.count <= 200 else {
+            throw JournalError(.invalidTransition, "'\(id)' is not a run id (letters, digits, '.', '_' and '-', not starting with '.')")
+        }
+    }
+
+    private static func noRuns(_ stateDir: URL) -> JournalError {
+        JournalError(.noRuns, path: stateDir.path,
+                     "no runs yet in \(PrivateFiles.display(stateDir)) (flotilla upgrade or flotilla run start one)")
+    }
+
+    private static func runExists(_ id: String, _ runs: URL) -> JournalError {
+        JournalError(.runExists, path: runs.appendingPathComponent(id).path, "run \(id) already exists in \(PrivateFiles.display(runs))")
+    }
+
+    private func unknownHost(_ host: String) -> JournalError {
+        JournalError(.invalidTransition, path: file.path, "run \(runID) has no host \(host)")
+    }
+
+    private func unknownBatch(_ index: Int) -> JournalError {
+        JournalError(.invalidTransition, path: file.path, "run \(runID) has no batch \(index)")
+    }
+
+    private func requireHost(_ host: String) throws {
+        let found = try database.query("SELECT 1 FROM host WHERE name = ?", .text(host)) { _ in true }
+        if found.isEmpty { throw unknownHost(host) }
+    }
+
+    /// Why no step row matched: an unknown host or step, or (when starting) a finished step.
+    private func missingStep(host: String, step: Int, starting: Bool) throws -> JournalError {
+        try requireHost(host)
+        let rows = try database.query("SELECT name, status FROM step WHERE host = ? AND idx = ?", .text(host), .int(step)) {
+            ($0.text(0) ?? "", $0.text(1) ?? "")
+        }
+        guard let (name, status) = rows.first else {
+            let count = try database.query("SELECT count(*) FROM step WHERE host = ?", .text(host)) { $0.int(0) ?? 0 }.first ?? 0
+            return JournalError(.invalidTransition, path: file.path, "host \(host) has no step \(step) (it has \(count))")
+        }
+        return JournalError(.invalidTransition, path: file.path,
+                            "step \(step) (\(name)) of \(host) is recorded as \(status); a finished step is never run again")
+    }
+
+    private func doneBy(group: String, value: String, step: Int) throws -> String? {
+        try database.query("SELECT host FROM cluster_step WHERE grp = ? AND value = ? AND step = ?",
+                           .text(group), .text(value), .int(step)) { $0.text(0) }.first ?? nil
+    }
+
+    private func stepStatus(_ text: String?) throws -> StepRunStatus {
+        guard let status = StepRunStatus(rawValue: text ?? "") else {
+            throw JournalError(.notAJournal, path: file.path, "a step has an unknown status '\(text ?? "")'")
+        }
+        return status
+    }
+
+    static func ms(_ date: Date) -> SQLiteValue { .integer(Int64((date.timeIntervalSince1970 * 1000).rounded())) }
+
+    static func date(_ milliseconds: Int64?) -> Date? { milliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) } }
+}
+
+@available(*, unavailable, message: "a Journal is confined to one actor or thread")
+extension Journal: Sendable {}

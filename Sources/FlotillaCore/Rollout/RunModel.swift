@@ -1,0 +1,118 @@
+import Foundation
+
+/// One step a host runs in a rolling run: a StackStorm plan step or a runbook step.
+public struct RunStep: Sendable, Codable, Equatable, Hashable {
+    public var name: String
+    /// The shell command (for `fetch-audit-logs`, the remote glob fetched over SFTP).
+    public var command: String
+    /// `PlanStep.Kind` raw value for upgrade steps, `command` for runbook steps.
+    public var kind: String
+    /// `st2_cluster` (or another host variable): run once per distinct value of it.
+    public var oncePer: String?
+    /// What stdout must be (trimmed), for version checks.
+    public var expect: String?
+    /// Run through sudo (when the host's become settings allow).
+    public var become: Bool
+    /// Seconds the step may run; nil: the run's --step-timeout.
+    public var timeout: Double?
+
+    public init(name: String, command: String, kind: String = "command", oncePer: String? = nil, expect: String? = nil,
+                become: Bool = false, timeout: Double? = nil) {
+        self.name = name
+        self.command = command
+        self.kind = kind
+        self.oncePer = oncePer
+        self.expect = expect
+        self.become = become
+        self.timeout = timeout
+    }
+}
+
+/// Where a host stands in a run (the `status` of SPEC §6).
+public enum HostRunStatus: String, Sendable, Codable, CaseIterable {
+    case notStarted = "not_started"
+    case running
+    case succeeded
+    case failed
+    case unreachable
+    case skipped
+    case cancelled
+}
+
+/// Where a step stands.
+public enum StepRunStatus: String, Sendable, Codable, CaseIterable {
+    case pending
+    case running
+    case succeeded
+    case failed
+    /// Not run here: a once-per step already done by another host of the same cluster.
+    case skipped
+    case cancelled
+}
+
+/// A host as a run sees it: who it is, its batch, its cluster and its steps.
+public struct RunHost: Sendable, Codable, Equatable {
+    public var name: String
+    public var address: String
+    /// Index into `RunRecord.batches`; nil for hosts never started (refused, at target).
+    public var batch: Int?
+    /// Values of the host variables the run groups by (`st2_cluster`, `--max-per` variables).
+    public var groups: [String: String]
+    public var fromVersion: String?
+    public var toVersion: String?
+    public var steps: [RunStep]
+    /// For hosts that are not run: `refused: ...` or `already at 3.8.1`.
+    public var skipReason: String?
+
+    public init(name: String, address: String, batch: Int?, groups: [String: String] = [:], fromVersion: String? = nil,
+                toVersion: String? = nil, steps: [RunStep], skipReason: String? = nil) {
+        self.name = name
+        self.address = address
+        self.batch = batch
+        self.groups = groups
+        self.fromVersion = fromVersion
+        self.toVersion = toVersion
+        self.steps = steps
+        self.skipReason = skipReason
+    }
+}
+
+/// Everything fixed when a run is created: what runs where, in which batches, under
+/// which policy. Stored in the journal before the first step starts.
+public struct RunRecord: Sendable, Codable, Equatable {
+    /// `20261121-153000-ab12`.
+    public var id: String
+    /// `stackstorm-upgrade` or `runbook`.
+    public var kind: String
+    public var name: String?
+    public var targetVersion: String?
+    public var createdAt: Date
+    public var hosts: [RunHost]
+    /// Host names per batch, in start order.
+    public var batches: [[String]]
+    /// The command-line options the run was started with (policy and connection flags,
+    /// never secrets), so `resume` continues under the same rules.
+    public var options: [String: String]
+
+    public init(id: String, kind: String, name: String? = nil, targetVersion: String?, createdAt: Date, hosts: [RunHost],
+                batches: [[String]], options: [String: String]) {
+        self.id = id
+        self.kind = kind
+        self.name = name
+        self.targetVersion = targetVersion
+        self.createdAt = createdAt
+        self.hosts = hosts
+        self.batches = batches
+        self.options = options
+    }
+
+    /// A new run id from a time and random bytes: `20261121-153000-ab12`.
+    public static func newID(at date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let suffix = String(format: "%04x", UInt16.random(in: 0...UInt16.max))
+        return String(format: "%04d%02d%02d-%02d%02d%02d-", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                      Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec)) + suffix
+    }
+}

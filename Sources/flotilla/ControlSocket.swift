@@ -1,0 +1,173 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+
+/// The live-control socket of a running controller (`STATE/ctl.sock`, owner-only): one
+/// line in (`pause`, `continue`, `abort`, `skip HOST`, `set max-parallel N`), one line out.
+/// Connections from any other user are refused (peer credentials checked).
+final class ControlServer: @unchecked Sendable {
+    // @unchecked: `fd` is set before the accept thread starts and closed once, in stop().
+    let path: URL
+    let runID: String
+    let handle: @Sendable (String) -> String
+    private var fd: Int32 = -1
+
+    init(socket path: URL, runID: String, handle: @escaping @Sendable (String) -> String) {
+        self.path = path
+        self.runID = runID
+        self.handle = handle
+    }
+
+    /// Maps a command line to a policy event; nil for an unknown command or host.
+    static func event(_ command: String, hosts: [String]) -> RolloutPolicy.Event? {
+        let words = command.split(separator: " ").map(String.init)
+        switch words.first {
+        case "pause" where words.count == 1: return .pause
+        case "continue" where words.count == 1: return .resume
+        case "abort" where words.count == 1: return .abort
+        case "skip" where words.count == 2: return hosts.firstIndex(of: words[1]).map { .skip($0) }
+        case "set" where words.count == 3 && words[1] == "max-parallel":
+            return Int(words[2]).flatMap { $0 >= 1 ? .setMaxParallel($0) : nil }
+        default: return nil
+        }
+    }
+
+    func start() throws {
+        unlink(path.path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw ValidationError("the control socket path is too long: \(path.path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+        }
+        // Owner-only from the start: no window where another user could connect.
+        let previous = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        umask(previous)
+        guard bound == 0, listen(fd, 8) == 0 else {
+            let message = String(cString: strerror(errno))
+            close(fd)
+            throw ValidationError("cannot listen on \(path.path): \(message)")
+        }
+        self.fd = fd
+        let thread = Thread { [self] in acceptLoop(fd) }
+        thread.name = "flotilla.ctl"
+        thread.start()
+    }
+
+    private func acceptLoop(_ listener: Int32) {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return // closed by stop()
+            }
+            serve(client)
+            close(client)
+        }
+    }
+
+    private func serve(_ client: Int32) {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (glibc declares it only with _GNU_SOURCE).
+        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, UInt32.max, UInt32.max)
+        var length = socklen_t(MemoryLayout.size(ofValue: credentials))
+        guard getsockopt(client, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0, credentials.uid == geteuid() else {
+            Self.send(client, "error: only the controller's owner may control this run\n")
+            return
+        }
+        guard let line = Self.readLine(client) else { return }
+        var words = line.split(separator: " ").map(String.init)
+        // `RUN command...`: the run must be this one.
+        if let first = words.first, first.first?.isNumber == true {
+            guard first == runID else {
+                Self.send(client, "error: the running run is \(runID), not \(first)\n")
+                return
+            }
+            words.removeFirst()
+        }
+        Self.send(client, handle(words.joined(separator: " ")) + "\n")
+    }
+
+    func stop() {
+        if fd >= 0 {
+            shutdown(fd, Int32(SHUT_RDWR))
+            close(fd)
+            fd = -1
+        }
+        unlink(path.path)
+    }
+
+    static func readLine(_ fd: Int32) -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while bytes.count < 4096, read(fd, &byte, 1) == 1 {
+            if byte == UInt8(ascii: "\n") { break }
+            bytes.append(byte)
+        }
+        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        _ = write(fd, &bytes, bytes.count)
+    }
+
+    /// Sends one command to the controller of `stateDir` and returns its answer.
+    static func request(stateDir: URL, _ line: String) throws -> String {
+        let path = stateDir.appendingPathComponent("ctl.sock").path
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in Array(path.utf8).prefix(buffer.count - 1).enumerated() { buffer[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            throw ValidationError("no run is in progress in \(stateDir.path) (nothing listens on \(path))")
+        }
+        send(fd, line + "\n")
+        return readLine(fd) ?? "error: no answer"
+    }
+}
+
+struct Ctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Control a running run: pause, continue, abort, skip HOST, set max-parallel N.",
+        discussion: """
+        Talks to the controller of the state dir through its owner-only control socket. \
+        pause: start no new host; continue: resume starting; abort: halt (in-flight hosts \
+        finish as --on-halt says); skip HOST: never start that host; set max-parallel N.
+
+        Examples:
+          flotilla ctl pause
+          flotilla ctl skip st2-07
+          flotilla ctl 20261121-153000-ab12 set max-parallel 2 --state-dir /var/lib/flotilla
+
+        Exit codes: 0 done; 1 the controller refused the command; 64 usage error or no run in progress.
+        """
+    )
+
+    @Option(help: ArgumentHelp("The state dir of the running controller.", valueName: "path"))
+    var stateDir = ".flotilla"
+
+    @Argument(help: ArgumentHelp("[RUN] pause | continue | abort | skip HOST | set max-parallel N", valueName: "command"))
+    var words: [String]
+
+    func run() throws {
+        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let answer = try ControlServer.request(stateDir: url, words.joined(separator: " "))
+        print(answer)
+        if answer.hasPrefix("error") { throw ExitCode(1) }
+    }
+}

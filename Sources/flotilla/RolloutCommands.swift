@@ -1,0 +1,267 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+import SSH
+
+/// The rolling flags of SPEC §5, shared by `upgrade` and `run`.
+struct RolloutOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
+    var batch: String?
+
+    @Option(help: ArgumentHelp("A first batch of N hosts that must all succeed before anything else starts.", valueName: "n"))
+    var canary: Int?
+
+    @Option(help: ArgumentHelp("Hosts in flight at once within a batch (default: the whole batch).", valueName: "n"))
+    var maxParallel: Int?
+
+    @Option(help: ArgumentHelp("Never more than N hosts in flight sharing a value of host variable VAR, e.g. zone=1 (repeatable).", valueName: "VAR=N"))
+    var maxPer: [String] = []
+
+    @Option(help: ArgumentHelp("Halt as soon as failed + unreachable hosts exceed N or P% of the targeted hosts.", valueName: "N|P%"))
+    var maxFail = "0"
+
+    @Option(help: ArgumentHelp("Halt as soon as failures exceed P% of one batch.", valueName: "P%"))
+    var maxFailBatch: String?
+
+    @Option(help: ArgumentHelp("Whether unreachable hosts count as failures: yes or no.", valueName: "yes|no"))
+    var unreachableCounts = "yes"
+
+    @Option(help: ArgumentHelp("After a halt, hosts in flight finish their plan (drain) or stop after their current step (stop).", valueName: "drain|stop"))
+    var onHalt = "drain"
+
+    @Option(help: ArgumentHelp("Wait this long between batches (30s, 5m).", valueName: "duration"))
+    var pause: String?
+
+    @Flag(help: "Ask before each batch after the first.")
+    var confirm = false
+
+    @Option(help: ArgumentHelp("Start hosts only inside this window: 01:00-05:00 (local time) or START/END ISO 8601 timestamps.", valueName: "window"))
+    var window: String?
+
+    @Option(help: ArgumentHelp("A command that must exit 0 on a host after its steps.", valueName: "command"))
+    var health: String?
+
+    @Option(help: ArgumentHelp("The health command must pass continuously this long (re-run every 3 s).", valueName: "duration"))
+    var healthyFor: String?
+
+    @Option(help: ArgumentHelp("Give up on the health check after this long (default 5m).", valueName: "duration"))
+    var healthDeadline: String?
+
+    @Option(help: ArgumentHelp("Time limit of each step without its own (default: none).", valueName: "duration"))
+    var stepTimeout: String?
+
+    /// The flags as text, as the run's record keeps them.
+    var stored: [String: String] {
+        var options: [String: String] = ["max-fail": maxFail, "unreachable-counts": unreachableCounts, "on-halt": onHalt]
+        options["batch"] = batch
+        options["canary"] = canary.map(String.init)
+        options["max-parallel"] = maxParallel.map(String.init)
+        if !maxPer.isEmpty { options["max-per"] = maxPer.joined(separator: ",") }
+        options["max-fail-batch"] = maxFailBatch
+        options["pause"] = pause
+        if confirm { options["confirm"] = "yes" }
+        options["window"] = window
+        options["health"] = health
+        options["healthy-for"] = healthyFor
+        options["health-deadline"] = healthDeadline
+        options["step-timeout"] = stepTimeout
+        return options
+    }
+
+    func validate() throws {
+        if let batch { _ = try BatchOptions.parse(["--batch", batch]).spec() }
+        if let canary, canary < 1 { throw ValidationError("--canary must be at least 1") }
+        do {
+            try RolloutFlags.check(stored)
+        } catch let error as RolloutFlags.FlagError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    func batchSpec() throws -> BatchSpec? { try batch.map(BatchSpec.init(parsing:)) }
+}
+
+/// Where runs live and what a run prints.
+struct RunOutputOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The state dir: journals, logs, artifacts, the control socket.", valueName: "path"))
+    var stateDir = ".flotilla"
+
+    @Flag(help: "Print the run result JSON (SPEC §6) on stdout.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Also write the run result JSON to this file (owner-only).", valueName: "path"))
+    var report: String?
+
+    var stateURL: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
+}
+
+struct Upgrade: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The rolling StackStorm upgrade: plan every host, then upgrade in batches, halting on failures.",
+        discussion: """
+        Gathers facts and plans every host exactly as 'flotilla plan' shows (refused hosts \
+        are never started; hosts at the target are skipped), then runs the plans in \
+        batches. Every step transition is recorded in the journal under --state-dir \
+        before the next step starts, so 'flotilla resume' continues an interrupted run \
+        without running a finished step twice. Each host's full output goes to \
+        STATE/runs/RUN/logs/HOST.log; backups to STATE/runs/RUN/artifacts/HOST/.
+
+        Examples:
+          flotilla upgrade -i lab/inventory.ini --to 3.8.1 --canary 1 --batch 25% --max-fail 1
+          flotilla upgrade -i prod/ --to 3.8.1 --batch 1,5,25% --max-per zone=1 --window 01:00-05:00
+          flotilla upgrade -i prod/ --to 3.8.1 --health 'curl -fsS http://127.0.0.1:9101/v1/' --healthy-for 30s
+
+        \(Flotilla.exitCodes) 75 another controller holds the state dir or some of the hosts.
+        """
+    )
+
+    @OptionGroup(title: "Host selection") var selection: InventoryOptions
+    @OptionGroup(title: "Connection") var connection: ConnectionOptions
+    @OptionGroup(title: "Gathering") var gather: GatherOptions
+    @OptionGroup(title: "Plan") var targetOptions: TargetOptions
+    @OptionGroup(title: "Rollout") var rollout: RolloutOptions
+    @OptionGroup(title: "Output") var output: RunOutputOptions
+
+    @Option(help: ArgumentHelp("The st2 release to upgrade to, e.g. 3.8.1.", valueName: "version"))
+    var to: String
+
+    @Flag(help: "Kill st2 processes still running after st2ctl stop (else such a host fails).")
+    var forceStop = false
+
+    func validate() throws { _ = try TargetOptions.version(to) }
+
+    func run() async throws {
+        let target = try TargetOptions.version(to)
+        let catalog = try targetOptions.loadCatalog()
+        let planner = targetOptions.planner(catalog, target: target)
+        let locks = try RunLocks(stateDir: output.stateURL)
+        let targets = try Targets(selection, connection)
+        try locks.lockHosts(targets)
+        let results = try await FactsGathering.gather(targets, gather, packages: catalog.packages)
+        var hosts: [RunHost] = []
+        let groupVariables = Set(["st2_cluster"] + rollout.maxPer.compactMap { try? RolloutFlags.maxPer($0).variable })
+        var upgrading: [String] = []
+        for (index, result) in results.enumerated() {
+            let host = targets.hosts[index]
+            let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
+            var steps = plan.steps.map { step in
+                RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect, become: true)
+            }
+            if plan.action == .upgrade, let health = rollout.health {
+                steps.append(RunStep(name: "health check", command: health, kind: "health", become: false))
+            }
+            let skip: String? = switch plan.action {
+            case .upgrade: nil
+            case .skip: plan.reason
+            case .refuse: "refused: \(plan.reason ?? "")"
+            case .unreachable: "unreachable: \(plan.reason ?? "")"
+            }
+            if plan.action == .upgrade { upgrading.append(host.name) }
+            hosts.append(RunHost(name: host.name, address: targets.settings[index].address, batch: nil,
+                                 groups: RunLocks.groups(host, groupVariables), fromVersion: plan.fromVersion,
+                                 toVersion: plan.toVersion, steps: steps, skipReason: skip))
+        }
+        var options = rollout.stored
+        if forceStop { options["force-stop"] = "yes" }
+        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
+            .start(kind: "stackstorm-upgrade", name: nil, target: target.releaseString, hosts: hosts, batchable: upgrading,
+                   spec: try rollout.batchSpec(), canary: rollout.canary, options: options,
+                   knownFailures: Self.knownFailures(catalog))
+    }
+
+    static func knownFailures(_ catalog: MigrationCatalog) -> [RolloutEngine.KnownFailure] {
+        guard let known = catalog.mistral.knownFailure else { return [] }
+        let recovery = known.recovery.enumerated().map { "\($0 + 1). \($1)" }.joined(separator: " ")
+        return [RolloutEngine.KnownFailure(stepKind: PlanStep.Kind.mistralDB.rawValue, match: known.match,
+                                           explanation: "\(known.match): \(known.cause). Recovery: \(recovery)")]
+    }
+}
+
+struct RunRunbook: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "A rolling run of a runbook (ordered shell steps) with batches, thresholds and the journal.",
+        discussion: """
+        The runbook is YAML (SPEC §6): a name and steps, each with run (a shell \
+        command), and optionally name, timeout (120s), become (true/false; default the \
+        host's ansible_become) and once_per (a host variable such as st2_cluster: the \
+        step runs on the first host of each group, the others skip it). {{ var }} \
+        expands the host's inventory variables, shell-quoted; an undefined variable is an \
+        error before anything runs.
+
+        Examples:
+          flotilla run -i lab/inventory.ini rotate-logs.yaml --batch 25% --max-fail 10%
+          flotilla run -i prod/ maintenance.yaml --window 01:00-05:00 --max-per zone=1
+
+        \(Flotilla.exitCodes) 75 another controller holds the state dir or some of the hosts.
+        """
+    )
+
+    @OptionGroup(title: "Host selection") var selection: InventoryOptions
+    @OptionGroup(title: "Connection") var connection: ConnectionOptions
+    @OptionGroup(title: "Rollout") var rollout: RolloutOptions
+    @OptionGroup(title: "Output") var output: RunOutputOptions
+
+    @Argument(help: ArgumentHelp("The runbook file.", valueName: "runbook.yaml"))
+    var runbook: String
+
+    func run() async throws {
+        var book: Runbook?
+        try Console.run { book = try Runbook.load(path: runbook) }
+        let locks = try RunLocks(stateDir: output.stateURL)
+        let targets = try Targets(selection, connection)
+        let groupVariables = Set(book!.steps.compactMap(\.oncePer) + rollout.maxPer.compactMap { try? RolloutFlags.maxPer($0).variable })
+        var hosts: [RunHost] = []
+        try Console.run {
+            for (index, host) in targets.hosts.enumerated() {
+                var steps = try book!.steps(for: host, become: targets.settings[index].become)
+                if let health = rollout.health { steps.append(RunStep(name: "health check", command: health, kind: "health")) }
+                hosts.append(RunHost(name: host.name, address: targets.settings[index].address, batch: nil,
+                                     groups: RunLocks.groups(host, groupVariables), steps: steps))
+            }
+        }
+        try locks.lockHosts(targets)
+        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
+            .start(kind: "runbook", name: book!.name, target: nil, hosts: hosts, batchable: hosts.map(\.name),
+                   spec: try rollout.batchSpec(), canary: rollout.canary, options: rollout.stored, knownFailures: [])
+    }
+}
+
+/// The state dir lock and the host locks of one controller.
+final class RunLocks {
+    let stateDir: URL
+    let stateLock: StateDirLock
+    var hostLocks: HostLocks?
+
+    init(stateDir: URL) throws {
+        self.stateDir = stateDir
+        do {
+            stateLock = try StateDirLock.acquire(stateDir: stateDir)
+        } catch let error as LockError {
+            Console.error(error.message)
+            throw ExitCode(75)
+        } catch {
+            Console.error("\(error)")
+            throw ExitCode(64)
+        }
+    }
+
+    func lockHosts(_ targets: Targets, runID: String? = nil) throws {
+        let list = zip(targets.hosts, targets.settings).map { HostLocks.Target(name: $0.name, address: $1.address, port: $1.port) }
+        do {
+            hostLocks = try HostLocks.acquire(list, stateDir: stateDir, runID: runID)
+        } catch let error as LockError {
+            Console.error(error.message)
+            throw ExitCode(75)
+        }
+    }
+
+    /// The host's values of the variables a run groups by.
+    static func groups(_ host: Inventory.Host, _ variables: Set<String>) -> [String: String] {
+        var groups: [String: String] = [:]
+        for variable in variables {
+            if let value = host.variables[variable]?.value.scalarText { groups[variable] = value }
+        }
+        return groups
+    }
+}

@@ -1,0 +1,197 @@
+import ArgumentParser
+import FlotillaCore
+import Foundation
+
+/// Opens a run's journal, with errors an operator can act on.
+func openJournal(_ stateDir: URL, _ run: String?) throws -> Journal {
+    do {
+        return try Journal.open(stateDir: stateDir, runID: run)
+    } catch {
+        Console.error("\(error)")
+        throw ExitCode(64)
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Continue an interrupted, halted, stopped or window-paused run from its journal.",
+        discussion: """
+        Re-runs only the steps that were in flight when the run stopped (or when its \
+        controller died), never a step recorded as finished, and never touches a host \
+        recorded as succeeded. The hosts, plans, batches and flags are the run's own; the \
+        inventory and connection flags it was started with are used again. Hosts that \
+        failed stay failed and count against --max-fail unless --retry-failed runs them \
+        again from their failed step; --max-fail raises the threshold for the rest of the run.
+
+        Examples:
+          flotilla resume
+          flotilla resume 20261121-153000-ab12 --state-dir /var/lib/flotilla
+          flotilla resume --retry-failed --max-fail 2
+
+        \(Flotilla.exitCodes) 75 another controller holds the state dir or some of the hosts.
+        """
+    )
+
+    @OptionGroup(title: "Output") var output: RunOutputOptions
+
+    @Argument(help: ArgumentHelp("The run (default: the latest in the state dir).", valueName: "run"))
+    var runID: String?
+
+    @Flag(help: "Run failed hosts again, from the step that failed.")
+    var retryFailed = false
+
+    @Option(help: ArgumentHelp("A new failure threshold for the rest of the run.", valueName: "N|P%"))
+    var maxFail: String?
+
+    func run() async throws {
+        let locks = try RunLocks(stateDir: output.stateURL)
+        let journal = try openJournal(output.stateURL, runID)
+        var state = try journal.load()
+        var record = state.record
+        guard !["succeeded", "completed_with_failures"].contains(state.state) else {
+            Console.error("run \(record.id) already finished (\(state.state)); nothing to resume")
+            throw ExitCode(64)
+        }
+        try locks.stateLock.record(runID: record.id)
+        if let maxFail {
+            do {
+                _ = try RolloutFlags.threshold(maxFail, flag: "--max-fail")
+            } catch let error as RolloutFlags.FlagError {
+                throw ValidationError(error.message)
+            }
+            record.options["max-fail"] = maxFail
+        }
+        let selection = try InventoryOptions.parse(RolloutRunner.decode(record.options["selection"]))
+        let connection = try ConnectionOptions.parse(RolloutRunner.decode(record.options["connection"]))
+        let targets = try Targets(selection, connection).ordered(record.hosts.map(\.name))
+        try locks.lockHosts(targets, runID: record.id)
+
+        var preset: [Int: RolloutPolicy.HostResult] = [:]
+        var done: [Int: Set<Int>] = [:]
+        var retried: [String] = []
+        for (index, host) in state.hosts.enumerated() {
+            let finishedSteps = Set(host.steps.filter { $0.status == .succeeded || $0.status == .skipped }.map(\.index))
+            done[index] = finishedSteps
+            switch host.status {
+            case .succeeded: preset[index] = .succeeded
+            case .unreachable where record.hosts[index].batch == nil: preset[index] = .unreachable
+            case .failed, .unreachable:
+                if retryFailed { retried.append(host.name) } else { preset[index] = host.status == .failed ? .failed : .unreachable }
+            case .skipped: preset[index] = .succeeded
+            default: break
+            }
+        }
+        let inFlight = state.hosts.flatMap { host in host.steps.filter { $0.status == .running }.map { "\(host.name): \($0.name)" } }
+        try? journal.event(kind: "resume", message: "resumed by pid \(getpid())" + (retried.isEmpty ? "" : "; retrying \(retried.joined(separator: ", "))"), at: Date())
+        Console.note("resuming run \(record.id) (\(state.state)); " + (inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(inFlight.joined(separator: "; "))"))
+        state.record = record
+        let knownFailures = record.kind == "stackstorm-upgrade" ? Upgrade.knownFailures(try TargetOptions.loadCatalog(nil)) : []
+        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
+            .execute(record: record, journal: journal, preset: preset, done: done, knownFailures: knownFailures)
+    }
+}
+
+struct Runs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the runs of a state dir, newest first.",
+        discussion: """
+        Examples:
+          flotilla runs
+          flotilla runs --state-dir /var/lib/flotilla --json
+
+        Exit codes: 0 listed; 64 usage error.
+        """
+    )
+
+    @Option(help: ArgumentHelp("The state dir.", valueName: "path"))
+    var stateDir = ".flotilla"
+
+    @Flag(help: "Print JSON on stdout.")
+    var json = false
+
+    func run() throws {
+        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let runs: [RunSummary]
+        do {
+            runs = try Journal.listRuns(stateDir: url)
+        } catch {
+            Console.error("\(error)")
+            throw ExitCode(64)
+        }
+        let stamp = ISO8601DateFormatter()
+        if json {
+            let items: [JSONValue] = runs.map { run in
+                .object([
+                    ("run_id", .string(run.id)), ("kind", .string(run.kind)), ("name", .string(run.name)),
+                    ("target_version", .string(run.targetVersion)), ("created_at", .string(stamp.string(from: run.createdAt))),
+                    ("state", .string(run.state)), ("halt_reason", .string(run.haltReason)),
+                    ("hosts", .object(HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { (s.rawValue, .int($0)) } })),
+                    ("problem", .string(run.problem)),
+                ])
+            }
+            print(JSONValue.object([("runs", .array(items))]).rendered())
+            return
+        }
+        guard !runs.isEmpty else {
+            print("no runs in \(url.path)")
+            return
+        }
+        var rows = [["RUN", "KIND", "TARGET", "CREATED", "STATE", "HOSTS"]]
+        for run in runs {
+            let counts = HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { "\($0) \(s.rawValue)" } }.joined(separator: ", ")
+            rows.append([run.id, run.name ?? run.kind, run.targetVersion ?? "-", stamp.string(from: run.createdAt),
+                         run.problem.map { "unreadable: \($0)" } ?? run.state + (run.haltReason.map { " (\($0))" } ?? ""), counts])
+        }
+        print(TextTable.render(rows), terminator: "")
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show one run's per-host results from its journal (the latest run by default).",
+        discussion: """
+        Examples:
+          flotilla show
+          flotilla show 20261121-153000-ab12 --json
+          flotilla show --host st2-03
+
+        Exit codes: 0 shown; 64 usage error (no such run or host).
+        """
+    )
+
+    @Option(help: ArgumentHelp("The state dir.", valueName: "path"))
+    var stateDir = ".flotilla"
+
+    @Argument(help: ArgumentHelp("The run (default: the latest).", valueName: "run"))
+    var runID: String?
+
+    @Flag(help: "Print the run result JSON (SPEC §6).")
+    var json = false
+
+    @Option(help: ArgumentHelp("Print this host's log of the run.", valueName: "name"))
+    var host: String?
+
+    func run() throws {
+        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let state = try openJournal(url, runID).load()
+        if let host {
+            guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
+            let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(RolloutEngine.fileName(host)).log")
+            FileHandle.standardOutput.write((try? Data(contentsOf: log)) ?? Data("(no log: the host never started)\n".utf8))
+            return
+        }
+        if json {
+            print(RunResult.json(state).rendered())
+            return
+        }
+        print("run \(state.record.id) (\(state.record.name ?? state.record.kind)\(state.record.targetVersion.map { " to \($0)" } ?? "")): \(RunResult.outcome(state.state))"
+              + (state.haltReason.map { " — \($0)" } ?? ""))
+        var rows = [["HOST", "BATCH", "STATUS", "FROM", "TO", "STEPS", "ERROR"]]
+        for (planned, host) in zip(state.record.hosts, state.hosts) {
+            let finished = host.steps.filter { $0.status == .succeeded || $0.status == .skipped }.count
+            rows.append([host.name, planned.batch.map { String($0 + 1) } ?? "-", host.status.rawValue, planned.fromVersion ?? "-",
+                         planned.toVersion ?? "-", "\(finished)/\(host.steps.count)", host.error ?? planned.skipReason ?? ""])
+        }
+        print(TextTable.render(rows), terminator: "")
+    }
+}
