@@ -68,7 +68,7 @@ struct LabInventory {
 
     static func iniValue(_ value: String) -> String {
         value.contains(where: { " \t'\"#;=".contains($0) }) || value.isEmpty
-            ? "'" + value.replacingOccurrences(of: "'", with: "\\'") + "'" : value
+            ? "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'" : value // shlex (POSIX) quoting, as Ansible reads it
     }
 
     func ini() -> String {

@@ -179,17 +179,7 @@ enum Fleet {
             outcome.connected = true
             outcome.timings = await session.timings
             outcome.hostKeyWarning = await session.hostKeyWarning
-            var remote = command
-            var stdin: [UInt8]?
-            if settings.become {
-                let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
-                if let password = settings.becomePassword {
-                    remote = "sudo -S -p '' -u \(settings.becomeUser) -- sh -c \(quoted)"
-                    stdin = Array((password.value + "\n").utf8)
-                } else {
-                    remote = "sudo -n -u \(settings.becomeUser) -- sh -c \(quoted)"
-                }
-            }
+            let (remote, stdin) = SSHConnection.wrap(command, become: settings.become, settings: settings)
             let result = try await session.run(remote, stdin: stdin, timeout: timeout) { stream, bytes in
                 writer?.write(stream, bytes)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import FlotillaCore
 import Testing
 @testable import flotilla_lab
 

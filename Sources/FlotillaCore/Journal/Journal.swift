@@ -124,7 +124,8 @@ public final class Journal {
         } else {
             let summaries = try listRuns(stateDir: stateDir)
             guard let latest = summaries.last else { throw noRuns(stateDir) }
-            if let problem = latest.problem { throw JournalError(.notAJournal, path: latest.journal.path, problem) }
+            // An unreadable latest run is opened anyway, to throw why: resuming an older
+            // run instead would be a surprise.
             id = latest.id
         }
         let directory = runs.appendingPathComponent(id)
@@ -525,8 +526,8 @@ public final class Journal {
                 return summary
             }
         } catch {
-            var info = stat()
-            let modified = stat(directory.path, &info) == 0 ? Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec)) : Date(timeIntervalSince1970: 0)
+            let attributes = try? FileManager.default.attributesOfItem(atPath: directory.path)
+            let modified = attributes?[.modificationDate] as? Date ?? Date(timeIntervalSince1970: 0)
             return RunSummary(id: id, kind: "", createdAt: modified, state: "unreadable", hostCounts: [:], journal: file,
                               problem: "run \(id) cannot be read: \(error)")
         }

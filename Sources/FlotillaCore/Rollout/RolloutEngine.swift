@@ -104,7 +104,11 @@ public actor RolloutEngine {
         try? journal.runStatus(state: "running", haltReason: nil, at: Date())
         continuation.yield(.begin)
         loop: for await event in stream {
-            for action in policy.handle(event, now: Date()) {
+            let actions = policy.handle(event, now: Date())
+            if case .skip(let host) = event, policy.skipped.contains(host) {
+                try? journal.hostStatus(host: record.hosts[host].name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: Date())
+            }
+            for action in actions {
                 switch action {
                 case .start(let host):
                     startHost(host)
@@ -282,6 +286,7 @@ public actor RolloutEngine {
                 return (.failed, nil, "fetching \(step.command): \(error)")
             }
         }
+        if step.kind == "health" { return await healthCheck(step, on: connection, log: log) }
         var artifact: FileHandle?
         if step.kind == PlanStep.Kind.backupKeyValue.rawValue {
             let directory = settings.runDirectory.appendingPathComponent("artifacts/\(Self.fileName(host.name))")
@@ -315,7 +320,56 @@ public actor RolloutEngine {
             let last = outcome.stderrTail.split(separator: "\n").last.map(String.init) ?? outcome.stdoutTail.split(separator: "\n").last.map(String.init)
             return (.failed, outcome, "exit \(outcome.exitStatus.map(String.init) ?? "?")" + (last.map { ": \($0)" } ?? ""))
         }
-        return StepJudge.judge(step, outcome)
+        let judged = StepJudge.judge(step, outcome)
+        if judged.0 != .succeeded, step.kind == PlanStep.Kind.confirmStopped.rawValue, settings.forceStop,
+           let components = ComponentState.parse(st2ctlStatus: outcome.stdoutTail) {
+            return await forceStop(components.compactMap(\.pid), step, on: connection, log: log)
+        }
+        return judged
+    }
+
+    /// `--force-stop`: kills the st2 processes `st2ctl status` still lists, then checks again.
+    nonisolated func forceStop(_ pids: [Int], _ step: RunStep, on connection: any HostConnection, log: HostLog) async
+        -> (StepRunStatus, StepOutcome?, String?) {
+        log.note("--force-stop: kill -9 \(pids.map(String.init).joined(separator: " "))")
+        do {
+            _ = try await connection.run("kill -9 \(pids.map(String.init).joined(separator: " "))", become: step.become, timeout: .seconds(30)) { _, bytes in
+                log.write(bytes)
+            }
+            let again = try await connection.run(step.command, become: step.become, timeout: .seconds(60)) { _, bytes in log.write(bytes) }
+            return StepJudge.judge(step, again)
+        } catch {
+            return (.failed, nil, "--force-stop: \(error)")
+        }
+    }
+
+    /// `--health CMD`: must exit 0, and with --healthy-for keep passing that long (re-run
+    /// every few seconds), within --health-deadline.
+    nonisolated func healthCheck(_ step: RunStep, on connection: any HostConnection, log: HostLog) async
+        -> (StepRunStatus, StepOutcome?, String?) {
+        let start = Date()
+        var passingSince: Date?
+        var last: StepOutcome?
+        while true {
+            do {
+                let outcome = try await connection.run(step.command, become: step.become, timeout: .seconds(60)) { _, bytes in log.write(bytes) }
+                last = outcome
+                if outcome.exitStatus == 0 {
+                    let since = passingSince ?? Date()
+                    passingSince = since
+                    if Date().timeIntervalSince(since) >= settings.healthyFor { return (.succeeded, outcome, nil) }
+                } else {
+                    passingSince = nil
+                }
+            } catch {
+                return (.failed, nil, "the connection was lost during the health check: \(error)")
+            }
+            if Date().timeIntervalSince(start) >= settings.healthDeadline {
+                let what = settings.healthyFor > 0 ? "did not pass for \(Int(settings.healthyFor)) s in a row" : "did not pass"
+                return (.failed, last, "health check \(what) within \(Int(settings.healthDeadline)) s (last exit \(last?.exitStatus.map(String.init) ?? "?"))")
+            }
+            try? await Task.sleep(for: .milliseconds(Int(settings.healthInterval * 1000)))
+        }
     }
 
     /// A host name as a file name (anything but letters, digits, `._-` becomes `_`).

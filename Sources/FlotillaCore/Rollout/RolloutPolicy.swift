@@ -40,7 +40,13 @@ import Foundation
 /// - When the window keeps a host from starting and nothing is in flight, nothing can
 ///   change that any more (time only moves on and the median only changes when a host
 ///   finishes), so the run stops at once — also while paused or waiting for a
-///   confirmation; for those idle cases the policy asks to be woken at the window's end.
+///   confirmation. For those idle cases, and for a pause between batches that outlasts
+///   the window, the policy asks to be woken at the window's end (an idle run passing the
+///   median cut-off stops at the next event or at the end).
+/// - The whole-batch rule is waived for `--max-fail` of 100% or more; the canary rule
+///   ignores `unreachableCounts` (a canary must succeed).
+/// - Determinism: hosts start in batch order, reasons list hosts in index order, and no
+///   action depends on hashing order.
 /// - Events before `.begin` are ignored, except `pause`, `resume`, `skip` and
 ///   `setMaxParallel`, which are recorded and take effect at `.begin`. After `.finish`,
 ///   every event returns no action. A `hostFinished` for a host not in flight is ignored.
