@@ -71,7 +71,7 @@ enum FactsGathering {
         let count = targets.hosts.count
         Console.note("gathering facts from \(count) host\(count == 1 ? "" : "s") (\(gather.forks) at once)")
         let outcomes = await targets.run(FactsProbe.script(packages: packages), forks: gather.forks,
-                                         timeout: .milliseconds(Int(gather.timeout * 1000)))
+                                         timeout: .milliseconds(Int(gather.timeout * 1000)), tailLimit: 8 * 1024 * 1024)
         let results = outcomes.map { outcome -> HostFactsResult in
             guard outcome.connected else {
                 return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: outcome.error ?? "unreachable",

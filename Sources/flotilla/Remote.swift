@@ -105,10 +105,11 @@ struct Targets: Sendable {
     }
 
     /// Runs `command` on every host, `forks` at once; outcomes in host order.
-    func run(_ command: String, forks: Int, timeout: Duration?, log: (@Sendable (String) -> URL?)? = nil) async -> [HostOutcome] {
+    func run(_ command: String, forks: Int, timeout: Duration?, tailLimit: Int = 64 * 1024,
+             log: (@Sendable (String) -> URL?)? = nil) async -> [HostOutcome] {
         await Fleet.each(hosts.count, forks: forks) { [self] index in
             await Fleet.run(command, host: hosts[index], settings: settings[index], options: options[index],
-                            jumps: jumps[index], timeout: timeout, log: log?(hosts[index].name))
+                            jumps: jumps[index], timeout: timeout, tailLimit: tailLimit, log: log?(hosts[index].name))
         }
     }
 }
@@ -164,7 +165,7 @@ enum Fleet {
     /// Connects to one host, runs `command`, and closes. Every failure becomes the
     /// host's outcome, never an exception.
     static func run(_ command: String, host: Inventory.Host, settings: ConnectionSettings, options: SSHSession.Options,
-                    jumps: [SSHSession.Options], timeout: Duration?, log: URL?) async -> HostOutcome {
+                    jumps: [SSHSession.Options], timeout: Duration?, tailLimit: Int = 64 * 1024, log: URL?) async -> HostOutcome {
         var outcome = HostOutcome(name: host.name, address: settings.address)
         let clock = ContinuousClock()
         let start = clock.now
@@ -180,7 +181,7 @@ enum Fleet {
             outcome.timings = await session.timings
             outcome.hostKeyWarning = await session.hostKeyWarning
             let (remote, stdin) = SSHConnection.wrap(command, become: settings.become, settings: settings)
-            let result = try await session.run(remote, stdin: stdin, timeout: timeout) { stream, bytes in
+            let result = try await session.run(remote, stdin: stdin, timeout: timeout, tailLimit: tailLimit) { stream, bytes in
                 writer?.write(stream, bytes)
             }
             await session.close()

@@ -12,7 +12,7 @@ public enum FactsProbe {
             P='\(list)'; M='\(marker)'; exec 2>&1
             s() { echo "$M section $1"; }; e() { echo "$M status $1"; }
             echo "$M 1"
-            s os-release; cat /etc/os-release; e $?
+            s os-release; cat /etc/os-release; r=$?; echo; e $r
             s package-manager; if command -v apt-get >/dev/null; then echo apt; elif command -v dnf >/dev/null; then echo dnf; elif command -v yum >/dev/null; then echo yum; fi; e 0
             s installed; if command -v dpkg-query >/dev/null; then dpkg-query -W -f='${Package}\\t${Version}\\t${db:Status-Abbrev}\\n' $P; e $?; elif command -v rpm >/dev/null; then rpm -q --qf '%{NAME}\\t%{VERSION}-%{RELEASE}\\tii\\n' $P; e $?; else echo 'neither dpkg-query nor rpm is installed'; e 127; fi
             s offered; if command -v apt-cache >/dev/null; then apt-cache madison $P; e $?; elif command -v dnf >/dev/null; then dnf list --showduplicates $P; e $?; elif command -v yum >/dev/null; then yum list --showduplicates $P; e $?; else echo 'no apt-cache, dnf or yum'; e 127; fi
@@ -96,7 +96,9 @@ public enum FactsProbe {
         let disk: Fact<[DiskSpace]>
         if let (text, status) = section("disk") {
             let parsed = parseDF(text, paths: ["/", "/opt"])
-            disk = status == 0 && parsed.count == 2 ? .known(parsed) : .unreadable("df -Pk / /opt: " + failure(text, status))
+            // df's own complaint, not its table, says what went wrong.
+            let complaint = text.split(separator: "\n").filter { $0.hasPrefix("df:") }.joined(separator: "\n")
+            disk = status == 0 && parsed.count == 2 ? .known(parsed) : .unreadable("df -Pk / /opt: " + failure(complaint.isEmpty ? text : complaint, status))
         } else { disk = .unreadable(cut("disk")) }
 
         let leftovers: Fact<[String]>

@@ -127,11 +127,10 @@ public struct PlanView: Sendable {
             ]
             if batches != nil { fields.append(("batch", .int(batch(of: entry.name)))) }
             fields.append(("steps", .array(plan.steps.map { step in
-                var step: [(String, JSONValue)] = [
+                .object([
                     ("name", .string(step.name)), ("command", .string(step.command)), ("kind", .string(step.kind.rawValue)),
                     ("once_per", .string(step.oncePer)), ("pass", .int(step.pass)),
-                ] + [step.expect.map { ("expect", .string($0)) }].compactMap { $0 }
-                return .object(step)
+                ] + [step.expect.map { ("expect", .string($0)) }].compactMap { $0 })
             })))
             fields.append(("notes", .strings(plan.notes)))
             return .object(fields)
