@@ -145,7 +145,8 @@ struct Upgrade: AsyncParsableCommand {
             let host = targets.hosts[index]
             let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
             var steps = plan.steps.map { step in
-                RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect, become: true)
+                RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect,
+                        become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString)
             }
             if plan.action == .upgrade, let health = rollout.health {
                 steps.append(RunStep(name: "health check", command: health, kind: "health", become: false))

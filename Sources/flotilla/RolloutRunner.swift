@@ -96,6 +96,9 @@ struct RolloutRunner {
         }
         let outcome = await engine.run()
         control.stop()
+        if let problem = await engine.journalProblem {
+            Console.error("\(problem)\nthe run stopped; free the space or fix the state dir, then: flotilla resume \(record.id) --state-dir \(output.stateDir)")
+        }
         _ = signals
         let state: JournalState
         do {

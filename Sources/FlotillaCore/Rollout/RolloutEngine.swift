@@ -194,7 +194,7 @@ public actor RolloutEngine {
                 groupValue = host.groups[group] ?? host.name
                 lock = clusterLock("\(group)=\(groupValue)")
                 await lock!.acquire()
-                if let by = try? journal.clusterStepDoneBy(group: group, value: groupValue, step: number) {
+                if let by = try? journal.clusterStepDoneBy(group: group, value: groupValue, step: step.clusterKey) {
                     record(host.name, number, .skipped, nil, "done on \(by) (once per \(group))", log: log)
                     await lock!.release()
                     continue stepLoop
@@ -212,18 +212,29 @@ public actor RolloutEngine {
             }
             ranAStep = true
             let stepStart = Date()
-            try? journal.stepStarted(host: host.name, step: number, at: stepStart)
+            guard durable("the start of '\(step.name)' on \(host.name)", { try journal.stepStarted(host: host.name, step: number, at: stepStart) }) else {
+                status = .cancelled
+                error = "not started '\(step.name)': the journal cannot be written"
+                break
+            }
             progress(.stepStarted(host: host.name, step: step.name))
             log.begin(step, number: number)
             let (stepStatus, outcome, message) = await perform(step, on: connection!, host: host, log: log)
             let seconds = Date().timeIntervalSince(stepStart)
             log.end(stepStatus, outcome: outcome, message: message, seconds: seconds)
-            try? journal.stepFinished(host: host.name, step: number, status: stepStatus, exitStatus: outcome?.exitStatus,
-                                      stdoutTail: outcome?.stdoutTail ?? "", stderrTail: outcome?.stderrTail ?? "",
-                                      error: message, at: Date(), durationMS: Int(seconds * 1000))
+            let recorded = durable("the end of '\(step.name)' on \(host.name)") {
+                try journal.stepFinished(host: host.name, step: number, status: stepStatus, exitStatus: outcome?.exitStatus,
+                                         stdoutTail: outcome?.stdoutTail ?? "", stderrTail: outcome?.stderrTail ?? "",
+                                         error: message, at: Date(), durationMS: Int(seconds * 1000))
+            }
             progress(.stepFinished(host: host.name, step: step.name, status: stepStatus, seconds: seconds))
             if stepStatus == .succeeded, let group = step.oncePer {
-                try? journal.clusterStepDone(group: group, value: groupValue, step: number, byHost: host.name, at: Date())
+                _ = durable("the cluster step") { try journal.clusterStepDone(group: group, value: groupValue, step: step.clusterKey, byHost: host.name, at: Date()) }
+            }
+            if !recorded {
+                status = .cancelled
+                error = "stopped after '\(step.name)': the journal cannot be written"
+                break
             }
             if stepStatus != .succeeded {
                 status = .failed
@@ -235,6 +246,25 @@ public actor RolloutEngine {
         await connection?.close()
         log.close()
         hostDone(index, status: status, error: error, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Why the journal could not be written, if it could not: the run then starts nothing
+    /// more and stops (resumable once the cause is fixed).
+    public private(set) var journalProblem: String?
+
+    /// Runs a journal write; on failure, stops the run once and returns false.
+    func durable(_ what: String, _ write: () throws -> Void) -> Bool {
+        do {
+            try write()
+            return true
+        } catch {
+            if journalProblem == nil {
+                journalProblem = "cannot record \(what) in the journal: \(error)"
+                progress(.note("\(journalProblem!); starting no new host, stopping after the steps in flight"))
+                events?.yield(.interrupt)
+            }
+            return false
+        }
     }
 
     func record(_ host: String, _ step: Int, _ status: StepRunStatus, _ outcome: StepOutcome?, _ message: String?, log: HostLog) {

@@ -15,9 +15,12 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
     public var become: Bool
     /// Seconds the step may run; nil: the run's --step-timeout.
     public var timeout: Double?
+    /// The release a hopped upgrade's pass goes to, so the same command in two passes is
+    /// two different once-per-cluster steps.
+    public var stage: String?
 
     public init(name: String, command: String, kind: String = "command", oncePer: String? = nil, expect: String? = nil,
-                become: Bool = false, timeout: Double? = nil) {
+                become: Bool = false, timeout: Double? = nil, stage: String? = nil) {
         self.name = name
         self.command = command
         self.kind = kind
@@ -25,6 +28,18 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
         self.expect = expect
         self.become = become
         self.timeout = timeout
+        self.stage = stage
+    }
+
+    /// The same number for the same step on every host of a cluster, whatever its place in
+    /// each host's plan: what once-per-cluster steps are recorded under (FNV-1a of the
+    /// name and stage; not the command, which may hold per-host values).
+    public var clusterKey: Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(name)\u{0}\(stage ?? "")".utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return Int(hash >> 11) // 53 bits: exact in SQLite and JSON
     }
 }
 
