@@ -159,6 +159,22 @@ public final class Journal {
 
     // MARK: - Transitions
 
+    /// Runs several transitions in one transaction: one commit (one fsync) for all of
+    /// them, durable when this returns. A transition that throws is undone alone (its
+    /// error is returned in its place); the others still commit.
+    public func batch(_ transitions: [() throws -> Void]) throws -> [Error?] {
+        try database.transaction {
+            transitions.map { transition in
+                do {
+                    try database.transaction { try transition() }
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+        }
+    }
+
     /// Records that `step` (its index in the host's steps) of `host` started: status
     /// `running`, a new attempt, the previous attempt's result cleared.
     ///

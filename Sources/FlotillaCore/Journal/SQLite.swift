@@ -134,6 +134,20 @@ final class SQLiteDatabase {
     /// SQLITE_BUSY after reading.
     @discardableResult
     func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
+        // Inside a transaction already (a batch of transitions): a savepoint, so a failed
+        // part is undone alone and the batch commits once.
+        if sqlite3_get_autocommit(try open()) == 0 {
+            try execute("SAVEPOINT part")
+            do {
+                let value = try body()
+                try execute("RELEASE part")
+                return value
+            } catch {
+                try? execute("ROLLBACK TO part")
+                try? execute("RELEASE part")
+                throw error
+            }
+        }
         try execute(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
         do {
             let value = try body()

@@ -152,9 +152,10 @@ public actor RolloutEngine {
         hostTasks[index] = Task { await self.runHost(index) }
     }
 
-    func hostDone(_ index: Int, status: HostRunStatus, error: String?, seconds: Double) {
+    func hostDone(_ index: Int, status: HostRunStatus, error: String?, seconds: Double) async {
         let host = record.hosts[index]
-        try? journal.hostStatus(host: host.name, status: status, error: error, at: Date())
+        let now = Date()
+        _ = await durably("the status of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: status, error: error, at: now) }
         progress(.hostFinished(host: host.name, status: status, error: error, seconds: seconds))
         if let batch = batchOf[index] {
             remainingInBatch[batch, default: 1] -= 1
@@ -173,7 +174,7 @@ public actor RolloutEngine {
     func runHost(_ index: Int) async {
         let host = record.hosts[index]
         let started = Date()
-        try? journal.hostStatus(host: host.name, status: .running, error: nil, at: started)
+        _ = await durably("the start of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: .running, error: nil, at: started) }
         progress(.hostStarted(host.name))
         let log = HostLog(settings.runDirectory.appendingPathComponent("logs/\(Self.fileName(host.name)).log"))
         var connection: (any HostConnection)?
@@ -195,7 +196,7 @@ public actor RolloutEngine {
                 lock = clusterLock("\(group)=\(groupValue)")
                 await lock!.acquire()
                 if let by = try? journal.clusterStepDoneBy(group: group, value: groupValue, step: step.clusterKey) {
-                    record(host.name, number, .skipped, nil, "done on \(by) (once per \(group))", log: log)
+                    await record(host.name, number, .skipped, "done on \(by) (once per \(group))", log: log)
                     await lock!.release()
                     continue stepLoop
                 }
@@ -212,7 +213,7 @@ public actor RolloutEngine {
             }
             ranAStep = true
             let stepStart = Date()
-            guard durable("the start of '\(step.name)' on \(host.name)", { try journal.stepStarted(host: host.name, step: number, at: stepStart) }) else {
+            guard await durably("the start of '\(step.name)' on \(host.name)", { [journal] in try journal.stepStarted(host: host.name, step: number, at: stepStart) }) else {
                 status = .cancelled
                 error = "not started '\(step.name)': the journal cannot be written"
                 break
@@ -222,14 +223,17 @@ public actor RolloutEngine {
             let (stepStatus, outcome, message) = await perform(step, on: connection!, host: host, log: log)
             let seconds = Date().timeIntervalSince(stepStart)
             log.end(stepStatus, outcome: outcome, message: message, seconds: seconds)
-            let recorded = durable("the end of '\(step.name)' on \(host.name)") {
+            let finishedAt = Date()
+            let recorded = await durably("the end of '\(step.name)' on \(host.name)") { [journal] in
                 try journal.stepFinished(host: host.name, step: number, status: stepStatus, exitStatus: outcome?.exitStatus,
                                          stdoutTail: outcome?.stdoutTail ?? "", stderrTail: outcome?.stderrTail ?? "",
-                                         error: message, at: Date(), durationMS: Int(seconds * 1000))
+                                         error: message, at: finishedAt, durationMS: Int(seconds * 1000))
             }
             progress(.stepFinished(host: host.name, step: step.name, status: stepStatus, seconds: seconds))
             if stepStatus == .succeeded, let group = step.oncePer {
-                _ = durable("the cluster step") { try journal.clusterStepDone(group: group, value: groupValue, step: step.clusterKey, byHost: host.name, at: Date()) }
+                _ = await durably("the cluster step") { [journal] in
+                    try journal.clusterStepDone(group: group, value: groupValue, step: step.clusterKey, byHost: host.name, at: finishedAt)
+                }
             }
             if !recorded {
                 status = .cancelled
@@ -245,34 +249,62 @@ public actor RolloutEngine {
         }
         await connection?.close()
         log.close()
-        hostDone(index, status: status, error: error, seconds: Date().timeIntervalSince(started))
+        await hostDone(index, status: status, error: error, seconds: Date().timeIntervalSince(started))
     }
 
     /// Why the journal could not be written, if it could not: the run then starts nothing
     /// more and stops (resumable once the cause is fixed).
     public private(set) var journalProblem: String?
 
-    /// Runs a journal write; on failure, stops the run once and returns false.
-    func durable(_ what: String, _ write: () throws -> Void) -> Bool {
-        do {
-            try write()
-            return true
-        } catch {
-            if journalProblem == nil {
-                journalProblem = "cannot record \(what) in the journal: \(error)"
-                progress(.note("\(journalProblem!); starting no new host, stopping after the steps in flight"))
-                events?.yield(.interrupt)
+    /// Transitions waiting for the next commit, and who waits for each.
+    var pendingWrites: [(what: String, write: () throws -> Void, done: CheckedContinuation<Bool, Never>)] = []
+    var committing = false
+
+    /// Records a transition and returns once it is on disk (false if it could not be
+    /// written: the run then stops). Transitions of many hosts that arrive together share
+    /// one commit, so a wide run does not wait for one fsync per step.
+    func durably(_ what: String, _ write: @escaping () throws -> Void) async -> Bool {
+        await withCheckedContinuation { continuation in
+            pendingWrites.append((what, write, continuation))
+            if !committing {
+                committing = true
+                Task { await self.commitPending() }
             }
-            return false
         }
     }
 
-    func record(_ host: String, _ step: Int, _ status: StepRunStatus, _ outcome: StepOutcome?, _ message: String?, log: HostLog) {
+    func commitPending() async {
+        while !pendingWrites.isEmpty {
+            await Task.yield() // transitions already on their way join this commit
+            let batch = pendingWrites
+            pendingWrites = []
+            let errors: [Error?]
+            do {
+                errors = try journal.batch(batch.map(\.write))
+            } catch {
+                errors = Array(repeating: error, count: batch.count)
+            }
+            for (item, error) in zip(batch, errors) {
+                if let error, journalProblem == nil {
+                    journalProblem = "cannot record \(item.what) in the journal: \(error)"
+                    progress(.note("\(journalProblem!); starting no new host, stopping after the steps in flight"))
+                    events?.yield(.interrupt)
+                }
+                item.done.resume(returning: error == nil)
+            }
+        }
+        committing = false
+    }
+
+    /// A step that does not run here (done elsewhere in its cluster).
+    func record(_ host: String, _ step: Int, _ status: StepRunStatus, _ message: String, log: HostLog) async {
         let now = Date()
-        try? journal.stepStarted(host: host, step: step, at: now)
-        try? journal.stepFinished(host: host, step: step, status: status, exitStatus: outcome?.exitStatus, stdoutTail: "",
-                                  stderrTail: "", error: message, at: now, durationMS: 0)
-        log.note("step \(step + 1) skipped: \(message ?? "")")
+        _ = await durably("step \(step + 1) of \(host)") { [journal] in
+            try journal.stepStarted(host: host, step: step, at: now)
+            try journal.stepFinished(host: host, step: step, status: status, exitStatus: nil, stdoutTail: "",
+                                     stderrTail: "", error: message, at: now, durationMS: 0)
+        }
+        log.note("step \(step + 1) skipped: \(message)")
     }
 
     func clusterLock(_ key: String) -> AsyncLock {
