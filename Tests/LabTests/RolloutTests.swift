@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import flotilla_lab
+import FlotillaCore
 
 /// `flotilla upgrade`, `run` and `resume` end to end on lab fleets, checked against each
 /// host's command log and simulated state: step order, batches, never more hosts down
@@ -32,7 +33,7 @@ import Testing
     /// The simulated commands of the upgrade itself (after the facts probe).
     static func upgradeRecords(_ lab: TestLab, _ host: String) throws -> [Record] {
         let all = try records(lab, host).filter { $0.kind == "sim" }
-        guard let first = all.firstIndex(where: { $0.line.hasPrefix("st2 key list") }) else { return [] }
+        guard let first = all.firstIndex(where: { $0.line.hasPrefix("st2 key list") || $0.line == "st2ctl stop" }) else { return [] }
         return Array(all[first...])
     }
 
@@ -331,5 +332,62 @@ import Testing
         #expect(hosts == ["s1": "succeeded", "s2": "succeeded", "s3": "succeeded", "s4": "skipped"])
         #expect(try Self.upgradeRecords(lab, "s4").isEmpty)
         #expect(try Self.upgradeRecords(lab, "s1").filter { $0.line == "st2ctl stop" }.count == 1)
+    }
+
+    /// A hopped upgrade end to end: two passes, and the cluster's database scripts run
+    /// once, on one host of the cluster.
+    @Test func hopsAndClusterStepsRunOncePerCluster() throws {
+        let lab = try TestLab(spec: """
+            defaults:
+              os: ubuntu18.04
+              packages: {st2: 2.0.1-1}
+              available: [2.0.1-1, 3.0.1-1, 3.5.0-1]
+            hosts:
+              - {name: e1, st2_cluster: east}
+              - {name: e2, st2_cluster: east}
+              - {name: w1, st2_cluster: west}
+            """)
+        let state = lab.dir.appendingPathComponent("state")
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.5.0", "--no-backup", "--json",
+                              "--state-dir", state.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        var scriptRuns: [String: [String]] = [:]
+        for name in ["e1", "e2", "w1"] {
+            #expect(try lab.packages(name)["st2"] == "3.5.0-1")
+            let installs = try Self.upgradeRecords(lab, name).map(\.line).filter { $0.hasPrefix("apt-get install") }
+            #expect(installs.count == 2 && installs[0].hasSuffix("st2=3.0.1-1") && installs[1].hasSuffix("st2=3.5.0-1"), "\(name): \(installs)")
+            let migrations = try lab.state(name)["migrations"] as? [[String: Any]] ?? []
+            scriptRuns[name] = migrations.compactMap { ($0["script"] as? String).map { URL(fileURLWithPath: $0).lastPathComponent } }
+        }
+        let scripts = ["st2-migrate-datastore-scopes.py", "st2-migrate-runners.sh"]
+        #expect(scriptRuns["w1"] == scripts)
+        #expect([scriptRuns["e1"] ?? [], scriptRuns["e2"] ?? []].sorted { $0.count > $1.count } == [scripts, []], "\(scriptRuns)")
+        let hosts = try json(result)["hosts"] as? [[String: Any]] ?? []
+        let skipped = hosts.flatMap { ($0["steps"] as? [[String: Any]] ?? []).filter { $0["status"] as? String == "skipped" } }
+        #expect(skipped.count == 2 && skipped.allSatisfy { ($0["error"] as? String ?? "").contains("once per st2_cluster") })
+    }
+
+    @Test func locksWindowsAndRunsList() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.7.1-1}, available: [3.7.1-1, 3.8.1-1]}
+            hosts: [{name: w1}, {name: w2}]
+            """)
+        let state = lab.dir.appendingPathComponent("state")
+        let upgrade = [Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--state-dir", state.path]
+        // Another controller holds the state dir: refused, naming it, nothing touched.
+        var held: StateDirLock? = try StateDirLock.acquire(stateDir: state)
+        let refused = try run(upgrade)
+        #expect(refused.status == 75 && refused.stderr.contains("pid \(getpid())"), "\(refused.stderr)")
+        held?.release()
+        held = nil
+        #expect(try Self.upgradeRecords(lab, "w1").isEmpty)
+        // A window already over: nothing starts; the run stops resumably.
+        let closed = try run(upgrade + ["--window", "2020-01-01T01:00:00Z/2020-01-01T05:00:00Z"])
+        #expect(closed.status == 3 && closed.stderr.contains("maintenance window"), "\(closed.stderr)")
+        #expect(try Self.upgradeRecords(lab, "w1").isEmpty)
+        let runs = try json(try run([Self.flotilla, "runs", "--state-dir", state.path, "--json"]))["runs"] as? [[String: Any]] ?? []
+        #expect(runs.count == 1 && runs.first?["state"] as? String == "stopped")
+        let bad = try run(upgrade + ["--window", "25:00-26:00"])
+        #expect(bad.status == 64 && bad.stderr.contains("--window"))
     }
 }
