@@ -158,14 +158,13 @@ struct Ctl: ParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("The state dir of the running controller.", valueName: "path"))
-    var stateDir = ".flotilla"
+    @OptionGroup var state: StateDirOption
 
     @Argument(help: ArgumentHelp("[RUN] pause | continue | abort | skip HOST | set max-parallel N", valueName: "command"))
     var words: [String]
 
     func run() throws {
-        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let url = state.url
         let answer = try ControlServer.request(stateDir: url, words.joined(separator: " "))
         print(answer)
         if answer.hasPrefix("error") { throw ExitCode(1) }

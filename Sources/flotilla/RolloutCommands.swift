@@ -81,10 +81,18 @@ struct RolloutOptions: ParsableArguments {
     func batchSpec() throws -> BatchSpec? { try batch.map(BatchSpec.init(parsing:)) }
 }
 
-/// Where runs live and what a run prints.
-struct RunOutputOptions: ParsableArguments {
+/// The state dir: journals, logs, artifacts, locks, the control socket.
+struct StateDirOption: ParsableArguments {
     @Option(help: ArgumentHelp("The state dir: journals, logs, artifacts, the control socket.", valueName: "path"))
     var stateDir = ".flotilla"
+
+    var url: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
+}
+
+/// Where runs live and what a run prints.
+struct RunOutputOptions: ParsableArguments {
+    @OptionGroup var state: StateDirOption
+    var stateDir: String { state.stateDir }
 
     @Flag(help: "Print the run result JSON (SPEC §6) on stdout.")
     var json = false
@@ -92,7 +100,7 @@ struct RunOutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Also write the run result JSON to this file (owner-only).", valueName: "path"))
     var report: String?
 
-    var stateURL: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
+    var stateURL: URL { state.url }
 }
 
 struct Upgrade: AsyncParsableCommand {

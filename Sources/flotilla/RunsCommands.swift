@@ -103,14 +103,13 @@ struct Runs: ParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("The state dir.", valueName: "path"))
-    var stateDir = ".flotilla"
+    @OptionGroup var state: StateDirOption
 
     @Flag(help: "Print JSON on stdout.")
     var json = false
 
     func run() throws {
-        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let url = state.url
         let runs: [RunSummary]
         do {
             runs = try Journal.listRuns(stateDir: url)
@@ -159,8 +158,7 @@ struct Show: ParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("The state dir.", valueName: "path"))
-    var stateDir = ".flotilla"
+    @OptionGroup var state: StateDirOption
 
     @Argument(help: ArgumentHelp("The run (default: the latest).", valueName: "run"))
     var runID: String?
@@ -172,7 +170,7 @@ struct Show: ParsableCommand {
     var host: String?
 
     func run() throws {
-        let url = URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        let url = state.url
         let state = try openJournal(url, runID).load()
         if let host {
             guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }

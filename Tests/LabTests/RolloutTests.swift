@@ -390,4 +390,24 @@ import FlotillaCore
         let bad = try run(upgrade + ["--window", "25:00-26:00"])
         #expect(bad.status == 64 && bad.stderr.contains("--window"))
     }
+
+    @Test func healthCheckDecidesSuccess() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.7.1-1}, available: [3.7.1-1, 3.8.1-1]}
+            hosts: [{name: ok}, {name: sick}]
+            """)
+        #expect(try lab.ssh("ok", "touch /run/healthy").status == 0)
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--max-parallel", "1",
+                              "--health", "test -f /run/healthy", "--healthy-for", "1s", "--health-deadline", "2s", "--max-fail", "1",
+                              "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
+        #expect(result.status == 1, "\(result.stderr)")
+        let hosts = Dictionary(uniqueKeysWithValues: (try json(result)["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0) })
+        #expect(hosts["ok"]?["status"] as? String == "succeeded")
+        #expect(hosts["sick"]?["status"] as? String == "failed")
+        #expect((hosts["sick"]?["error"] as? String ?? "").contains("health check did not pass for 1 s in a row within 2 s"))
+        // The health check runs after the plan: the sick host is upgraded, only not healthy.
+        #expect(try lab.packages("sick")["st2"] == "3.8.1-1")
+        let healthRuns = try lab.commandLog("ok").filter { ($0["argv"] as? [String])?.first == "test -f /run/healthy" }.count
+        #expect(healthRuns >= 2) // re-run until it had passed for 1 s
+    }
 }
