@@ -112,7 +112,7 @@ struct Runs: ParsableCommand {
         let url = state.url
         let runs: [RunSummary]
         do {
-            runs = try Journal.listRuns(stateDir: url)
+            runs = try Journal.listRuns(stateDir: url).reversed()
         } catch {
             Console.error("\(error)")
             throw ExitCode(64)

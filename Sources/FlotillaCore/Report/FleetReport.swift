@@ -176,10 +176,9 @@ public struct FleetReport: Sendable {
 
         if let target {
             heading("Behind \(target.releaseString)")
-            if behind.isEmpty { item("none") }
-            table(["HOST", "FROM", "TO", "HOPS", "MIGRATIONS"], behind.map {
+            if behind.isEmpty { item("none") } else { table(["HOST", "FROM", "TO", "HOPS", "MIGRATIONS"], behind.map {
                 [$0.host, $0.from, $0.to, $0.hops.isEmpty ? "-" : $0.hops.joined(separator: ", "), $0.migrations.isEmpty ? "-" : $0.migrations.joined(separator: ", ")]
-            })
+            }) }
             let notes = behind.flatMap(\.notes).reduce(into: [String]()) { list, note in if !list.contains(note) { list.append(note) } }
             if !notes.isEmpty {
                 out += markdown ? "\nOperator notes for the versions these hosts cross:\n\n" : "\n  Operator notes for the versions these hosts cross:\n"
