@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -26,7 +27,7 @@ let package = Package(
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(
             name: "FlotillaCore",
-            dependencies: ["CSQLite", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CSQLite", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources/stackstorm-migrations.yaml")]
         ),
         .executableTarget(
@@ -34,6 +35,7 @@ let package = Package(
             dependencies: [
                 "SSH", "FlotillaCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(

@@ -1,20 +1,24 @@
 import ArgumentParser
 import FlotillaCore
 import Foundation
+import Logging
 
 /// The host selection every command shares: inventory sources, a limit pattern and the
 /// SSH client configuration.
 struct InventoryOptions: ParsableArguments {
     @Option(name: [.short, .customLong("inventory")],
-            help: ArgumentHelp("Inventory file, directory or comma list (repeatable). Default: $FLOTILLA_INVENTORY, then $ANSIBLE_INVENTORY, then /etc/ansible/hosts.", valueName: "path"))
+            help: ArgumentHelp("Inventory file, directory or comma list (repeatable). Default: $FLOTILLA_INVENTORY, then $ANSIBLE_INVENTORY, then /etc/ansible/hosts.", valueName: "path"),
+            completion: .file())
     var inventory: [String] = []
 
     @Option(name: [.short, .customLong("limit")],
-            help: ArgumentHelp("Ansible host pattern selecting hosts: web:&prod, st2-*:!st2-03, ~regex, group[0:2], @file.", valueName: "pattern"))
+            help: ArgumentHelp("Ansible host pattern selecting hosts: web:&prod, st2-*:!st2-03, ~regex, group[0:2], @file.", valueName: "pattern"),
+            completion: .custom(Completions.patterns))
     var limit: String?
 
     @Option(name: .customLong("ssh-config"),
-            help: ArgumentHelp("OpenSSH client config filling what the inventory leaves unset ('none' to read none).", valueName: "path"))
+            help: ArgumentHelp("OpenSSH client config filling what the inventory leaves unset ('none' to read none).", valueName: "path"),
+            completion: .file())
     var sshConfig: String = "~/.ssh/config"
 
     var home: String { Console.home }
@@ -63,6 +67,17 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: error: \(message)\n".utf8))
     }
 
+    /// A logger writing to stderr: debug and up with `--verbose`, else warnings and up.
+    /// The logging system is set up once, on first use.
+    static func logger(label: String, verbose: Bool) -> Logger {
+        _ = bootstrapLogging
+        var logger = Logger(label: label)
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+
+    private static let bootstrapLogging: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+
     /// Progress and notes for the operator, on stderr.
     static func note(_ message: String) {
         FileHandle.standardError.write(Data("flotilla: \(message)\n".utf8))
@@ -101,5 +116,35 @@ enum Console {
             self.error(error.description)
             throw ExitCode(65)
         }
+    }
+}
+
+/// Shell completion of host and group names for `--limit`, from the inventory the
+/// command line names (or $FLOTILLA_INVENTORY / $ANSIBLE_INVENTORY). Quiet on any error:
+/// a completion never prints one.
+enum Completions {
+    @Sendable static func patterns(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
+        var sources: [String] = []
+        var position = 0
+        while position < words.count {
+            let word = words[position]
+            if word == "-i" || word == "--inventory", position + 1 < words.count {
+                sources.append(words[position + 1])
+                position += 1
+            } else if word.hasPrefix("--inventory=") {
+                sources.append(String(word.dropFirst("--inventory=".count)))
+            }
+            position += 1
+        }
+        if sources.isEmpty {
+            let environment = ProcessInfo.processInfo.environment
+            sources = (environment["FLOTILLA_INVENTORY"] ?? environment["ANSIBLE_INVENTORY"]).map { $0.split(separator: ",").map(String.init) } ?? []
+        }
+        guard !sources.isEmpty, let inventory = try? Inventory.load(sources: sources.map { ($0 as NSString).expandingTildeInPath }) else { return [] }
+        // Complete the last part of a compound pattern (`web:&db`, `a,b`): keep what comes before.
+        let cut = prefix.lastIndex { ":,&!".contains($0) }.map { prefix.index(after: $0) } ?? prefix.startIndex
+        let head = String(prefix[..<cut]), tail = String(prefix[cut...])
+        let names = inventory.groupNames + ((try? inventory.select(nil))?.map(\.name) ?? [])
+        return names.filter { $0.hasPrefix(tail) && $0 != "all" }.map { head + $0 }
     }
 }

@@ -100,6 +100,22 @@ struct RunOutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Also write the run result JSON to this file (owner-only).", valueName: "path"))
     var report: String?
 
+    @Option(help: ArgumentHelp("Also write the run as JUnit XML: a testsuite per batch, a testcase per host (owner-only).", valueName: "path"))
+    var junit: String?
+
+    @Option(help: ArgumentHelp("Also write the run as one self-contained HTML page with a timeline (owner-only).", valueName: "path"))
+    var html: String?
+
+    @Flag(name: .shortAndLong, help: "Only halts, failures and the final summary on stderr.")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Debug logs of every step (swift-log, with host.name, step.name ... metadata) on stderr.")
+    var verbose = false
+
+    func validate() throws {
+        if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
+    }
+
     var stateURL: URL { state.url }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlotillaCore
 import Foundation
+import Logging
 import SSH
 
 /// Creates or reopens a run, and drives it to its end: engine, signals, control socket,
@@ -67,17 +68,21 @@ struct RolloutRunner {
         settings.healthDeadline = try options["health-deadline"].map { try RolloutFlags.duration($0, flag: "--health-deadline") } ?? 300
         settings.forceStop = options["force-stop"] == "yes"
         settings.knownFailures = knownFailures
+        settings.logger = Console.logger(label: "flotilla.engine", verbose: output.verbose)
 
-        let printer = ProgressPrinter(record: record)
+        // --verbose logs go straight to stderr: line-per-event output then, no status area to garble.
+        let printer = ProgressPrinter(record: record, quiet: output.quiet, terminal: output.verbose ? nil : ProgressPrinter.Terminal.standardError(),
+                                      write: { FileHandle.standardError.write(Data($0.utf8)) })
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
                                    transport: SSHTransport(targets: targets), settings: settings, done: done,
-                                   progress: { printer.show($0) }, confirm: { batch in await Console.confirmBatch(batch, of: record.batches.count) })
+                                   progress: { printer.show($0) }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(
             first: { signal in
-                Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to stop at once)")
+                printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to stop at once)") }
                 Task { await engine.send(.interrupt) }
             },
             second: { signal in
+                printer.finish()
                 Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
                 exit(3)
             })
@@ -95,6 +100,7 @@ struct RolloutRunner {
             Console.warn("live control is unavailable: \(error)")
         }
         let outcome = await engine.run()
+        printer.finish()
         control.stop()
         if let problem = await engine.journalProblem {
             Console.error("\(problem)\nthe run stopped; free the space or fix the state dir, then: flotilla resume \(record.id) --state-dir \(output.stateDir)")
@@ -109,6 +115,8 @@ struct RolloutRunner {
         }
         let json = RunResult.json(state).rendered() + "\n"
         if let path = output.report { try Console.writeOwnerOnly(json, to: path) }
+        if let path = output.junit { try Console.writeOwnerOnly(RunReports.junit(state), to: path) }
+        if let path = output.html { try Console.writeOwnerOnly(RunReports.html(state), to: path) }
         if output.json { FileHandle.standardOutput.write(Data(json.utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))

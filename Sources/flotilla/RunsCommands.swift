@@ -149,10 +149,16 @@ struct Show: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show one run's per-host results from its journal (the latest run by default).",
         discussion: """
+        Without options: the run's outcome and a table of its hosts. --format renders the \
+        whole run again from the journal: json (SPEC §6), junit, html (a self-contained \
+        page with a timeline) or markdown. --host prints that host's log of the run: every \
+        step's command, times and full output; --step narrows it to one step (its number \
+        or name).
+
         Examples:
           flotilla show
-          flotilla show 20261121-153000-ab12 --json
-          flotilla show --host st2-03
+          flotilla show 20261121-153000-ab12 --format html > run.html
+          flotilla show --host st2-03 --step 'upgrade packages'
 
         Exit codes: 0 shown; 64 usage error (no such run or host).
         """
@@ -163,11 +169,23 @@ struct Show: ParsableCommand {
     @Argument(help: ArgumentHelp("The run (default: the latest).", valueName: "run"))
     var runID: String?
 
-    @Flag(help: "Print the run result JSON (SPEC §6).")
+    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, junit, html, markdown }
+
+    @Flag(help: "Print the run result JSON (SPEC §6); the same as --format json.")
     var json = false
+
+    @Option(help: ArgumentHelp("table, json, junit, html or markdown.", valueName: "format"))
+    var format: Format = .table
 
     @Option(help: ArgumentHelp("Print this host's log of the run.", valueName: "name"))
     var host: String?
+
+    @Option(help: ArgumentHelp("With --host: only this step (its number, from 1, or its name).", valueName: "step"))
+    var step: String?
+
+    func validate() throws {
+        if step != nil && host == nil { throw ValidationError("--step goes with --host") }
+    }
 
     func run() throws {
         let url = state.url
@@ -175,13 +193,26 @@ struct Show: ParsableCommand {
         if let host {
             guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
             let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(RolloutEngine.fileName(host)).log")
-            FileHandle.standardOutput.write((try? Data(contentsOf: log)) ?? Data("(no log: the host never started)\n".utf8))
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? "(no log: the host never started)\n"
+            guard let step else {
+                print(text, terminator: "")
+                return
+            }
+            let steps = state.record.hosts.first { $0.name == host }?.steps ?? []
+            guard let number = Int(step).map({ $0 - 1 }) ?? steps.firstIndex(where: { $0.name == step }), steps.indices.contains(number) else {
+                throw ValidationError("host '\(host)' has no step '\(step)' (steps: \(steps.enumerated().map { "\($0 + 1) \($1.name)" }.joined(separator: ", ")))")
+            }
+            print(HostLog.section(of: text, step: number), terminator: "")
             return
         }
-        if json {
-            print(RunResult.json(state).rendered())
-            return
+        switch json ? .json : format {
+        case .json: print(RunResult.json(state).rendered())
+        case .junit: print(RunReports.junit(state), terminator: "")
+        case .html: print(RunReports.html(state), terminator: "")
+        case .markdown: print(RunReports.markdown(state), terminator: "")
+        case .table: break
         }
+        guard format == .table, !json else { return }
         print("run \(state.record.id) (\(state.record.name ?? state.record.kind)\(state.record.targetVersion.map { " to \($0)" } ?? "")): \(RunResult.outcome(state.state))"
               + (state.haltReason.map { " — \($0)" } ?? ""))
         var rows = [["HOST", "BATCH", "STATUS", "FROM", "TO", "STEPS", "ERROR"]]

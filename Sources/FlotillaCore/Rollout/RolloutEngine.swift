@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Drives a run: feeds the rollout policy its events, performs its actions, runs each
 /// host's steps over the transport, and records every transition in the journal before
@@ -21,6 +22,9 @@ public actor RolloutEngine {
         public var runDirectory: URL
         /// Recognised failure of the Mistral DB steps (from the catalog).
         public var knownFailures: [KnownFailure] = []
+        /// Debug and info logs of the engine (metadata `run.id`, `host.name`, `step.name`,
+        /// `step.index`, `batch.index`); silent unless the executable sets a level.
+        public var logger = Logger(label: "flotilla.engine")
 
         public init(runDirectory: URL) { self.runDirectory = runDirectory }
     }
@@ -219,6 +223,10 @@ public actor RolloutEngine {
                 break
             }
             progress(.stepStarted(host: host.name, step: step.name))
+            settings.logger.debug("step started", metadata: [
+                "run.id": "\(record.id)", "host.name": "\(host.name)", "step.index": "\(number)", "step.name": "\(step.name)",
+                "step.command": "\(step.command)", "batch.index": "\(batchOf[index].map(String.init) ?? "-")",
+            ])
             log.begin(step, number: number)
             let (stepStatus, outcome, message) = await perform(step, on: connection!, host: host, log: log)
             let seconds = Date().timeIntervalSince(stepStart)
@@ -230,6 +238,11 @@ public actor RolloutEngine {
                                          error: message, at: finishedAt, durationMS: Int(seconds * 1000))
             }
             progress(.stepFinished(host: host.name, step: step.name, status: stepStatus, seconds: seconds))
+            settings.logger.debug("step finished", metadata: [
+                "run.id": "\(record.id)", "host.name": "\(host.name)", "step.index": "\(number)", "step.name": "\(step.name)",
+                "step.status": "\(stepStatus.rawValue)", "step.exit_status": "\(outcome?.exitStatus.map(String.init) ?? "-")",
+                "step.duration_ms": "\(Int(seconds * 1000))",
+            ])
             if stepStatus == .succeeded, let group = step.oncePer {
                 _ = await durably("the cluster step") { [journal] in
                     try journal.clusterStepDone(group: group, value: groupValue, step: step.clusterKey, byHost: host.name, at: finishedAt)
@@ -325,6 +338,7 @@ public actor RolloutEngine {
                 attempt += 1
                 guard error.retryable, attempt <= settings.reconnectAttempts else { return .failure(error) }
                 log.note("connect failed (\(error.message)); retry \(attempt) of \(settings.reconnectAttempts) in \(delay) s")
+                settings.logger.info("reconnecting", metadata: ["host.index": "\(index)", "attempt": "\(attempt)", "error": "\(error.message)"])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay *= 2
             } catch {
@@ -487,7 +501,7 @@ actor AsyncLock {
 
 /// A host's log for the run: every step's command, times, and full output as it arrives
 /// (owner-only).
-final class HostLog: @unchecked Sendable {
+public final class HostLog: @unchecked Sendable {
     // @unchecked: the handle is written by one host task at a time (steps run in order).
     private let handle: FileHandle?
 
@@ -519,4 +533,19 @@ final class HostLog: @unchecked Sendable {
     private func line(_ text: String) { handle?.write(Data((text + "\n").utf8)) }
 
     static func stamp() -> String { ISO8601DateFormatter().string(from: Date()) }
+
+    /// The part of a host log about one step (0-based): from its `=== ... step N:` line to
+    /// the next step's, every attempt of it (a resumed run appends to the log).
+    public static func section(of log: String, step: Int) -> String {
+        var out = ""
+        var inside = false
+        for line in log.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("=== "), let range = line.range(of: " step "), let colon = line[range.upperBound...].firstIndex(of: ":"),
+               let number = Int(line[range.upperBound..<colon]) {
+                inside = number == step + 1
+            }
+            if inside { out += line + "\n" }
+        }
+        return out
+    }
 }

@@ -1,0 +1,392 @@
+import Foundation
+import Testing
+@testable import flotilla
+@testable import flotilla_lab
+import FlotillaCore
+
+/// Live progress on a terminal (SPEC §5): the status area's frames (`StatusBoard`), the
+/// printer's in-place redraws replayed on a small screen model, the unchanged plain
+/// lines, and `flotilla upgrade` under tmux with the pane read while it runs.
+@Suite struct TerminalProgressTests {
+    static let flotilla = productsDir.appendingPathComponent("flotilla").path
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    static func record(hosts: Int, batches: [[String]]) -> RunRecord {
+        let names = (1...hosts).map { String(format: "st2-%02d", $0) }
+        let runHosts = names.map { name in
+            RunHost(name: name, address: "127.0.0.1", batch: batches.firstIndex { $0.contains(name) }, steps: [])
+        }
+        return RunRecord(id: "20261121-153000-ab12", kind: "stackstorm-upgrade", targetVersion: "3.8.1", createdAt: t0,
+                         hosts: runHosts, batches: batches, options: [:])
+    }
+
+    // MARK: The frame
+
+    @Test func frameShowsBatchCountsAndInFlightHosts() {
+        var board = StatusBoard(batchCount: 2, total: 4, started: Self.t0)
+        board.batch = 0
+        board.inFlight = [.init(host: "st2-01", started: Self.t0.addingTimeInterval(1.5), step: "stop services"),
+                          .init(host: "st2-002", started: Self.t0.addingTimeInterval(2.8), step: nil)]
+        board.peakParallel = 2
+        let now = Self.t0.addingTimeInterval(3.04)
+        #expect(board.lines(now: now, width: 120).map(\.plain) == [
+            "batch 1/2 · 0 done · 2 in flight · 0 failed · 2 left · ETA ? · elapsed 3s",
+            "  st2-01   stop services  1.5s",
+            "  st2-002  connecting     0.2s",
+        ])
+
+        // ETA: mean 3 s; 2 hosts left (6 s) and what the two in flight still need (2 s
+        // and 1 s), over 2 at once: 4.5 s, shown rounded up.
+        board.inFlight = [.init(host: "st2-03", started: now.addingTimeInterval(-1), step: "upgrade packages"),
+                          .init(host: "st2-04", started: now.addingTimeInterval(-2), step: "start services")]
+        board.batch = 1
+        board.done = 1
+        board.failed = 1
+        board.durations = [2, 4]
+        board.total = 6
+        #expect(board.eta(now: now) == 4.5)
+        #expect(board.lines(now: now, width: 120)[0].plain == "batch 2/2 · 1 done · 2 in flight · 1 failed · 2 left · ETA 5s · elapsed 3s")
+        // Nothing left: done.
+        board.inFlight = []
+        board.total = 2
+        #expect(board.eta(now: now) == 0)
+        #expect(StatusBoard.duration(185, rounding: .up) == "3m05s" && StatusBoard.duration(7322, rounding: .down) == "2h02m")
+    }
+
+    @Test func frameIsCappedAndCutToTheWidth() {
+        var board = StatusBoard(batchCount: 1, total: 40, started: Self.t0)
+        board.batch = 0
+        board.inFlight = (1...12).map { .init(host: "host-\($0)-with-a-rather-long-name.example.com", started: Self.t0, step: "upgrade packages") }
+        let lines = board.lines(now: Self.t0.addingTimeInterval(61), width: 40)
+        #expect(lines.count == 9) // header, 7 hosts, "… and 5 more"
+        #expect(lines.last?.plain == "  … and 5 more in flight")
+        #expect(lines.allSatisfy { $0.plain.count <= 39 })
+        #expect(lines[0].plain.hasSuffix("…") && lines[1].plain.hasSuffix("…"))
+        // A short terminal: fewer host lines, so the area always fits.
+        #expect(board.lines(now: Self.t0, width: 80, height: 8).count == 5)
+    }
+
+    @Test func colourOnlyWhenAsked() {
+        var line = StyledLine("st2-01: ")
+        line.append("FAILED", .red)
+        line.append(" in 1.0 s")
+        #expect(line.rendered(colour: false) == "st2-01: FAILED in 1.0 s")
+        #expect(line.rendered(colour: true) == "st2-01: \u{1B}[31mFAILED\u{1B}[0m in 1.0 s")
+        // Cutting keeps the styles of what is left.
+        #expect(line.truncated(to: 11).rendered(colour: true) == "st2-01: \u{1B}[31mFA\u{1B}[0m…")
+        // NO_COLOR set and non-empty turns colour off; TERM=dumb is no terminal at all.
+        // (stderr is not a tty under `swift test`, so only the negative case is checkable.)
+        #expect(ProgressPrinter.Terminal.standardError(environment: ["TERM": "dumb"]) == nil)
+    }
+
+    // MARK: The printer
+
+    /// What a terminal shows after the printer's output: text, `\n`, `\r`, cursor up
+    /// (`ESC[nA`), clear line (`ESC[2K`), clear to the end of the screen (`ESC[J`);
+    /// colours are dropped.
+    final class Screen: @unchecked Sendable {
+        // @unchecked: only touched while holding `lock`.
+        private let lock = NSLock()
+        private var rows: [[Character]] = [[]]
+        private var row = 0, column = 0
+        private(set) var raw = ""
+
+        func write(_ text: String) {
+            lock.withLock {
+                raw += text
+                var characters = Array(text)[...]
+                while let character = characters.popFirst() {
+                    switch character {
+                    case "\n":
+                        row += 1
+                        column = 0
+                        while rows.count <= row { rows.append([]) }
+                    case "\r":
+                        column = 0
+                    case "\u{1B}":
+                        guard characters.popFirst() == "[" else { continue }
+                        var parameter = ""
+                        parse: while let next = characters.popFirst() {
+                            if next.isNumber || next == ";" { parameter.append(next); continue }
+                            switch next {
+                            case "A": row = max(row - (Int(parameter) ?? 1), 0)
+                            case "K" where parameter == "2": rows[row] = []
+                            case "J":
+                                rows[row] = Array(rows[row].prefix(column))
+                                rows.removeSubrange((row + 1)...)
+                            default: break // colours
+                            }
+                            break parse
+                        }
+                    default:
+                        while rows[row].count < column { rows[row].append(" ") }
+                        if column < rows[row].count { rows[row][column] = character } else { rows[row].append(character) }
+                        column += 1
+                    }
+                }
+            }
+        }
+
+        /// The screen's lines, without the empty one the cursor sits on at the end.
+        var lines: [String] {
+            lock.withLock {
+                var lines = rows.map { String($0) }
+                while lines.last == "" { lines.removeLast() }
+                return lines
+            }
+        }
+    }
+
+    /// Drops the `[HH:MM:SS] ` stamp.
+    static func unstamped(_ line: String) -> String {
+        line.replacingOccurrences(of: #"^\[\d\d:\d\d:\d\d\] "#, with: "", options: .regularExpression)
+    }
+
+    @Test func liveAreaIsRedrawnInPlaceBelowTheFinishedHosts() {
+        let screen = Screen()
+        let clock = Clock(Self.t0)
+        let record = Self.record(hosts: 4, batches: [["st2-01", "st2-02"], ["st2-03", "st2-04"]])
+        let printer = ProgressPrinter(record: record, quiet: false, terminal: .init(colour: true, size: { (72, 24) }),
+                                      refresh: 0, clock: { clock.now }, write: screen.write)
+        printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02"]))
+        printer.show(.hostStarted("st2-01"))
+        printer.show(.hostStarted("st2-02"))
+        printer.show(.stepStarted(host: "st2-01", step: "stop services"))
+        clock.now = Self.t0.addingTimeInterval(1.3)
+        printer.show(.stepStarted(host: "st2-02", step: "stop services"))
+        #expect(screen.lines.map(Self.unstamped) == [
+            "batch 1/2 started: st2-[01-02] (2)",
+            "batch 1/2 · 0 done · 2 in flight · 0 failed · 2 left · ETA ?",
+            "  st2-01  stop services  1.3s",
+            "  st2-02  stop services  1.3s",
+        ])
+        #expect(screen.raw.contains("\u{1B}[2mstop services\u{1B}[0m"))
+
+        clock.now = Self.t0.addingTimeInterval(2)
+        printer.show(.stepFinished(host: "st2-01", step: "stop services", status: .failed, seconds: 2))
+        printer.show(.hostFinished(host: "st2-01", status: .failed, error: "step 'stop services' failed: exit 1", seconds: 2))
+        printer.note("halting: max-fail 0 exceeded")
+        printer.aside { screen.write("flotilla: SIGINT: starting no new host\n") }
+        #expect(screen.lines.map(Self.unstamped) == [
+            "batch 1/2 started: st2-[01-02] (2)",
+            "st2-01: step 'stop services' failed (2.0 s)",
+            "st2-01: FAILED in 2.0 s [1/4] — step 'stop services' failed: exit 1",
+            "halting: max-fail 0 exceeded",
+            "flotilla: SIGINT: starting no new host",
+            "batch 1/2 · 0 done · 1 in flight · 1 failed · 2 left · ETA 2s", // no room for the elapsed time
+            "  st2-02  stop services  2.0s",
+        ])
+        #expect(screen.raw.contains("\u{1B}[31mFAILED\u{1B}[0m"))
+
+        // Before a prompt the area goes, and comes back with the next event.
+        printer.suspend()
+        #expect(!screen.lines.contains { $0.contains("in flight") })
+        printer.show(.hostFinished(host: "st2-02", status: .succeeded, error: nil, seconds: 2.5))
+        #expect(screen.lines.last?.hasPrefix("batch 1/2 · 1 done · 0 in flight · 1 failed · 2 left · ") == true)
+
+        // The end: the area goes for good; nothing after it redraws it.
+        printer.finish()
+        printer.note("after the end")
+        let lines = screen.lines.map(Self.unstamped)
+        #expect(lines.suffix(2) == ["st2-02: SUCCEEDED in 2.5 s [2/4]", "after the end"])
+        #expect(!lines.contains { $0.contains("in flight") || $0.hasPrefix("  st2-") })
+    }
+
+    @Test func plainLinesWhenNotATerminal() {
+        let screen = Screen()
+        let record = Self.record(hosts: 3, batches: [["st2-01", "st2-02"], ["st2-03"]])
+        let printer = ProgressPrinter(record: record, quiet: false, terminal: nil, clock: { Self.t0 }, write: screen.write)
+        printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02"]))
+        printer.show(.hostStarted("st2-01"))
+        printer.show(.stepStarted(host: "st2-01", step: "stop services"))
+        printer.show(.stepFinished(host: "st2-01", step: "stop services", status: .succeeded, seconds: 0.2))
+        printer.show(.stepFinished(host: "st2-01", step: "migrate", status: .skipped, seconds: 0))
+        printer.show(.hostFinished(host: "st2-01", status: .succeeded, error: nil, seconds: 0.51))
+        printer.show(.hostFinished(host: "st2-02", status: .unreachable, error: "connection refused", seconds: 0.1))
+        printer.show(.note("halting: too many failures"))
+        printer.note("control: pause")
+        printer.finish()
+        #expect(!screen.raw.contains("\u{1B}"))
+        #expect(screen.raw.split(separator: "\n").allSatisfy { $0.wholeMatch(of: /\[\d\d:\d\d:\d\d\] .*/) != nil })
+        #expect(screen.lines.map(Self.unstamped) == [
+            "batch 1/2 started: st2-[01-02] (2)",
+            "st2-01: started",
+            "st2-01: step 'migrate' skipped (0.0 s)",
+            "st2-01: SUCCEEDED in 0.5 s [1/3]",
+            "st2-02: UNREACHABLE in 0.1 s [2/3] — connection refused",
+            "halting: too many failures",
+            "control: pause",
+        ])
+    }
+
+    @Test func quietShowsOnlyHaltsAndErrors() {
+        for terminal in [nil, ProgressPrinter.Terminal(colour: false, size: { (80, 24) })] {
+            let screen = Screen()
+            let record = Self.record(hosts: 3, batches: [["st2-01", "st2-02", "st2-03"]])
+            let printer = ProgressPrinter(record: record, quiet: true, terminal: terminal, refresh: 0, clock: { Self.t0 }, write: screen.write)
+            printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02", "st2-03"]))
+            printer.show(.hostStarted("st2-01"))
+            printer.show(.stepStarted(host: "st2-01", step: "stop services"))
+            printer.show(.stepFinished(host: "st2-01", step: "stop services", status: .failed, seconds: 1))
+            printer.show(.hostFinished(host: "st2-01", status: .failed, error: "step 'stop services' failed: exit 1", seconds: 1))
+            printer.show(.hostFinished(host: "st2-02", status: .succeeded, error: nil, seconds: 1))
+            printer.show(.note("halting: max-fail 0 exceeded"))
+            printer.note("control: pause")
+            #expect(!printer.isLive)
+            #expect(screen.lines.map(Self.unstamped) == [
+                "st2-01: FAILED in 1.0 s [1/3] — step 'stop services' failed: exit 1",
+                "halting: max-fail 0 exceeded",
+            ])
+        }
+    }
+
+    final class Clock: @unchecked Sendable {
+        // @unchecked: only touched while holding `lock`.
+        private let lock = NSLock()
+        private var value: Date
+        init(_ value: Date) { self.value = value }
+        var now: Date {
+            get { lock.withLock { value } }
+            set { lock.withLock { value = newValue } }
+        }
+    }
+
+    // MARK: The binary on a terminal
+
+    static let slowFleet = """
+        defaults:
+          os: ubuntu20.04
+          packages: {st2: 3.7.1-1}
+          available: [3.7.1-1, 3.8.1-1]
+          faults:
+            slow: [{match: "st2ctl stop", delay: 1500ms}]
+        hosts:
+          - {name: st2-01}
+          - {name: st2-02}
+          - {name: st2-03}
+          - {name: st2-04}
+        """
+
+    /// A tmux server of the test's own (its socket in the lab's directory), so nothing
+    /// touches the user's sessions.
+    struct Tmux {
+        let binary: String
+        let socket: String
+        let session = "progress"
+
+        static func binary() throws -> String {
+            let found = try run(["/bin/sh", "-c", "command -v tmux"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !found.isEmpty else {
+                throw LabUpFailed(message: "tmux is required for the terminal progress test and is not installed (apt-get install tmux)")
+            }
+            return found
+        }
+
+        @discardableResult
+        func callAsFunction(_ arguments: [String]) throws -> Run {
+            try run([binary, "-S", socket] + arguments)
+        }
+
+        /// The pane's text; with `escapes`, its colours and attributes as SGR codes.
+        func pane(escapes: Bool = false) throws -> String {
+            try self(["capture-pane", "-p", "-t", session] + (escapes ? ["-e"] : [])).stdout
+        }
+
+        /// Polls the pane until `condition` holds; the last capture either way.
+        func waitForPane(seconds: Double, escapes: Bool = false, _ condition: (String) -> Bool) throws -> (Bool, String) {
+            let deadline = Date().addingTimeInterval(seconds)
+            var text = try pane(escapes: escapes)
+            while !condition(text) {
+                guard Date() < deadline else { return (false, text) }
+                usleep(50_000)
+                text = try pane(escapes: escapes)
+            }
+            return (true, text)
+        }
+
+        func kill() {
+            _ = try? self(["kill-session", "-t", session])
+            _ = try? self(["kill-server"])
+        }
+    }
+
+    static func quoted(_ word: String) -> String {
+        "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// `  st2-01  stop services  1.2s`: host, step, elapsed.
+    static func hostLines(_ pane: String) -> [(host: String, step: String, elapsed: Double)] {
+        pane.matches(of: /(?m)^  (st2-0\d)  (\S+(?: \S+)*)\s+(\d+\.\d)s$/).map { (String($0.1), String($0.2), Double($0.3)!) }
+    }
+
+    static func unstyled(_ text: String) -> String {
+        text.replacing(/\x1B\[[0-9;]*m/, with: "")
+    }
+
+    @Test(arguments: [true, false])
+    func liveProgressUnderTmux(colour: Bool) throws {
+        let binary = try Tmux.binary()
+        let lab = try TestLab(spec: Self.slowFleet)
+        let tmux = Tmux(binary: binary, socket: lab.dir.appendingPathComponent("tmux.sock").path)
+        let state = lab.dir.appendingPathComponent("state")
+        let environment = colour ? ["env", "-u", "NO_COLOR", "TERM=xterm-256color"] : ["env", "NO_COLOR=1", "TERM=xterm-256color"]
+        let command = (environment + [Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "2",
+                                      "--state-dir", state.path]).map(Self.quoted).joined(separator: " ")
+        defer {
+            tmux.kill()
+            withExtendedLifetime(lab) {} // up until the session is gone
+        }
+        let started = try tmux(["new-session", "-d", "-s", tmux.session, "-x", "120", "-y", "40", "\(command); echo EXIT=$?; sleep 60"])
+        try #require(started.status == 0, "tmux new-session: \(started.stderr)")
+
+        // While the first batch stops its services (1.5 s): the area, redrawn in place.
+        let (live, styled) = try tmux.waitForPane(seconds: 60, escapes: true) { text in
+            let plain = Self.unstyled(text)
+            return plain.contains("batch 1/2 ·") && Self.hostLines(plain).contains { $0.step == "stop services" }
+        }
+        let pane = Self.unstyled(styled)
+        try #require(live, "no status area with a host in 'stop services':\n\(pane)")
+        let area = pane.split(separator: "\n").filter { $0.hasPrefix("batch 1/2 ·") }
+        #expect(area.count == 1, "\(pane)")
+        #expect(area.first?.wholeMatch(of: /batch 1\/2 · [0-2] done · [12] in flight · 0 failed · [23] left · ETA (\?|\d+s) · elapsed \d+s/) != nil, "\(pane)")
+        if colour {
+            #expect(styled.contains("\u{1B}[1mbatch 1/2"), "no colour in the area:\n\(styled)")
+            #expect(styled.contains("\u{1B}[2mstop services"), "steps not dim:\n\(styled)")
+        } else {
+            for code in ["\u{1B}[3", "\u{1B}[1m", "\u{1B}[2m"] {
+                #expect(!styled.contains(code), "NO_COLOR=1 but \(code.debugDescription) is used:\n\(styled)")
+            }
+        }
+        // Elapsed times move on with no event in between (the timer): a host seen in
+        // 'stop services' (no event for 1.5 s) at times 0.4 s or more apart.
+        var seen: [String: [Double]] = [:]
+        func moved() -> Bool { seen.values.contains { ($0.max() ?? 0) - ($0.min() ?? 0) >= 0.4 } }
+        let (_, later) = try tmux.waitForPane(seconds: 30) { text in
+            for line in Self.hostLines(text) where line.step == "stop services" { seen[line.host, default: []].append(line.elapsed) }
+            return moved() || text.contains("EXIT=")
+        }
+        #expect(moved(), "elapsed time not redrawn between events: \(seen)\n\(later)")
+
+        // The end: one line per host, the summary, and no area left over.
+        let (ended, final) = try tmux.waitForPane(seconds: 90) { $0.contains("EXIT=") }
+        #expect(ended, "the run did not end:\n\(final)")
+        #expect(final.contains("EXIT=0"), "\(final)")
+        let lines = final.split(separator: "\n").map(String.init)
+        for host in ["st2-01", "st2-02", "st2-03", "st2-04"] {
+            let pattern = try Regex(#"\[\d\d:\d\d:\d\d\] "# + host + #": SUCCEEDED in \d+\.\d s \[\d/4\]"#)
+            let finished = lines.filter { $0.wholeMatch(of: pattern) != nil }
+            #expect(finished.count == 1, "\(host):\n\(final)")
+        }
+        #expect(lines.contains { $0.wholeMatch(of: /\[\d\d:\d\d:\d\d\] run \d{8}-\d{6}-[0-9a-f]+ succeeded: 4 succeeded/) != nil }, "\(final)")
+        #expect(!final.contains("in flight") && !final.contains("ETA") && !lines.contains { $0.hasPrefix("  st2-") }, "status area left over:\n\(final)")
+
+        let finalStyled = try tmux.pane(escapes: true)
+        if colour {
+            #expect(finalStyled.contains("\u{1B}[32mSUCCEEDED"), "no colour:\n\(finalStyled)")
+        } else {
+            for code in ["\u{1B}[3", "\u{1B}[1m", "\u{1B}[2m"] {
+                #expect(!finalStyled.contains(code), "NO_COLOR=1 but \(code.debugDescription) is used:\n\(finalStyled)")
+            }
+        }
+    }
+}
