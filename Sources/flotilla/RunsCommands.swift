@@ -48,8 +48,9 @@ struct Resume: AsyncParsableCommand {
         let journal = try openJournal(output.stateURL, runID)
         var state = try journal.load()
         var record = state.record
-        guard !["succeeded", "completed_with_failures"].contains(state.state) else {
-            Console.error("run \(record.id) already finished (\(state.state)); nothing to resume")
+        guard state.state != "succeeded", state.state != "completed_with_failures" || retryFailed else {
+            Console.error("run \(record.id) already finished (\(state.state)); nothing to resume"
+                          + (state.state == "completed_with_failures" ? " (--retry-failed runs its failed hosts again)" : ""))
             throw ExitCode(64)
         }
         try locks.stateLock.record(runID: record.id)

@@ -159,8 +159,10 @@ import FlotillaCore
             """)
         let state = lab.dir.appendingPathComponent("state")
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "2", "--max-parallel", "1",
-                              "--json", "--state-dir", state.path, "--report", lab.dir.appendingPathComponent("result.json").path])
+                              "--json", "--state-dir", state.path, "--report", lab.dir.appendingPathComponent("result.json").path, "-v"])
         #expect(result.status == 2, "\(result.stderr)")
+        // -v: the engine's debug log with its metadata.
+        #expect(result.stderr.contains("step finished") && result.stderr.contains("host.name=bad") && result.stderr.contains("step.exit_status=100"), "\(result.stderr)")
         let report = try json(result)
         #expect(report["outcome"] as? String == "halted")
         #expect((report["halt_reason"] as? String ?? "").contains("max-fail"), "\(report["halt_reason"] ?? "")")
@@ -177,6 +179,12 @@ import FlotillaCore
         }
         // A failed host is left as it is: stopped, not restarted blindly.
         #expect((try lab.state("bad")["services"] as? [String: Any])?.isEmpty == true)
+        // The failing step's full output, from the host's log of the run.
+        let step = try run([Self.flotilla, "show", "--state-dir", state.path, "--host", "bad", "--step", "upgrade packages"])
+        #expect(step.status == 0 && step.stdout.contains("$ DEBIAN_FRONTEND=noninteractive apt-get install") && step.stdout.contains("Could not get lock"), "\(step.stdout)")
+        #expect(!step.stdout.contains("st2ctl stop"))
+        let junit = try run([Self.flotilla, "show", "--state-dir", state.path, "--format", "junit"])
+        #expect(junit.stdout.hasPrefix("<?xml") && junit.stdout.contains("<failure message=\"step &apos;upgrade packages&apos; failed") || junit.stdout.contains("<failure message=\"step 'upgrade packages' failed"), "\(junit.stdout.prefix(600))")
         let written = try Data(contentsOf: lab.dir.appendingPathComponent("result.json"))
         #expect((try JSONSerialization.jsonObject(with: written) as? [String: Any])?["outcome"] as? String == "halted")
     }
