@@ -241,34 +241,24 @@ public enum RunReports {
 
     /// XML character data: `&`, `<`, `>` as entities, carriage returns as `&#13;` (a parser
     /// would turn a literal one into a newline), characters XML 1.0 cannot hold made visible.
-    static func text(_ value: String) -> String {
-        var out = ""
-        for character in visible(value).unicodeScalars {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\r": out += "&#13;"
-            default: out.unicodeScalars.append(character)
-            }
-        }
-        return out
-    }
+    static func text(_ value: String) -> String { escapeXML(value, inAttribute: false) }
 
     /// An XML attribute value in double quotes: as `text`, plus quotes, and tab, newline
     /// and carriage return as references (a parser turns literal ones into spaces).
-    static func attribute(_ value: String) -> String {
+    static func attribute(_ value: String) -> String { escapeXML(value, inAttribute: true) }
+
+    private static func escapeXML(_ value: String, inAttribute: Bool) -> String {
         var out = ""
         for character in visible(value).unicodeScalars {
             switch character {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            case "\t": out += "&#9;"
-            case "\n": out += "&#10;"
             case "\r": out += "&#13;"
+            case "\"" where inAttribute: out += "&quot;"
+            case "'" where inAttribute: out += "&apos;"
+            case "\t" where inAttribute: out += "&#9;"
+            case "\n" where inAttribute: out += "&#10;"
             default: out.unicodeScalars.append(character)
             }
         }
