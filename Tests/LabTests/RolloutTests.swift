@@ -418,4 +418,54 @@ import FlotillaCore
         let healthRuns = try lab.commandLog("ok").filter { ($0["argv"] as? [String])?.first == "test -f /run/healthy" }.count
         #expect(healthRuns >= 2) // re-run until it had passed for 1 s
     }
+
+    @Test func ctlPausesContinuesAndAborts() throws {
+        let lab = try TestLab(spec: """
+            defaults:
+              os: ubuntu20.04
+              packages: {st2: 3.7.1-1}
+              available: [3.7.1-1, 3.8.1-1]
+              faults:
+                slow: [{match: "st2ctl stop", delay: 600ms}]
+            hosts: [{name: p1}, {name: p2}, {name: p3}, {name: p4}, {name: p5}]
+            """)
+        let state = lab.dir.appendingPathComponent("state")
+        let log = lab.dir.appendingPathComponent("controller.log")
+        let pid = try ProcessTable.spawnDetached([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1",
+                                                  "--max-parallel", "1", "--on-halt", "stop", "--state-dir", state.path], log: log)
+        var reaped = false
+        defer {
+            if !reaped {
+                kill(pid, SIGKILL)
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+            }
+        }
+        func ctl(_ words: String...) throws {
+            let answer = try run([Self.flotilla, "ctl", "--state-dir", state.path] + words)
+            #expect(answer.stdout == "ok\n", "\(words): \(answer.stdout)\(answer.stderr)")
+        }
+        func controller() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        func started() throws -> [String] { try ["p1", "p2", "p3", "p4", "p5"].filter { !(try Self.upgradeRecords(lab, $0)).isEmpty } }
+        #expect(try lab.waitFor(seconds: 30) { try started() == ["p1"] })
+        try ctl("pause")
+        // p1 finishes; while paused nothing else starts.
+        #expect(lab.waitFor(seconds: 30) { controller().contains("p1: SUCCEEDED") })
+        #expect(try started() == ["p1"])
+        try ctl("set", "max-parallel", "2")
+        try ctl("continue")
+        #expect(try lab.waitFor(seconds: 30) { try started().count == 3 }) // p2 and p3 at once
+        try ctl("abort")
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        reaped = true
+        #expect((status >> 8) & 0xff == 2, "\(controller())")
+        let report = try json(try run([Self.flotilla, "show", "--state-dir", state.path, "--json"]))
+        #expect(report["halt_reason"] as? String == "aborted by the operator")
+        let statuses = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })
+        #expect(statuses["p1"] == "succeeded" && statuses["p4"] == "not_started" && statuses["p5"] == "not_started", "\(statuses)")
+        // --on-halt stop: the hosts in flight stopped after their current step.
+        #expect(["p2", "p3"].allSatisfy { statuses[$0] == "cancelled" || statuses[$0] == "succeeded" }, "\(statuses)")
+        #expect(try Self.upgradeRecords(lab, "p4").isEmpty)
+    }
 }
