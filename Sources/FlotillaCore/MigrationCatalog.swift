@@ -89,10 +89,20 @@ public struct MigrationCatalog: Sendable {
             var facts: [String: String]?
         }
         let raw: Raw
+        if let (line, _, message) = YAMLLimits.violation(yaml) {
+            throw LoadError(file: file, message: "line \(line): \(message)")
+        }
         do {
             raw = try YAMLDecoder().decode(Raw.self, from: yaml)
+        } catch DecodingError.dataCorrupted(let context) where context.underlyingError is YamlError {
+            // Not YAML at all: say where, as for inventories.
+            let error = YAMLReader.describe(context.underlyingError as! YamlError, file: file)
+            throw LoadError(file: file, message: (error.location?.line.map { "line \($0): " } ?? "") + error.message)
         } catch let error as DecodingError {
             throw LoadError(file: file, message: Self.describe(error))
+        } catch let error as YamlError {
+            let error = YAMLReader.describe(error, file: file)
+            throw LoadError(file: file, message: (error.location?.line.map { "line \($0): " } ?? "") + error.message)
         } catch {
             throw LoadError(file: file, message: "\(error)")
         }
@@ -130,9 +140,9 @@ public struct MigrationCatalog: Sendable {
     public static func load(from url: URL) throws -> MigrationCatalog {
         let text: String
         do {
-            text = try String(contentsOf: url, encoding: .utf8)
+            text = try InventoryText.read(url.path, what: "a migration catalog")
         } catch {
-            throw LoadError(file: url.path, message: "cannot read: \(error.localizedDescription)")
+            throw LoadError(file: url.path, message: (error.location?.line.map { "line \($0): " } ?? "") + error.message)
         }
         return try MigrationCatalog(yaml: text, file: url.path)
     }
@@ -162,7 +172,7 @@ public struct MigrationCatalog: Sendable {
         }
         switch error {
         case .keyNotFound(let key, let context):
-            return "\(path(context)).\(key.stringValue): missing"
+            return (context.codingPath.isEmpty ? "" : "\(path(context)).") + "\(key.stringValue): missing"
         case .typeMismatch(let type, let context):
             let name = "\(type)"
             let expected = name.hasPrefix("Array") || name == "Sequence" ? "a list" : name.hasPrefix("Dictionary") || name == "Mapping" ? "a mapping"

@@ -93,6 +93,19 @@ public actor SSHSession {
         SSHError(code: code, libssh2Code: rc, message: message, host: host, operation: operation)
     }
 
+    /// The names of `list` (comma-separated) that this libssh2 supports, in order. libssh2
+    /// 1.10 strips unsupported names itself (rsa-sha2-512 and rsa-sha2-256 for host keys)
+    /// with an overlapping memcpy, undefined behaviour that AddressSanitizer reports.
+    static func supported(_ list: String, method: Int32, session: OpaquePointer) -> String {
+        var algorithms: UnsafeMutablePointer<UnsafePointer<CChar>?>?
+        let count = libssh2_session_supported_algs(session, method, &algorithms)
+        guard count > 0, let algorithms else { return list }
+        defer { libssh2_free(session, algorithms) }
+        let names = Set((0..<Int(count)).compactMap { algorithms[$0].map { String(cString: $0) } })
+        let kept = list.split(separator: ",").filter { names.contains(String($0)) }
+        return kept.isEmpty ? list : kept.joined(separator: ",")
+    }
+
     /// libssh2's last error message for this session.
     func lastError() -> String {
         guard let raw else { return "no session" }
@@ -300,7 +313,7 @@ public actor SSHSession {
         libssh2_session_set_blocking(session, 0)
         let known = try KnownHosts(file: options.knownHostsFile, session: session)
         let preferred = known.preferredHostKeyAlgorithms(address: options.address, port: options.port)
-        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, preferred)
+        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, Self.supported(preferred, method: LIBSSH2_METHOD_HOSTKEY, session: session))
 
         let rc = try await retry("SSH handshake (banner and key exchange)", until: deadline) {
             libssh2_session_handshake(session, libssh2_socket_t(fd))

@@ -13,7 +13,7 @@ struct GatherOptions: ParsableArguments {
 
     func validate() throws {
         guard forks > 0 else { throw ValidationError("--forks must be at least 1") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be more than 0 seconds") }
+        guard timeout > 0, timeout <= 1e9 else { throw ValidationError("--timeout must be more than 0 seconds (and at most 1e9)") }
     }
 }
 

@@ -21,7 +21,7 @@ struct ConnectionOptions: ParsableArguments {
     var connectTimeout: Double = 10
 
     func validate() throws {
-        guard connectTimeout > 0 else { throw ValidationError("--connect-timeout must be more than 0 seconds") }
+        guard connectTimeout > 0, connectTimeout <= 1e9 else { throw ValidationError("--connect-timeout must be more than 0 seconds (and at most 1e9)") }
     }
 
     /// Secrets gathered once, before any connection.
@@ -102,6 +102,23 @@ struct Targets: Sendable {
         // A tunnel or a host may close its end while we write: an error, not a signal.
         signal(SIGPIPE, SIG_IGN)
         if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
+        Self.raiseOpenFileLimit(for: hosts.count + settings.reduce(0) { $0 + $1.proxyJump.count * 2 })
+    }
+
+    /// Each session holds a socket (a jump hop two more: its channel's socket pair), plus
+    /// log files: raises the soft open-file limit towards the hard one when the run needs
+    /// more than it allows, and says so plainly when even the hard limit is too low.
+    static func raiseOpenFileLimit(for sessions: Int) {
+        let needed = rlim_t(sessions * 2 + 128)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < needed else { return }
+        let wanted = min(needed, limit.rlim_max)
+        var raised = limit
+        raised.rlim_cur = wanted
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) != 0 || wanted < needed {
+            Console.warn("\(sessions) sessions need about \(needed) open files, and the limit is \(limit.rlim_cur) (hard \(limit.rlim_max)): "
+                         + "hosts beyond it will fail to connect; raise it (ulimit -n \(needed), or LimitNOFILE= in a systemd unit) or lower --forks/--max-parallel")
+        }
     }
 
     /// Runs `command` on every host, `forks` at once; outcomes in host order.
@@ -217,15 +234,15 @@ final class LogWriter: @unchecked Sendable {
     private let handle: FileHandle
 
     init?(_ url: URL) {
-        guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]),
-              let handle = try? FileHandle(forWritingTo: url) else { return nil }
-        self.handle = handle
+        // 0600 from its creation, never following a link planted at the path.
+        guard let fd = try? Console.createOwnerOnly(url.path) else { return nil }
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
     }
 
     func write(_ stream: RemoteStream, _ bytes: UnsafeRawBufferPointer) {
         // stdout and stderr interleave in one file; stderr lines are not marked, so the
         // bytes stay exactly as the host sent them.
-        handle.write(Data(bytes))
+        try? handle.write(contentsOf: Data(bytes)) // FileHandle.write(_: Data) would trap on a full disk
     }
 
     func close() { try? handle.close() }

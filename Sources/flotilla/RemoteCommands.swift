@@ -80,7 +80,7 @@ struct Exec: AsyncParsableCommand {
 
     func validate() throws {
         guard forks > 0 else { throw ValidationError("--forks must be at least 1") }
-        if let timeout, timeout <= 0 { throw ValidationError("--timeout must be more than 0 seconds") }
+        if let timeout, !(timeout > 0 && timeout <= 1e9) { throw ValidationError("--timeout must be more than 0 seconds (and at most 1e9)") }
         guard !command.filter({ $0 != "--" }).isEmpty else { throw ValidationError("no command given: flotilla exec [options] -- COMMAND") }
     }
 
@@ -103,9 +103,7 @@ struct RemoteRun {
 
     func execute(command: String, timeout: Duration?, logs: URL?, grouped: Bool) async throws {
         let targets = try Targets(selection, connection)
-        if let logs {
-            try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        }
+        if let logs { try Self.makePrivateDirectory(logs) }
         let clock = ContinuousClock()
         let start = clock.now
         let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
@@ -117,6 +115,27 @@ struct RemoteRun {
         FileHandle.standardOutput.write(Data(output.utf8))
         if outcomes.allSatisfy(\.unreachable) { throw ExitCode(69) }
         if !outcomes.allSatisfy(\.succeeded) { throw ExitCode(1) }
+    }
+
+    /// Creates `url` and its missing parents 0700 from the first instant, whatever the
+    /// umask (an existing directory is kept as it is).
+    static func makePrivateDirectory(_ url: URL) throws {
+        var missing: [String] = []
+        var path = url.standardizedFileURL.path
+        var info = stat()
+        while lstat(path, &info) != 0 {
+            missing.append(path)
+            let parent = (path as NSString).deletingLastPathComponent
+            if parent == path || parent.isEmpty { break }
+            path = parent
+        }
+        for directory in missing.reversed() {
+            if mkdir(directory, 0o700) != 0 {
+                guard errno == EEXIST else { throw ValidationError("cannot create \(directory): \(String(cString: strerror(errno)))") }
+                continue
+            }
+            chmod(directory, 0o700) // mkdir applied the umask
+        }
     }
 
     static func fileName(_ host: String) -> String {

@@ -69,7 +69,11 @@ struct RolloutOptions: ParsableArguments {
     }
 
     func validate() throws {
-        if let batch { _ = try BatchOptions.parse(["--batch", batch]).spec() }
+        do {
+            _ = try batch.map(BatchSpec.init(parsing:))
+        } catch let error as BatchSpec.ParseError {
+            throw ValidationError("--batch: \(error.message)")
+        }
         if let canary, canary < 1 { throw ValidationError("--canary must be at least 1") }
         do {
             try RolloutFlags.check(stored)

@@ -41,11 +41,14 @@ struct SSHConnection: HostConnection {
     /// any, goes to sudo on stdin, never into the command line.
     static func wrap(_ command: String, become: Bool, settings: ConnectionSettings) -> (String, [UInt8]?) {
         guard become else { return (command, nil) }
-        let quoted = ShellQuote.quote(command)
         if let password = settings.becomePassword {
+            // sudo reads the password only when it asks for one: with NOPASSWD (or a cached
+            // credential) the line stays on stdin, so the command gets /dev/null instead
+            // and can never read, print or log it.
+            let quoted = ShellQuote.quote("exec </dev/null; " + command)
             return ("sudo -S -p '' -u \(ShellQuote.quote(settings.becomeUser)) -- sh -c \(quoted)", Array((password.value + "\n").utf8))
         }
-        return ("sudo -n -u \(ShellQuote.quote(settings.becomeUser)) -- sh -c \(quoted)", nil)
+        return ("sudo -n -u \(ShellQuote.quote(settings.becomeUser)) -- sh -c \(ShellQuote.quote(command))", nil)
     }
 
     func fetch(glob: String, into directory: URL) async throws -> [String] {

@@ -649,14 +649,14 @@ private struct Driver {
         #expect(driver.done(3) == [.wakeAt(at(60))])
         #expect(driver.send(.tick, at: 60) == [.askConfirmation(batch: 2)])
         #expect(driver.send(.confirmed(true)) == [.start(4), .start(5)])
-        let reason = "max-fail 1 exceeded: 2 hosts failed (1 recorded before the resume)"
+        let reason = "max-fail 1 exceeded: 2 hosts failed (1 already recorded when this controller started)"
         #expect(driver.done(4, .failed) == [.halt(reason)])
         #expect(driver.done(5) == [.finish(.halted(reason))])
     }
 
     @Test func aRunResumedOverItsThresholdHaltsAtOnceWithAClearReason() {
         var driver = Driver(config([[0, 1], [2]]), finished: [0: .failed, 1: .succeeded])
-        let reason = "max-fail 0 exceeded: 1 host failed (1 recorded before the resume)"
+        let reason = "max-fail 0 exceeded: 1 host failed (1 already recorded when this controller started)"
         #expect(driver.begin() == [.halt(reason), .finish(.halted(reason))])
 
         // Raising the threshold lets it go on.
@@ -668,7 +668,7 @@ private struct Driver {
     @Test func resultsOfHostsInNoBatchCount() {
         var driver = Driver(config([[0, 1]]) { $0.maxFail = .count(1) }, finished: [7: .unreachable])
         _ = driver.begin()
-        let reason = "max-fail 1 exceeded: 2 hosts failed (1 unreachable, 1 recorded before the resume)"
+        let reason = "max-fail 1 exceeded: 2 hosts failed (1 unreachable, 1 already recorded when this controller started)"
         #expect(driver.done(0, .failed) == [.halt(reason)])
     }
 

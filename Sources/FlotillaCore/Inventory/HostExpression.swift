@@ -88,6 +88,10 @@ enum HostExpression {
 
     private static let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
+    /// The most host names one expression may expand to: `h[0:99999999]` is refused
+    /// before anything is allocated.
+    static let maxExpansion = 100_000
+
     /// Expands the first `[begin:end(:step)]` range, then the rest recursively, like
     /// Ansible's `expand_hostname_range`. An empty expansion is an error here (Ansible
     /// silently yields no host).
@@ -130,6 +134,12 @@ enum HostExpression {
             guard let low = Int(begin), let high = Int(end) else {
                 throw RangeError(message: "malformed range '[\(body)]' in '\(line)': begin and end must be numbers or single letters")
             }
+            if high > low {
+                let (span, overflow) = high.subtractingReportingOverflow(low)
+                guard !overflow, span / step < maxExpansion else {
+                    throw RangeError(message: "range '[\(body)]' in '\(line)' yields \(overflow || span / step == .max ? "too many" : String(span / step + 1)) hosts; one host expression may yield at most \(maxExpansion)")
+                }
+            }
             pieces = stride(from: low, through: high, by: step).map { number in
                 let digits = String(number)
                 return digits.count < width ? String(repeating: "0", count: width - digits.count) + digits : digits
@@ -143,6 +153,9 @@ enum HostExpression {
         for piece in pieces {
             let name = String(head) + piece + String(tail)
             if name.contains("[") { names += try expandRanges(name) } else { names.append(name) }
+            guard names.count <= maxExpansion else {
+                throw RangeError(message: "'\(line)' yields more than \(maxExpansion) hosts; one host expression may yield at most \(maxExpansion)")
+            }
         }
         return names
     }

@@ -12,14 +12,18 @@ extension Inventory {
     ///   is selected.
     public func select(_ pattern: String?) throws(InventoryError) -> [Host] {
         guard let pattern, !pattern.trimmingPythonWhitespace().isEmpty else { return hosts }
-        let where_ = SourceLocation(file: "--limit '\(pattern)'")
+        // A pattern of thousands of characters is shown cut short, not echoed whole.
+        func shown(_ text: some StringProtocol) -> String { text.count > 100 ? "\(text.prefix(60))...' (\(text.count) characters)" : "\(text)'" }
+        let where_ = SourceLocation(file: "--limit '\(shown(pattern))")
         var parts: [String] = []
         for part in HostPatternSyntax.split(pattern) {
             guard part.hasPrefix("@") else { parts.append(part); continue }
             let file = String(part.dropFirst())
-            let text = try InventoryText.read(file)
+            let text = try InventoryText.read(file, what: "a file of host patterns")
             parts += text.split(whereSeparator: \.isNewline).map { $0.trimmingPythonWhitespace() }.filter { !$0.isEmpty }
         }
+        // Ansible selects nothing when the pattern has no part (`[`, `:`): never everything.
+        guard !parts.isEmpty else { throw InventoryError(where_, "the pattern names no host or group") }
         let regular = parts.filter { !$0.hasPrefix("&") && !$0.hasPrefix("!") }
         let ordered = (regular.isEmpty ? ["all"] : regular) + parts.filter { $0.hasPrefix("&") } + parts.filter { $0.hasPrefix("!") }
         var selected: [Int] = []
@@ -33,7 +37,7 @@ extension Inventory {
                 (matches, namesGroup) = try match(part, in: where_)
             }
             guard !matches.isEmpty || namesGroup else {
-                throw InventoryError(where_, "'\(part.drop { $0 == "&" || $0 == "!" })' matches no host or group in the inventory")
+                throw InventoryError(where_, "'\(shown(part.drop { $0 == "&" || $0 == "!" })) matches no host or group in the inventory")
             }
             if part.hasPrefix("!") {
                 let removed = Set(matches)
@@ -93,9 +97,11 @@ enum HostPatternSyntax {
             var found: [String] = []
             var current = ""
             var index = pattern.startIndex
+            // No `]` after the last one: without this, `[[[[...` would search to the end for each `[`.
+            let lastClose = pattern.lastIndex(of: "]")
             while index < pattern.endIndex {
                 let c = pattern[index]
-                if c == "[", let close = pattern[index...].firstIndex(of: "]") {
+                if c == "[", let lastClose, index < lastClose, let close = pattern[index...].firstIndex(of: "]") {
                     current += pattern[index...close]
                     index = pattern.index(after: close)
                     continue
@@ -126,9 +132,10 @@ enum HostPatternSyntax {
         guard let separator = inside.firstIndex(where: { $0 == ":" || $0 == "-" }) else { return (pattern, nil) }
         let startText = inside[..<separator]
         let endText = inside[inside.index(after: separator)...]
-        guard !startText.isEmpty, startText.allSatisfy(\.isASCIIDigitCharacter), let start = Int(startText),
+        guard !startText.isEmpty, startText.allSatisfy(\.isASCIIDigitCharacter),
               endText.allSatisfy(\.isASCIIDigitCharacter) else { return (pattern, nil) }
-        return (expression, (start, endText.isEmpty ? -1 : Int(endText)!))
+        // Digits beyond Int are past any group's end: out of range, or "to the last".
+        return (expression, (Int(startText) ?? .max, endText.isEmpty ? -1 : Int(endText) ?? .max))
     }
 
     /// A shell wildcard (fnmatch: `*`, `?`, `[abc]`, `[!abc]`) or a `~` regular
@@ -165,6 +172,8 @@ enum HostPatternSyntax {
         /// Python's `fnmatch.translate`, anchored at both ends.
         static func translate(_ pattern: String) -> String {
             let chars = Array(pattern)
+            // A `[` after the last `]` opens no set: known at once, not by scanning to the end.
+            let lastClose = chars.lastIndex(of: "]") ?? -1
             var out = ""
             var i = 0
             while i < chars.count {
@@ -173,6 +182,8 @@ enum HostPatternSyntax {
                 switch c {
                 case "*": out += ".*"
                 case "?": out += "."
+                case "[" where i > lastClose:
+                    out += "\\["
                 case "[":
                     var j = i
                     if j < chars.count, chars[j] == "!" { j += 1 }

@@ -186,13 +186,14 @@ private struct Loader {
 
 enum InventoryText {
     /// A file's text; refuses binary and non-UTF-8 content with the line it is on.
-    static func read(_ path: String) throws(InventoryError) -> String {
+    /// `what` names the kind of file in the message for a binary one.
+    static func read(_ path: String, what: String = "an inventory file") throws(InventoryError) -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw InventoryError(SourceLocation(file: path), "cannot read the file (missing or not readable)")
         }
         let bytes = [UInt8](data)
         if let bad = bytes.firstIndex(of: 0) {
-            throw InventoryError(SourceLocation(file: path, line: lineNumber(bytes, bad)), "binary data (a NUL byte): not an inventory file")
+            throw InventoryError(SourceLocation(file: path, line: lineNumber(bytes, bad)), "binary data (a NUL byte): not \(what)")
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             var line = 1

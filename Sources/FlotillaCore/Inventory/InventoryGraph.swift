@@ -24,7 +24,13 @@ struct InventoryGraph {
         var hosts: [Int] = []
         var hostSet: Set<Int> = []
         var priority = 1
+        /// The longest chain of parents above the group so far (Ansible's `Group.depth`).
+        var depth = 0
     }
+
+    /// How deep groups may nest: a deeper chain of children is refused (checking for
+    /// cycles along it would take quadratic time).
+    static let maxDepth = 1000
 
     struct Host {
         var name: String
@@ -108,6 +114,21 @@ struct InventoryGraph {
         }
         groups[parent].children.append(child)
         if !groups[child].parents.contains(parent) { groups[child].parents.append(parent) }
+        // Ansible's `_check_children_depth`: the child and its descendants sit below the parent.
+        var level = [child]
+        var depth = groups[parent].depth + 1
+        while !level.isEmpty {
+            var next: [Int] = []
+            for group in level where groups[group].depth < depth {
+                guard depth <= Self.maxDepth else {
+                    throw InventoryError(location, "groups nest more than \(Self.maxDepth) levels deep below '\(groups[parent].name)'; flotilla refuses deeper nesting")
+                }
+                groups[group].depth = depth
+                next += groups[group].children
+            }
+            level = next
+            depth += 1
+        }
     }
 
     func ancestors(of group: Int) -> Set<Int> {

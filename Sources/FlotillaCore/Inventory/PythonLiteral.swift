@@ -11,6 +11,9 @@ enum PythonLiteral {
     private struct Parser {
         let s: [Unicode.Scalar]
         var i = 0
+        /// Open brackets; Python's parser gives up past 200 ("too many nested
+        /// parentheses"), and so does this one, keeping the text as a string.
+        var depth = 0
 
         init(_ scalars: [Unicode.Scalar]) { s = scalars }
 
@@ -68,9 +71,13 @@ enum PythonLiteral {
             if c == "+" || c == "-" || isDigit(c) || (c == "." && i + 1 < s.count && isDigit(s[i + 1])) {
                 return parseNumeric()
             }
-            if c == "[" { i += 1; return parseSequence(closing: "]", tuple: false) }
-            if c == "(" { i += 1; return parseSequence(closing: ")", tuple: true) }
-            if c == "{" { i += 1; return parseBraces() }
+            if c == "[" || c == "(" || c == "{" {
+                guard depth < 200 else { return nil }
+                depth += 1
+                defer { depth -= 1 }
+                i += 1
+                return c == "{" ? parseBraces() : parseSequence(closing: c == "[" ? "]" : ")", tuple: c == "(")
+            }
             if c == "." && i + 2 < s.count && s[i + 1] == "." && s[i + 2] == "." {
                 i += 3
                 return .string("...")
@@ -200,7 +207,8 @@ enum PythonLiteral {
                         continue
                     }
                     guard let escaped = parseEscape() else { return nil }
-                    out.append(contentsOf: escaped.unicodeScalars)
+                    // One scalar at a time: append(contentsOf:) copied the whole string each time.
+                    for scalar in escaped.unicodeScalars { out.append(scalar) }
                     continue
                 }
                 out.append(c)

@@ -52,7 +52,7 @@ public struct SSHConfig: Sendable {
     }
 
     private mutating func read(path: String, home: String, conditions: [Condition], depth: Int) throws(InventoryError) {
-        try read(text: try InventoryText.read(path), file: path, home: home, conditions: conditions, depth: depth)
+        try read(text: try InventoryText.read(path, what: "an SSH config file"), file: path, home: home, conditions: conditions, depth: depth)
     }
 
     private mutating func read(text: String, file: String, home: String, conditions outer: [Condition], depth: Int) throws(InventoryError) {
@@ -81,7 +81,7 @@ public struct SSHConfig: Sendable {
             case "match":
                 conditions = outer + [matchCondition(arguments, at: here)]
             case "include":
-                guard depth < 16 else { throw InventoryError(here, "Include nested too deeply") }
+                guard depth < 16 else { throw InventoryError(here, "Include nested more than 16 levels deep (does a file include itself?)") }
                 for pattern in arguments {
                     for path in Self.expandInclude(pattern, configFile: file, home: home) {
                         try read(path: path, home: home, conditions: conditions, depth: depth + 1)

@@ -1,3 +1,4 @@
+import CYaml
 import Foundation
 import Yams
 
@@ -45,6 +46,7 @@ struct YAMLReader {
 
     /// Parses a document; nil for an empty one.
     func compose(_ text: String) throws(InventoryError) -> Node? {
+        try YAMLLimits.check(text, file: file)
         do {
             // The basic resolver (everything a string) is enough: scalars are typed here, by
             // PyYAML's rules; it spares Yams a regular expression per node.
@@ -449,5 +451,77 @@ struct YAMLInventoryParser {
             }
         }
         return group
+    }
+}
+
+/// Limits checked on libyaml's event stream before a document is composed: Yams builds
+/// nodes recursively, so very deep nesting would overflow the stack, and walking a node
+/// expands its aliases, so a "billion laughs" document (anchors of aliases of anchors)
+/// would never finish. Syntax errors are left to the composer, which reports them.
+enum YAMLLimits {
+    static let maxDepth = 500
+    /// Nodes aliases may add, beyond 10 per node written out.
+    static let maxAliasedNodes = 1_000_000
+
+    static func check(_ text: String, file: String) throws(InventoryError) {
+        if let (line, column, message) = violation(text) {
+            throw InventoryError(SourceLocation(file: file, line: line, column: column), message)
+        }
+    }
+
+    /// The line, column and description of the first limit the text exceeds.
+    static func violation(_ text: String) -> (Int, Int, String)? {
+        var bytes = Array(text.utf8)
+        return bytes.withUnsafeMutableBufferPointer { buffer in
+            var parser = yaml_parser_t()
+            guard yaml_parser_initialize(&parser) == 1 else { return nil }
+            defer { yaml_parser_delete(&parser) }
+            yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            var sizes: [String: Int] = [:]
+            var open: [(anchor: String?, size: Int)] = []
+            var plain = 0, aliased = 0
+            func name(_ anchor: UnsafeMutablePointer<yaml_char_t>?) -> String? { anchor.map { String(cString: $0) } }
+            func add(_ a: Int, _ b: Int) -> Int { let (sum, overflow) = a.addingReportingOverflow(b); return overflow ? .max : sum }
+            while true {
+                var event = yaml_event_t()
+                guard yaml_parser_parse(&parser, &event) == 1 else {
+                    // libyaml's own limit (1000 levels) can strike first, while it looks ahead.
+                    guard let problem = parser.problem, String(cString: problem).hasPrefix("Maximum nesting level") else { return nil }
+                    let mark = parser.problem_mark
+                    return (Int(mark.line) + 1, Int(mark.column) + 1, "YAML nested more than \(maxDepth) levels deep; flotilla refuses such documents")
+                }
+                defer { yaml_event_delete(&event) }
+                let line = Int(event.start_mark.line) + 1, column = Int(event.start_mark.column) + 1
+                var size: Int
+                var anchor: String?
+                switch event.type {
+                case YAML_STREAM_END_EVENT, YAML_NO_EVENT:
+                    return nil
+                case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+                    guard open.count < maxDepth else {
+                        return (line, column, "YAML nested more than \(maxDepth) levels deep; flotilla refuses such documents")
+                    }
+                    plain += 1
+                    open.append((name(event.type == YAML_SEQUENCE_START_EVENT ? event.data.sequence_start.anchor : event.data.mapping_start.anchor), 1))
+                    continue
+                case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                    guard let closed = open.popLast() else { return nil }
+                    (anchor, size) = closed
+                case YAML_SCALAR_EVENT:
+                    plain += 1
+                    (anchor, size) = (name(event.data.scalar.anchor), 1)
+                case YAML_ALIAS_EVENT:
+                    size = name(event.data.alias.anchor).flatMap { sizes[$0] } ?? 1
+                    aliased = add(aliased, size)
+                    if aliased > maxAliasedNodes && aliased / 10 > plain {
+                        return (line, column, "YAML aliases expand to more than \(maxAliasedNodes) nodes (an alias bomb?); flotilla refuses such documents")
+                    }
+                default:
+                    continue
+                }
+                if let anchor { sizes[anchor] = size }
+                if !open.isEmpty { open[open.count - 1].size = add(open[open.count - 1].size, size) }
+            }
+        }
     }
 }

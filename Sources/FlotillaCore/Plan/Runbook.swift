@@ -21,13 +21,8 @@ public struct Runbook: Sendable {
     /// Reads a runbook file.
     /// - Throws: `InventoryError` naming the file, the line and what is wrong.
     public static func load(path: String) throws(InventoryError) -> Runbook {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw InventoryError(SourceLocation(file: path), "cannot read the runbook: \(error.localizedDescription)")
-        }
-        return try parse(text, file: path)
+        // Missing, binary and non-UTF-8 files are refused with the line at fault.
+        return try parse(try InventoryText.read(path, what: "a runbook"), file: path)
     }
 
     static let stepKeys: Set<String> = ["name", "run", "timeout", "become", "once_per"]
@@ -35,11 +30,14 @@ public struct Runbook: Sendable {
     public static func parse(_ text: String, file: String) throws(InventoryError) -> Runbook {
         func at(_ node: Node?) -> SourceLocation { SourceLocation(file: file, line: node?.mark?.line) }
         let root: Node
+        try YAMLLimits.check(text, file: file)
         do {
             guard let node = try Yams.compose(yaml: text) else { throw InventoryError(at(nil), "the runbook is empty") }
             root = node
         } catch let error as InventoryError {
             throw error
+        } catch let error as YamlError {
+            throw YAMLReader.describe(error, file: file)
         } catch {
             throw InventoryError(at(nil), "not valid YAML: \(error)")
         }
@@ -116,6 +114,11 @@ public struct Runbook: Sendable {
                 switch reference.name {
                 case "inventory_hostname": value = host.name
                 default:
+                    // A secret in a command would be in the host's process list, the
+                    // journal, the logs and the reports: refused, as `hosts --vars` redacts it.
+                    if InventoryValue.isSecret(name: reference.name) {
+                        throw InventoryError(step.location, "step '\(step.name)' uses {{ \(reference.name) }}, a secret; flotilla never puts secrets into commands (they would show in the host's process list, the journal, logs and reports): have the step read it on the host, from a file only root can read")
+                    }
                     guard let variable = host.variables[reference.name] else {
                         throw InventoryError(step.location, "step '\(step.name)' uses {{ \(reference.name) }}, which host '\(host.name)' does not define")
                     }
@@ -174,13 +177,14 @@ public enum ShellQuote {
     }
 }
 
-/// `90`, `120s`, `500ms`, `2m`, `1h` -> seconds.
+/// `90`, `120s`, `500ms`, `2m`, `1h` -> seconds; nil beyond 10^9 seconds (about 31 years),
+/// which would not fit the milliseconds and `Duration`s timeouts are turned into.
 public func parseDuration(_ text: String) -> Double? {
     let trimmed = text.trimmingCharacters(in: .whitespaces)
     for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where trimmed.hasSuffix(suffix) {
-        guard let value = Double(trimmed.dropLast(suffix.count)), value >= 0, value.isFinite else { return nil }
+        guard let value = Double(trimmed.dropLast(suffix.count)), value >= 0, value * factor <= 1e9 else { return nil }
         return value * factor
     }
-    guard let value = Double(trimmed), value >= 0, value.isFinite else { return nil }
+    guard let value = Double(trimmed), value >= 0, value <= 1e9 else { return nil }
     return value
 }

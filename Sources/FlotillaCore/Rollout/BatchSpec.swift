@@ -72,7 +72,8 @@ public struct BatchSpec: Sendable, Equatable, CustomStringConvertible {
             } else {
                 size = count - next
             }
-            let end = min(count, next + size)
+            // `next + size` could overflow (`--canary 1 --batch 9223372036854775807`).
+            let end = next + min(max(size, 1), count - next)
             batches.append(Array(next..<end))
             next = end
             step += 1

@@ -377,7 +377,7 @@ public actor RolloutEngine {
         do {
             outcome = try await connection.run(step.command, become: step.become, timeout: timeout) { [artifact] kind, bytes in
                 log.write(bytes)
-                if kind == .stdout { artifact?.write(Data(bytes)) }
+                if kind == .stdout { try? artifact?.write(contentsOf: Data(bytes)) } // a full disk fails the journal, not this process
             }
         } catch let error as TransportError {
             return (.failed, nil, "the connection was lost during the step: \(error.message)")
@@ -390,7 +390,9 @@ public actor RolloutEngine {
         if let signal = outcome.exitSignal { return (.failed, outcome, "killed by signal \(signal)") }
         guard outcome.exitStatus == 0 else {
             let text = outcome.stdoutTail + outcome.stderrTail
-            if let known = settings.knownFailures.first(where: { $0.stepKind == step.kind && text.contains($0.match) }) {
+            // Quotes vary between versions of the message (`relation "x" already exists`).
+            func bare(_ text: String) -> String { text.filter { $0 != "\"" && $0 != "'" } }
+            if let known = settings.knownFailures.first(where: { $0.stepKind == step.kind && bare(text).contains(bare($0.match)) }) {
                 return (.failed, outcome, "exit \(outcome.exitStatus.map(String.init) ?? "?"): \(known.explanation)")
             }
             let last = outcome.stderrTail.split(separator: "\n").last.map(String.init) ?? outcome.stdoutTail.split(separator: "\n").last.map(String.init)
@@ -521,7 +523,8 @@ public final class HostLog: @unchecked Sendable {
         line("=== \(Self.stamp()) step \(number + 1): \(step.name)\n$ \(step.command)")
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer) { handle?.write(Data(bytes)) }
+    // `try?`: FileHandle.write(_: Data) traps on a full disk; the journal reports that instead.
+    func write(_ bytes: UnsafeRawBufferPointer) { try? handle?.write(contentsOf: Data(bytes)) }
 
     func end(_ status: StepRunStatus, outcome: StepOutcome?, message: String?, seconds: Double) {
         line("\n=== \(Self.stamp()) \(status.rawValue)" + (outcome?.exitStatus.map { ", exit \($0)" } ?? "")
@@ -530,7 +533,7 @@ public final class HostLog: @unchecked Sendable {
 
     func close() { try? handle?.close() }
 
-    private func line(_ text: String) { handle?.write(Data((text + "\n").utf8)) }
+    private func line(_ text: String) { try? handle?.write(contentsOf: Data((text + "\n").utf8)) }
 
     static func stamp() -> String { ISO8601DateFormatter().string(from: Date()) }
 

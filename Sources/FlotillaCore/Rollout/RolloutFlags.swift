@@ -49,6 +49,10 @@ public enum RolloutFlags {
     /// midnight) or two ISO 8601 timestamps `2026-11-22T01:00:00Z/2026-11-22T05:00:00Z`
     /// (a `/` or a `-` between them).
     public static func window(_ text: String, now: Date, timeZone: TimeZone = .current) throws -> RolloutPolicy.Window {
+        // Two timestamps fit in 100 characters; longer text would cost a date parse per `-`.
+        guard text.count <= 100 else {
+            throw FlagError("--window '\(text.prefix(40))...' (\(text.count) characters) is not HH:MM-HH:MM (local time) or START/END as ISO 8601 timestamps")
+        }
         let iso = ISO8601DateFormatter()
         for separator in ["/", "-"] {
             var searchStart = text.startIndex

@@ -22,7 +22,7 @@ import Foundation
 ///   no batch, such as refused ones the engine reports as failed) and this run's results.
 ///   Percentages of `--max-fail` are of `targeted`; those of `--max-fail-batch` are of the
 ///   planned batch size (hosts skipped by `ctl skip` included), like Ansible's
-///   `max_fail_percentage`. A reason names the failures recorded before the resume, so a
+///   `max_fail_percentage`. A reason names the failures already recorded when the controller started (a resume, or hosts unreachable at plan time), so a
 ///   resumed run that halts at once says why.
 /// - When several rules are crossed by one event, the reason is the first of: canary,
 ///   `--max-fail`, `--max-fail-batch`, whole batch failed. A threshold crossed after a
@@ -651,13 +651,13 @@ public struct RolloutPolicy: Sendable {
         return nil
     }
 
-    /// " (1 unreachable, 2 recorded before the resume)", or "" when neither applies.
+    /// " (1 unreachable, 2 already recorded when this controller started)", or "" when neither applies.
     private func detail(_ hosts: [Int], unreachableAlways: Bool = false) -> String {
         var parts: [String] = []
         let unreachable = hosts.filter { results[$0] == .unreachable }.count
         if unreachable > 0 && (config.unreachableCounts || unreachableAlways) { parts.append("\(unreachable) unreachable") }
         let before = hosts.filter(preset.contains).count
-        if before > 0 { parts.append("\(before) recorded before the resume") }
+        if before > 0 { parts.append("\(before) already recorded when this controller started") }
         return parts.isEmpty ? "" : " (" + parts.joined(separator: ", ") + ")"
     }
 

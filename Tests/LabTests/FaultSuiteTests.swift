@@ -1,0 +1,137 @@
+import Foundation
+import Testing
+@testable import flotilla_lab
+
+/// Faults on their own and together in one 100-host rolling upgrade: each faulty host ends
+/// with the right status and message, the healthy hosts are unaffected, the failure
+/// threshold counts what it should, and the exit code says what happened.
+@Suite struct FaultSuiteTests {
+    static let flotilla = productsDir.appendingPathComponent("flotilla").path
+
+    /// The faulty hosts, with the status and a piece of the error each must end with.
+    static let faulty: [(name: String, spec: String, status: String, error: String)] = [
+        ("refused", "faults: {unreachable: refused}", "unreachable", "refused"),
+        ("silent", "faults: {unreachable: silent}", "unreachable", "timed out"),
+        ("new-key", "faults: {host_key: changed}", "unreachable", "host key"),
+        ("unknown-key", "faults: {host_key: unknown}", "unreachable", "known_hosts"),
+        ("apt-broken", "faults: {fail: [{match: \"apt-get install\", exit: 100, stderr: \"E: Sub-process /usr/bin/dpkg returned an error code (1)\"}]}",
+         "failed", "step 'upgrade packages' failed: exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)"),
+        ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after 4 s"),
+        ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: the connection was lost during the step"),
+    ]
+
+    static var spec: String {
+        var lines = ["defaults:", "  os: ubuntu20.04", "  packages: {st2: 3.7.1-1, st2web: 3.7.1-1}", "  available: [3.7.1-1, 3.8.1-1]", "hosts:"]
+        for index in 1...93 {
+            lines.append("  - {name: ok-\(String(format: "%02d", index)), zone: \(["a", "b", "c"][index % 3])\(index % 7 == 0 ? ", faults: {slow: 300ms}" : "")}")
+        }
+        for host in faulty { lines.append("  - {name: \(host.name), \(host.spec)}") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    @Test func hundredHostsWithEveryFaultAtOnce() throws {
+        let lab = try TestLab(spec: Self.spec)
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "6",
+                              "--step-timeout", "4s", "--batch", "25%", "--max-parallel", "25", "--max-fail", "7",
+                              "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
+        // 7 hosts fail or are unreachable: exactly at the threshold (7), not over it.
+        #expect(result.status == 1, "\(result.stderr.suffix(3000))")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(report["outcome"] as? String == "completed_with_failures")
+        let hosts = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0) })
+        #expect(hosts.count == 100)
+        for fault in Self.faulty {
+            let host = try #require(hosts[fault.name])
+            #expect(host["status"] as? String == fault.status, "\(fault.name): \(host["status"] ?? "") \(host["error"] ?? "")")
+            #expect((host["error"] as? String ?? "").contains(fault.error), "\(fault.name): \(host["error"] ?? "")")
+        }
+        for (name, host) in hosts where name.hasPrefix("ok-") {
+            #expect(host["status"] as? String == "succeeded", "\(name): \(host["error"] ?? "")")
+            #expect(try lab.packages(name)["st2"] == "3.8.1-1")
+        }
+        let summary = try #require(report["summary"] as? [String: Any])
+        #expect(summary["succeeded"] as? Int == 93 && summary["failed"] as? Int == 3 && summary["unreachable"] as? Int == 4)
+
+        // One more failure than the threshold allows halts the same fleet's run at once.
+        let second = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "6",
+                              "--max-fail", "3", "--json", "--state-dir", lab.dir.appendingPathComponent("state2").path])
+        #expect(second.status == 2, "\(second.stderr.suffix(2000))")
+        let halted = try #require(try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any])
+        #expect((halted["halt_reason"] as? String ?? "").contains("max-fail 3 exceeded"), "\(halted["halt_reason"] ?? "")")
+    }
+
+    /// The Mistral `event_triggers_v2` failure is recognised and explained with its recovery.
+    @Test func mistralEventTriggersIsRecognised() throws {
+        let lab = try TestLab(spec: """
+            hosts:
+              - name: mistral
+                os: el7
+                packages: {st2: 3.1.0-1, st2mistral: 3.1.0-1}
+                available: [3.1.0-1, 3.2.0-1]
+                faults: {mistral_event_triggers: true}
+            """)
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.2.0", "--json",
+                              "--state-dir", lab.dir.appendingPathComponent("state").path])
+        #expect(result.status == 2, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let host = try #require((report["hosts"] as? [[String: Any]])?.first)
+        let error = host["error"] as? String ?? ""
+        #expect(error.contains("step 'mistral-db-manage upgrade head' failed") && error.contains("the mistral services were started before"), "\(error)")
+        #expect(error.contains("DROP TABLE event_triggers_v2") && error.contains("Recovery:"), "\(error)")
+    }
+
+    /// 100 MB of output and output that is not UTF-8: full in the log, a bounded tail in
+    /// memory and in the result.
+    @Test func hugeAndBinaryOutput() throws {
+        let lab = try TestLab(spec: "hosts: [{name: big, packages: {st2: 3.8.1-1}}]\n")
+        let book = lab.dir.appendingPathComponent("book.yaml")
+        try """
+            steps:
+              - {name: flood, run: "head -c 100000000 /dev/zero | tr '\\\\0' x; echo; echo end-of-flood"}
+              - {name: binary, run: "printf 'caf\\\\351 \\\\377\\\\376 ok\\\\n'"}
+            """.write(to: book, atomically: true, encoding: .utf8)
+        let state = lab.dir.appendingPathComponent("state")
+        let result = try run(["/usr/bin/time", "-f", "%M", Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--json",
+                              "--state-dir", state.path])
+        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
+        let peakKiB = Int(result.stderr.split(separator: "\n").last ?? "") ?? Int.max
+        #expect(peakKiB < 200 * 1024, "the controller peaked at \(peakKiB) KiB for 100 MB of output")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let steps = try #require(((report["hosts"] as? [[String: Any]])?.first?["steps"] as? [[String: Any]]))
+        let flood = steps[0]["stdout_tail"] as? String ?? ""
+        #expect(flood.hasSuffix("end-of-flood\n") && flood.utf8.count <= 64 * 1024)
+        #expect((steps[1]["stdout_tail"] as? String ?? "").contains("caf\u{FFFD} \u{FFFD}\u{FFFD} ok"))
+        let runID = try #require(report["run_id"] as? String)
+        let log = state.appendingPathComponent("runs/\(runID)/logs/big.log")
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: log.path)[.size] as? Int)
+        #expect(size > 100_000_000)
+    }
+
+    /// The state dir's disk fills up mid-run: the run stops cleanly, says why, and the
+    /// journal stays readable and resumable.
+    @Test func fullStateDiskStopsTheRunCleanly() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
+            hosts: [{name: d1}, {name: d2}, {name: d3}, {name: d4}]
+            """)
+        let state = lab.dir.appendingPathComponent("small")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        let mounted = try run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", state.path])
+        try #require(mounted.status == 0, "\(mounted.stderr)")
+        defer { _ = try? run(["/usr/bin/umount", "-l", state.path]) }
+        let book = lab.dir.appendingPathComponent("book.yaml")
+        try """
+            steps:
+              - {name: small, run: "echo fine"}
+              - {name: chatty, run: "head -c 3000000 /dev/zero | tr '\\\\0' y"}
+              - {name: after, run: "echo after"}
+            """.write(to: book, atomically: true, encoding: .utf8)
+        let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--max-parallel", "1",
+                              "--state-dir", state.appendingPathComponent("s").path])
+        #expect(result.status == 3, "exit \(result.status): \(result.stderr.suffix(2000))")
+        #expect(result.stderr.contains("cannot record") && result.stderr.contains("flotilla resume"), "\(result.stderr.suffix(2000))")
+        // The journal is intact: it still opens and lists the run.
+        let runs = try run([Self.flotilla, "runs", "--state-dir", state.appendingPathComponent("s").path])
+        #expect(runs.status == 0 && runs.stdout.contains("stopped") || runs.stdout.contains("running"), "\(runs.stdout)\(runs.stderr)")
+    }
+}
