@@ -28,13 +28,18 @@ extension Inventory {
         let ordered = (regular.isEmpty ? ["all"] : regular) + parts.filter { $0.hasPrefix("&") } + parts.filter { $0.hasPrefix("!") }
         var selected: [Int] = []
         var selectedSet: Set<Int> = []
+        // A part repeated (10,000 lines of `*` in an @file) is matched once, as Ansible caches it.
+        var known: [String: ([Int], Bool)] = [:]
         for part in ordered {
             var matches: [Int] = []
             var namesGroup = false
             if let exact = index(ofHost: part) {
                 matches = [exact]
+            } else if let cached = known[part] {
+                (matches, namesGroup) = cached
             } else {
                 (matches, namesGroup) = try match(part, in: where_)
+                known[part] = (matches, namesGroup)
             }
             guard !matches.isEmpty || namesGroup else {
                 throw InventoryError(where_, "'\(shown(part.drop { $0 == "&" || $0 == "!" })) matches no host or group in the inventory")
@@ -169,38 +174,50 @@ enum HostPatternSyntax {
             return regex!.firstMatch(in: name, options: [.anchored], range: range) != nil
         }
 
-        /// Python's `fnmatch.translate`, anchored at both ends.
+        /// Python's `fnmatch.translate` (3.9 and later), anchored at both ends: a run of
+        /// `*` is one `.*`, and a `*` between fixed parts is an atomic `(?>.*?fixed)`, so
+        /// `********x` or `*a*a*a*b` cannot backtrack for minutes.
         static func translate(_ pattern: String) -> String {
             let chars = Array(pattern)
             // A `[` after the last `]` opens no set: known at once, not by scanning to the end.
             let lastClose = chars.lastIndex(of: "]") ?? -1
-            var out = ""
+            var pieces: [String?] = []  // nil stands for a `*`
             var i = 0
             while i < chars.count {
                 let c = chars[i]
                 i += 1
                 switch c {
-                case "*": out += ".*"
-                case "?": out += "."
+                case "*": if pieces.last != .some(nil) { pieces.append(nil) }
+                case "?": pieces.append(".")
                 case "[" where i > lastClose:
-                    out += "\\["
+                    pieces.append("\\[")
                 case "[":
                     var j = i
                     if j < chars.count, chars[j] == "!" { j += 1 }
                     if j < chars.count, chars[j] == "]" { j += 1 }
                     while j < chars.count, chars[j] != "]" { j += 1 }
                     if j >= chars.count {
-                        out += "\\["
+                        pieces.append("\\[")
                     } else {
                         var body = String(chars[i..<j]).replacingOccurrences(of: "\\", with: "\\\\")
                             .replacingOccurrences(of: "[", with: "\\[")
                         if body.hasPrefix("!") { body = "^" + body.dropFirst() } else if body.hasPrefix("^") { body = "\\" + body }
-                        out += "[" + body + "]"
+                        pieces.append("[" + body + "]")
                         i = j + 1
                     }
                 default:
-                    out += NSRegularExpression.escapedPattern(for: String(c))
+                    pieces.append(NSRegularExpression.escapedPattern(for: String(c)))
                 }
+            }
+            // Fixed pieces up to the first `*`, then `*fixed` pairs: atomic unless last.
+            var out = ""
+            var k = 0
+            while k < pieces.count, let piece = pieces[k] { out += piece; k += 1 }
+            while k < pieces.count {
+                k += 1  // the `*`
+                var fixed = ""
+                while k < pieces.count, let piece = pieces[k] { fixed += piece; k += 1 }
+                out += k == pieces.count ? ".*" + fixed : "(?>.*?" + fixed + ")"
             }
             return out + "$"
         }
