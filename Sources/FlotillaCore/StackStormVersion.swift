@@ -90,6 +90,8 @@ extension String {
             left = left.dropFirst()
             right = right.dropFirst()
         }
-        return 0
+        // Equal as numbers but spelled apart (`el08`, `el8`): order by spelling, so that
+        // only equal strings compare equal and the order stays total.
+        return self == other ? 0 : (self < other ? -1 : 1)
     }
 }

@@ -50,6 +50,9 @@ public struct SSHError: Error, CustomStringConvertible, Sendable {
         public static let noAuthMethod = Code("no auth method")
         /// The session broke (connection lost) while in use.
         public static let disconnected = Code("disconnected")
+        /// The session was gone before a command could start (no channel opened): the
+        /// command did not run, so running it over a new session is safe.
+        public static let notStarted = Code("not started")
         /// A channel operation failed.
         public static let channel = Code("channel")
         /// An SFTP transfer failed (the message names the path and the reason).

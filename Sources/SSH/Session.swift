@@ -495,7 +495,7 @@ public actor SSHSession {
     ///   fails is a result.
     public func run(_ command: String, stdin: [UInt8]? = nil, timeout: Duration? = nil, tailLimit: Int = 64 * 1024,
                     output: (@Sendable (RemoteStream, UnsafeRawBufferPointer) -> Void)? = nil) async throws -> CommandResult {
-        guard let raw else { throw fail(.disconnected, "exec", "the session is closed") }
+        guard let raw else { throw fail(.notStarted, "exec", "the session is closed") }
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = timeout.map { start + $0 }
@@ -504,7 +504,8 @@ public actor SSHSession {
             libssh2_channel_open_ex(raw, "session", 7, 2 * 1024 * 1024, UInt32(LIBSSH2_CHANNEL_PACKET_DEFAULT), nil, 0)
         }
         guard let channel else {
-            throw fail(.disconnected, "exec", "cannot open a channel: \(lastError())", rc: libssh2_session_last_errno(raw))
+            // No channel, so no exec request was sent: the command did not run.
+            throw fail(.notStarted, "exec", "cannot open a channel: \(lastError())", rc: libssh2_session_last_errno(raw))
         }
         do {
             let started = try await retry("starting the command", until: deadline) {

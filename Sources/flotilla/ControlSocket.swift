@@ -134,6 +134,9 @@ final class ControlServer: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else {
+            if errno == EACCES || errno == EPERM {
+                throw ValidationError("cannot reach the run's control socket \(path): \(String(cString: strerror(errno))) (only the controller's owner may control it)")
+            }
             throw ValidationError("no run is in progress in \(stateDir.path) (nothing listens on \(path))")
         }
         send(fd, line + "\n")

@@ -114,9 +114,17 @@ struct RolloutRunner {
             throw ExitCode(70)
         }
         let json = RunResult.json(state).rendered() + "\n"
-        if let path = output.report { try Console.writeOwnerOnly(json, to: path) }
-        if let path = output.junit { try Console.writeOwnerOnly(RunReports.junit(state), to: path) }
-        if let path = output.html { try Console.writeOwnerOnly(RunReports.html(state), to: path) }
+        // A report that cannot be written does not hide how the run went: the exit code
+        // stays the run's, and the journal can render the report again.
+        for (path, format, render) in [(output.report, "json", { json }), (output.junit, "junit", { RunReports.junit(state) }),
+                                       (output.html, "html", { RunReports.html(state) })] {
+            guard let path else { continue }
+            do {
+                try Console.writeOwnerOnly(render(), to: path)
+            } catch {
+                Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
+            }
+        }
         if output.json { FileHandle.standardOutput.write(Data(json.utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))

@@ -33,7 +33,7 @@ struct SSHConnection: HostConnection {
             return StepOutcome(exitStatus: result.exitStatus, exitSignal: result.exitSignal, stdoutTail: result.stdout.text,
                                stderrTail: result.stderr.text, timedOut: result.timedOut)
         } catch let error as SSHError {
-            throw TransportError(.connectionLost, error.message, retryable: true)
+            throw TransportError(error.code == .notStarted ? .notStarted : .connectionLost, error.message, retryable: true)
         }
     }
 

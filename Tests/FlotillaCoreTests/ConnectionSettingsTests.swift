@@ -109,6 +109,22 @@ import Testing
         }
     }
 
+    @Test func vaultEncryptedPasswordsAreProblemsWithWhatToDoInstead() throws {
+        let vault = "!vault |\n          $ANSIBLE_VAULT;1.1;AES256\n          6162\n"
+        let inv = try inventory(["hosts.yml": """
+            all:
+              hosts:
+                h1:
+                  ansible_password: \(vault)      ansible_become_password: \(vault)
+            """])
+        let s = try ConnectionSettings.resolve(try #require(inv.host(named: "h1")), sshConfig: nil, localUser: "op", home: "/home/op")
+        #expect(s.password == nil && s.becomePassword == nil)
+        #expect(s.problems == [
+            "ansible_password is vault-encrypted; flotilla cannot decrypt it (use --ask-pass)",
+            "ansible_become_password is vault-encrypted; flotilla cannot decrypt it (give it unencrypted in an owner-only vars file, or let sudo run without a password)",
+        ], "\(s.problems)")
+    }
+
     @Test func becomeMustBeBoolean() throws {
         #expect(throws: InventoryError.self) { _ = try settings("h1 ansible_become=maybe\n", host: "h1") }
         #expect(try settings("h1 ansible_become=false\n", host: "h1").become == false)

@@ -23,6 +23,10 @@ import Testing
         #expect(StackStormVersion("3.8")! == StackStormVersion("3.8.0")!)
         #expect(Set([StackStormVersion("3.8")!, StackStormVersion("3.8.0")!]).count == 1)
         #expect(StackStormVersion("3.8.1-1")!.compareRelease(StackStormVersion("3.8.1-7")!) == 0)
+        // Revisions equal as numbers but spelled apart are still ordered one way: never
+        // unequal and unordered at once.
+        let (zero, plain) = (StackStormVersion("3.8.1-1.el08")!, StackStormVersion("3.8.1-1.el8")!)
+        #expect(zero != plain && (zero < plain) != (plain < zero))
     }
 }
 

@@ -4,8 +4,30 @@ import SSH
 import Testing
 @testable import flotilla_lab
 
-/// The SSH module itself on a lab host: SFTP transfers, stdin and output streams.
-@Suite struct SFTPTests {
+/// Runs `SFTPTests` in a test process of its own. In the shared process, beside some 300
+/// tests that spawn hundreds of processes and block the task pool, an in-process session's
+/// connection now and then made no progress for over 90 s (both a TCP connect and a key
+/// exchange were seen stalled, on an idle event loop); the cause is not found, and the
+/// flotilla binary, which runs nothing else, never showed it (up to 1,000 hosts).
+@Suite struct SFTPInItsOwnProcess {
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] == nil))
+    func sshModuleTestsPass() throws {
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOTILLA_SSH_MODULE_TESTS"] = "1"
+        let result = try runProcess([exe, "--testing-library", "swift-testing", "--filter", "SFTPTests"], environment: environment)
+        let output = result.stdout + result.stderr
+        #expect(result.status == 0, "\(output.suffix(6000))")
+        for test in ["stdinReachesTheCommandAndStreamsStaySeparate", "roundTripKeepsBytesAndModeAndLeavesNoPartialFile"] {
+            #expect(output.contains("Test \(test)() passed"), "\(output.suffix(6000))")
+        }
+    }
+}
+
+/// The SSH module itself on a lab host: SFTP transfers, stdin and output streams. Run by
+/// `SFTPInItsOwnProcess`.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
+struct SFTPTests {
     static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
         let vars = try #require(inventory.host(named: host)?.variables)
@@ -14,9 +36,7 @@ import Testing
                                          knownHostsFile: lab.path("known_hosts"))
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
-        // A bound, not a wait: this in-process session shares the test process and two
-        // cores with every other suite, and under that load connecting took up to ~30 s.
-        options.connectTimeout = .seconds(90)
+        options.connectTimeout = .seconds(30)
         return try await SSHSession.connect(options)
     }
 

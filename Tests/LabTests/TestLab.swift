@@ -30,16 +30,22 @@ private let reapOrphanedLabs: Void = {
     }
 }()
 
-/// Each lab gets its own loopback /24, so tests run in parallel without clashing.
-private let addressBlocks = AddressBlocks()
+/// Each lab gets its own loopback /24 (a big one several in a row), so tests run in
+/// parallel without clashing. A test process started by a test (`SFTPInItsOwnProcess`)
+/// takes its blocks from another range.
+private let addressBlocks = AddressBlocks(base: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] == nil ? 90 : 120)
 private final class AddressBlocks: @unchecked Sendable {
     // @unchecked: `next` is only touched while holding `lock`.
     private let lock = NSLock()
+    private let base: Int
     private var next = 0
-    func take() -> String {
+    init(base: Int) { self.base = base }
+    func take(_ count: Int) -> String {
         lock.withLock {
             next += 1
-            return "127.\(90 + next / 250).\(next % 250 + 1).1"
+            if next % 250 + count > 250 { next += 250 - next % 250 } // keep the blocks of one lab in a row
+            defer { next += count - 1 }
+            return "127.\(base + next / 250).\(next % 250 + 1).1"
         }
     }
 }
@@ -55,7 +61,8 @@ final class TestLab: Sendable {
     let firstAddress: String
     let upResult: Run
 
-    init(spec: String) throws {
+    /// - Parameter blocks: the /24 blocks of addresses the lab needs (254 hosts each).
+    init(spec: String, blocks: Int = 1) throws {
         reapOrphanedLabs
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -64,7 +71,7 @@ final class TestLab: Sendable {
         // A lab left running by something else may hold a block: move on to the next one.
         var attempt: (address: String, result: Run)
         repeat {
-            let address = addressBlocks.take()
+            let address = addressBlocks.take(blocks)
             attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address]))
         } while attempt.result.status == 64 && attempt.result.stderr.contains("already in use")
         (firstAddress, upResult) = attempt
@@ -118,6 +125,25 @@ final class TestLab: Sendable {
         try process.run()
         return process
     }
+
+    /// Cuts a host off as an outage would: its sshd stops answering (SIGSTOP: connections
+    /// get no banner) and the sshd processes serving its open connections are killed, so
+    /// those connections drop. Returns the stopped sshd, for `restore`.
+    func cut(_ host: String) throws -> Int32 {
+        let record = try #require(try readRecord(labDir))
+        let sshd = try #require(record.hosts.first { $0.name == host }?.processes.first { $0.role == "sshd" && ProcessTable.isAlive($0) })
+        kill(sshd.pid, SIGSTOP)
+        var pending = ProcessTable.children(of: sshd.pid)
+        while let pid = pending.popLast() {
+            pending += ProcessTable.children(of: pid)
+            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+            if comm.hasPrefix("sshd") { kill(pid, SIGKILL) }
+        }
+        return sshd.pid
+    }
+
+    /// Ends an outage `cut` began.
+    func restore(_ sshd: Int32) { kill(sshd, SIGCONT) }
 
     @discardableResult
     func down() throws -> Run {

@@ -192,7 +192,10 @@ private struct VariableReader {
     func secret(_ names: [String], _ problems: inout [String]) throws(InventoryError) -> Secret? {
         guard let name = names.last(where: { host.variables[$0].map { $0.value != .null } ?? false }) else { return nil }
         if host.variables[name]!.value == .encrypted {
-            problems.append("\(name) is vault-encrypted; flotilla cannot decrypt it (use --ask-pass or --ask-become-pass)")
+            let instead = name.contains("become")
+                ? "give it unencrypted in an owner-only vars file, or let sudo run without a password"
+                : "use --ask-pass"
+            problems.append("\(name) is vault-encrypted; flotilla cannot decrypt it (\(instead))")
             return nil
         }
         return try text([name]).map(Secret.init)

@@ -47,6 +47,9 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         case unreachable
         /// The session broke while in use.
         case connectionLost
+        /// The session was gone before the command started: it did not run, and may be
+        /// run over a new session.
+        case notStarted
         /// Anything else (SFTP errors, a missing file).
         case other
     }

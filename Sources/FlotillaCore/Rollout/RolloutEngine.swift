@@ -228,7 +228,22 @@ public actor RolloutEngine {
                 "step.command": "\(step.command)", "batch.index": "\(batchOf[index].map(String.init) ?? "-")",
             ])
             log.begin(step, number: number)
-            let (stepStatus, outcome, message) = await perform(step, on: connection!, host: host, log: log)
+            var (stepStatus, outcome, message) = await perform(step, on: connection!, host: host, log: log)
+            if stepStatus == .pending {
+                // The session died while the host was idle (between steps): the command
+                // never started, so it runs over a new session.
+                log.note("the session was lost before '\(step.name)' started (\(message ?? "")); reconnecting")
+                await connection?.close()
+                connection = nil
+                switch await connect(index, log: log) {
+                case .success(let opened):
+                    connection = opened
+                    (stepStatus, outcome, message) = await perform(step, on: opened, host: host, log: log)
+                case .failure(let failure):
+                    message = "lost the connection before '\(step.name)' and could not reconnect: \(failure.message)"
+                }
+                if stepStatus == .pending { stepStatus = .failed }
+            }
             let seconds = Date().timeIntervalSince(stepStart)
             log.end(stepStatus, outcome: outcome, message: message, seconds: seconds)
             let finishedAt = Date()
@@ -379,6 +394,8 @@ public actor RolloutEngine {
                 log.write(bytes)
                 if kind == .stdout { try? artifact?.write(contentsOf: Data(bytes)) } // a full disk fails the journal, not this process
             }
+        } catch let error as TransportError where error.kind == .notStarted {
+            return (.pending, nil, error.message)
         } catch let error as TransportError {
             return (.failed, nil, "the connection was lost during the step: \(error.message)")
         } catch {
