@@ -1,6 +1,7 @@
 import CLibSSH2
 import Foundation
 import Glibc
+import Synchronization
 
 /// A host key algorithm as libssh2, known_hosts and OpenSSH name it.
 struct HostKeyType: Sendable {
@@ -50,24 +51,56 @@ final class KnownHosts {
     /// The key (base64) of each entry read, with its line.
     private var lines: [(key: String, line: Int)] = []
 
-    /// Reads `file` (a missing file is an empty one). Lines libssh2 cannot read
+    /// Reads the entries of `file` that may be about `address`:`port` (a missing file is
+    /// an empty one): those naming it, hashed ones and patterns. Lines libssh2 cannot read
     /// (comments, `@cert-authority` markers, malformed lines) are skipped.
-    init(file: String, session: OpaquePointer) throws {
+    init(file: String, address: String, port: Int, session: OpaquePointer) throws {
         guard let handle = libssh2_knownhost_init(session) else {
             throw SSHError(code: .protocolError, message: "libssh2 could not allocate known hosts", operation: "host key")
         }
         self.handle = handle
-        guard let data = FileManager.default.contents(atPath: file) else { return }
+        let names = Set([address.lowercased(), "[\(address.lowercased())]:\(port)"])
+        for entry in try Self.entries(of: file) where entry.hosts.contains(where: { names.contains($0) || $0.hasPrefix("|") || $0.contains(where: "*?!".contains) }) {
+            let added = entry.text.withCString { libssh2_knownhost_readline(handle, $0, strlen($0), LIBSSH2_KNOWNHOST_FILE_OPENSSH) }
+            if added == 0 { lines.append((entry.key, entry.line)) }
+        }
+    }
+
+    /// A known_hosts line: its host names or patterns (lowercased), its key, its number.
+    private struct Entry {
+        var text: String
+        var hosts: [String]
+        var key: String
+        var line: Int
+    }
+
+    /// The entries of each file read so far, with the bytes they were read from: every
+    /// session of a wide run shares one parsing (a 1,000-host run would otherwise parse
+    /// the file a thousand times), and a file that changed is parsed again.
+    private static let read = Mutex<[String: (data: Data, entries: [Entry])]>([:])
+
+    private static func entries(of file: String) throws -> [Entry] {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return [] }
+            // Any other failure (too many open files, say): an empty reading would call
+            // every host key unknown.
+            throw SSHError(code: .protocolError, message: "cannot read \(file): \(String(cString: strerror(errno)))", operation: "host key")
+        }
+        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
+        if let cached = read.withLock({ $0[file] }), cached.data == data { return cached.entries }
+        var entries: [Entry] = []
         var number = 0
         for line in data.split(separator: 10, omittingEmptySubsequences: false) {
             number += 1
             let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
             guard !text.isEmpty, !text.hasPrefix("#"), !text.hasPrefix("@") else { continue }
-            let added = text.withCString { libssh2_knownhost_readline(handle, $0, strlen($0), LIBSSH2_KNOWNHOST_FILE_OPENSSH) }
-            guard added == 0 else { continue }
             let fields = text.split(separator: " ", omittingEmptySubsequences: true)
-            if fields.count >= 3 { lines.append((String(fields[2]), number)) }
+            guard fields.count >= 3 else { continue }
+            entries.append(Entry(text: text, hosts: fields[0].lowercased().split(separator: ",").map(String.init), key: String(fields[2]), line: number))
         }
+        read.withLock { $0[file] = (data, entries) }
+        return entries
     }
 
     deinit { libssh2_knownhost_free(handle) }

@@ -311,7 +311,7 @@ public actor SSHSession {
         }
         raw = session
         libssh2_session_set_blocking(session, 0)
-        let known = try KnownHosts(file: options.knownHostsFile, session: session)
+        let known = try KnownHosts(file: options.knownHostsFile, address: options.address, port: options.port, session: session)
         let preferred = known.preferredHostKeyAlgorithms(address: options.address, port: options.port)
         _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, Self.supported(preferred, method: LIBSSH2_METHOD_HOSTKEY, session: session))
 
@@ -423,7 +423,12 @@ public actor SSHSession {
                             ? (.passphrase, "\(file) is encrypted and no passphrase was given (--key-passphrase-file)")
                             : (.passphrase, "wrong passphrase for \(file)"))
                     } else {
-                        failures.append((.keyFile, "cannot use private key \(file): \(lastError())"))
+                        // libssh2 says only "Unable to open": give the reason when it is ours
+                        // (too many open files, say), not the file's.
+                        let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+                        let reason = fd < 0 ? String(cString: strerror(errno)) : lastError()
+                        if fd >= 0 { Glibc.close(fd) }
+                        failures.append((.keyFile, "cannot use private key \(file): \(reason)"))
                     }
                 case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
                     var reason = "key \(file) denied by the server"

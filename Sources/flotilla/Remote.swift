@@ -156,6 +156,24 @@ struct HostOutcome: Sendable {
 }
 
 enum Fleet {
+    /// Connections being set up at once (TCP, key exchange, authentication); sessions
+    /// already up are not counted. A thousand handshakes started together share the CPU
+    /// (the controller's and, on small machines, the hosts') so evenly that none finishes
+    /// within its connect timeout; queued, each gets its timeout from when it starts.
+    static let connecting = AsyncSemaphore(permits: 32)
+
+    static func connect(_ options: SSHSession.Options, through jumps: [SSHSession.Options]) async throws -> SSHSession {
+        await connecting.acquire()
+        do {
+            let session = try await SSHSession.connect(options, through: jumps)
+            await connecting.release()
+            return session
+        } catch {
+            await connecting.release()
+            throw error
+        }
+    }
+
     /// Runs `body` for every host with at most `forks` at once: fill up to the limit,
     /// then one in, one out. Results keep the hosts' order.
     static func each(_ count: Int, forks: Int, _ body: @escaping @Sendable (Int) async -> HostOutcome) async -> [HostOutcome] {
@@ -193,7 +211,7 @@ enum Fleet {
         }
         let writer = log.flatMap(LogWriter.init)
         do {
-            let session = try await SSHSession.connect(options, through: jumps)
+            let session = try await Fleet.connect(options, through: jumps)
             outcome.connected = true
             outcome.timings = await session.timings
             outcome.hostKeyWarning = await session.hostKeyWarning

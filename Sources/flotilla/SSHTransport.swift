@@ -9,7 +9,7 @@ struct SSHTransport: HostTransport {
     func connect(_ host: Int) async throws -> any HostConnection {
         if let problem = targets.settings[host].problems.first { throw TransportError(.unreachable, problem) }
         do {
-            let session = try await SSHSession.connect(targets.options[host], through: targets.jumps[host])
+            let session = try await Fleet.connect(targets.options[host], through: targets.jumps[host])
             return SSHConnection(session: session, settings: targets.settings[host])
         } catch let error as SSHError {
             // Network trouble may pass; a refused key or credential will not.

@@ -231,10 +231,10 @@ import Testing
         try Fuzz.run("known-hosts", seeds: seeds, dictionary: ["|1|", "|", "[", "]:", "@revoked ", "@cert-authority ", "ssh-ed25519 ", "ssh-rsa ", "=", ",", "!", "*"]) { bytes in
             try? Data(bytes).write(to: URL(fileURLWithPath: path))
             do {
-                let known = try KnownHosts(file: path, session: session)
+                let known = try KnownHosts(file: path, address: "st2-01", port: 22, session: session)
                 let key = [CChar](repeating: 66, count: 51)
                 for type in HostKeyType.all { _ = known.check(address: "st2-01", port: 22, key: key, length: key.count, type: type) }
-                _ = known.preferredHostKeyAlgorithms(address: "st2-02", port: 2222)
+                _ = try KnownHosts(file: path, address: "st2-02", port: 2222, session: session).preferredHostKeyAlgorithms(address: "st2-02", port: 2222)
                 return nil
             } catch let error as SSHError {
                 return error.message.isEmpty ? "an empty message" : nil

@@ -48,6 +48,23 @@ import Testing
         #expect(ping.summary["unreachable"] as? Int == 4)
     }
 
+    /// A wide run raises its own open-file limit (soft towards hard); when even the hard
+    /// limit is too low it says so, and the hosts it cannot reach fail one by one, clearly.
+    @Test func openFileLimitIsRaisedOrExplained() throws {
+        let lab = try TestLab(spec: "hosts:\n" + (1...30).map { "  - {name: f\($0)}\n" }.joined())
+        let argv = [Self.flotilla, "ping", "-i", lab.path("inventory.ini"), "--forks", "30", "--json"]
+        let raised = try run(["/usr/bin/prlimit", "--nofile=40:4096", "--"] + argv)
+        #expect(raised.status == 0 && !raised.stderr.contains("open files"), "\(raised.stderr)")
+        let capped = try run(["/usr/bin/prlimit", "--nofile=40:40", "--"] + argv)
+        #expect(capped.stderr.contains("30 sessions need about 188 open files, and the limit is 40 (hard 40)"), "\(capped.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(capped.stdout.utf8)) as? [String: Any]
+        let hosts = try #require(object?["hosts"] as? [[String: Any]], "\(capped.stdout)\(capped.stderr)")
+        #expect(hosts.count == 30)
+        let failed = hosts.filter { $0["exit_status"] as? Int != 0 }
+        #expect(capped.status == 1 && !failed.isEmpty, "some hosts cannot get a socket: \(capped.stdout)")
+        for host in failed { #expect((host["error"] as? String ?? "").contains("open files"), "\(host)") }
+    }
+
     @Test func acceptNewRecordsUnknownKeysAndStillRefusesChangedOnes() throws {
         let lab = try TestLab(spec: LabFaultTests.spec)
         let before = try String(contentsOfFile: lab.path("known_hosts"), encoding: .utf8)

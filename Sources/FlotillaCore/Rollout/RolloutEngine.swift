@@ -66,7 +66,7 @@ public actor RolloutEngine {
     var batchOf: [Int: Int] = [:]
     var remainingInBatch: [Int: Int] = [:]
     var startedBatches: Set<Int> = []
-    var clusterLocks: [String: AsyncLock] = [:]
+    var clusterLocks: [String: AsyncSemaphore] = [:]
     var events: AsyncStream<RolloutPolicy.Event>.Continuation?
     var hostTasks: [Int: Task<Void, Never>] = [:]
 
@@ -193,7 +193,7 @@ public actor RolloutEngine {
             }
             // Once per cluster: the first host of the cluster runs it, under a lock; the
             // others wait for it and skip.
-            var lock: AsyncLock?
+            var lock: AsyncSemaphore?
             var groupValue = ""
             if let group = step.oncePer {
                 groupValue = host.groups[group] ?? host.name
@@ -335,9 +335,9 @@ public actor RolloutEngine {
         log.note("step \(step + 1) skipped: \(message)")
     }
 
-    func clusterLock(_ key: String) -> AsyncLock {
+    func clusterLock(_ key: String) -> AsyncSemaphore {
         if let lock = clusterLocks[key] { return lock }
-        let lock = AsyncLock()
+        let lock = AsyncSemaphore(permits: 1)
         clusterLocks[key] = lock
         return lock
     }
@@ -501,20 +501,23 @@ enum StepJudge {
 }
 
 /// A lock tasks wait for without blocking a thread, granted in arrival order.
-actor AsyncLock {
-    private var held = false
+/// At most `permits` holders at once; the others wait in order. With one permit, a lock.
+public actor AsyncSemaphore {
+    private var free: Int
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    func acquire() async {
-        if !held {
-            held = true
+    public init(permits: Int) { free = permits }
+
+    public func acquire() async {
+        if free > 0 {
+            free -= 1
             return
         }
         await withCheckedContinuation { waiters.append($0) }
     }
 
-    func release() {
-        if waiters.isEmpty { held = false } else { waiters.removeFirst().resume() }
+    public func release() {
+        if waiters.isEmpty { free += 1 } else { waiters.removeFirst().resume() }
     }
 }
 
