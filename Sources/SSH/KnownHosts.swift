@@ -95,7 +95,7 @@ final class KnownHosts {
             number += 1
             let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
             guard !text.isEmpty, !text.hasPrefix("#"), !text.hasPrefix("@") else { continue }
-            let fields = text.split(separator: " ", omittingEmptySubsequences: true)
+            let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard fields.count >= 3 else { continue }
             entries.append(Entry(text: text, hosts: fields[0].lowercased().split(separator: ",").map(String.init), key: String(fields[2]), line: number))
         }

@@ -423,14 +423,14 @@ public actor SSHSession {
                             ? (.passphrase, "\(file) is encrypted and no passphrase was given (--key-passphrase-file)")
                             : (.passphrase, "wrong passphrase for \(file)"))
                     } else {
-                        // libssh2 says only "Unable to open": give the reason when it is ours
-                        // (too many open files, say), not the file's.
-                        let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)
-                        let reason = fd < 0 ? String(cString: strerror(errno)) : lastError()
-                        if fd >= 0 { Glibc.close(fd) }
-                        failures.append((.keyFile, "cannot use private key \(file): \(reason)"))
+                        failures.append((.keyFile, "cannot use private key \(file): \(Self.cannotOpen(file) ?? lastError())"))
                     }
                 case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
+                    if let reason = Self.cannotOpen(file) {
+                        // libssh2 could not read the key and called it a refusal.
+                        failures.append((.keyFile, "cannot use private key \(file): \(reason)"))
+                        continue
+                    }
                     var reason = "key \(file) denied by the server"
                     if PrivateKeyFile.isRSA(file) {
                         reason += " (libssh2 \(LibSSH2.version) signs RSA keys with SHA-1 ssh-rsa, which OpenSSH 8.8 and later refuse unless PubkeyAcceptedAlgorithms +ssh-rsa: prefer an ed25519 or ECDSA key)"
@@ -464,6 +464,15 @@ public actor SSHSession {
         }
         let code = [SSHError.Code.passphrase, .keyFile, .authDenied].first { code in failures.contains { $0.0 == code } } ?? .noAuthMethod
         throw fail(code, "authentication", "authentication as \(user) failed: " + failures.map(\.1).joined(separator: "; "))
+    }
+
+    /// Why `file` cannot be opened now, if it cannot: libssh2 says only "Unable to open"
+    /// (or calls it a refusal) when the reason is ours, such as too many open files.
+    static func cannotOpen(_ file: String) -> String? {
+        let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return String(cString: strerror(errno)) }
+        Glibc.close(fd)
+        return nil
     }
 
     private func agentAuthentication(user: String, until deadline: ContinuousClock.Instant) async throws -> Bool {

@@ -165,12 +165,31 @@ enum Fleet {
     static func connect(_ options: SSHSession.Options, through jumps: [SSHSession.Options]) async throws -> SSHSession {
         await connecting.acquire()
         do {
+            try checkDescriptorsLeft(for: options.name)
             let session = try await SSHSession.connect(options, through: jumps)
             await connecting.release()
             return session
         } catch {
             await connecting.release()
             throw error
+        }
+    }
+
+    /// A session needs a few descriptors at once (its socket, its key file, libssh2's and
+    /// OpenSSL's own); without them libssh2 fails in ways that blame the host ("denied",
+    /// "unable to exchange keys"). Says plainly when the process is out of them.
+    static func checkDescriptorsLeft(for host: String) throws {
+        var probes: [Int32] = []
+        defer { probes.forEach { close($0) } }
+        for _ in 0..<4 {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                var limit = rlimit()
+                getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+                throw SSHError(code: .connectFailed, message: "no file descriptor left for a new session: \(String(cString: strerror(errno))) (limit \(limit.rlim_cur)); raise ulimit -n or lower --forks/--max-parallel",
+                               host: host, operation: "connect")
+            }
+            probes.append(fd)
         }
     }
 

@@ -33,12 +33,6 @@ import Testing
         }
     }
 
-    /// Whether a child has exited (a zombie not reaped yet).
-    static func exited(_ pid: Int32) -> Bool {
-        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        return stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)] == "Z" } ?? true
-    }
-
     @Test func threeHundredHostsKilledTwentyTimes() throws {
         let lab = try TestLab(spec: Self.spec, blocks: 2)
         let state = lab.dir.appendingPathComponent("state")
@@ -62,7 +56,7 @@ import Testing
         for (number, instant) in instants.enumerated() {
             let log = lab.dir.appendingPathComponent("controller-\(number).log")
             let pid = try ProcessTable.spawnDetached(argv, log: log)
-            let reached = try lab.waitFor(seconds: 300) { executed() >= instant || Self.exited(pid) }
+            let reached = try lab.waitFor(seconds: 300) { executed() >= instant || childExited(pid) }
             kill(pid, SIGKILL)
             var status: Int32 = 0
             waitpid(pid, &status, 0)

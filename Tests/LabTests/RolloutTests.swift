@@ -342,6 +342,76 @@ import FlotillaCore
         #expect(try Self.upgradeRecords(lab, "s1").filter { $0.line == "st2ctl stop" }.count == 1)
     }
 
+    /// A second SIGINT does not wait for the steps in flight: the controller closes their
+    /// channels and exits 3 at once; `resume` runs those steps again, and only those.
+    @Test func secondSignalExitsAtOnceAndResumeRerunsTheStepsInFlight() throws {
+        let lab = try TestLab(spec: "defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}\nhosts: [{name: q1}, {name: q2}]\n")
+        let book = lab.dir.appendingPathComponent("book.yaml")
+        try """
+            steps:
+              - {name: quick, run: "echo quick"}
+              - {name: long, run: "if [ -e /run/again ]; then echo again; else touch /run/again; sleep 60; fi"}
+            """.write(to: book, atomically: true, encoding: .utf8)
+        let state = lab.dir.appendingPathComponent("state")
+        let log = lab.dir.appendingPathComponent("controller.log")
+        let pid = try ProcessTable.spawnDetached([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--state-dir", state.path], log: log)
+        var reaped = false
+        defer { if !reaped { kill(pid, SIGKILL); var status: Int32 = 0; waitpid(pid, &status, 0) } }
+        func running() throws -> Int {
+            let shown = try run([Self.flotilla, "show", "--state-dir", state.path, "--json"])
+            guard shown.status == 0, let report = try? json(shown) else { return 0 }
+            return (report["hosts"] as? [[String: Any]] ?? []).filter { host in
+                (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "long" && $0["status"] as? String == "running" }
+            }.count
+        }
+        try #require(try lab.waitFor(seconds: 60) { try running() == 2 }, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        kill(pid, SIGINT)
+        #expect(try lab.waitFor(seconds: 20) { ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("SIGINT") })
+        #expect(!childExited(pid), "the first SIGINT lets the steps in flight finish")
+        let second = Date()
+        kill(pid, SIGINT)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        reaped = true
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        #expect((status >> 8) & 0xff == 3, "exit \(status): \(output.suffix(2000))")
+        #expect(Date().timeIntervalSince(second) < 30, "the second SIGINT ended the run long before the 60 s steps")
+        // Resumed, the interrupted steps run again (quick this time), not `quick`.
+        let resumed = try run([Self.flotilla, "resume", "--state-dir", state.path, "--json"])
+        #expect(resumed.status == 0, "\(resumed.stderr.suffix(2000))")
+        for host in try json(resumed)["hosts"] as? [[String: Any]] ?? [] {
+            let name = host["name"] as? String ?? ""
+            let attempts = (host["steps"] as? [[String: Any]] ?? []).map { $0["attempts"] as? Int ?? 0 }
+            #expect(host["status"] as? String == "succeeded" && attempts == [1, 2], "\(name): \(attempts)")
+            let commands = try lab.commandLog(name).compactMap { ($0["argv"] as? [String])?.first }
+            #expect(commands.filter { $0 == "echo quick" }.count == 1 && commands.contains("if [ -e /run/again ]; then echo again; else touch /run/again; sleep 60; fi"),
+                    "\(name): \(commands)")
+        }
+    }
+
+    /// `--max-fail-batch`: one failure in a batch of two is 50%, over 40%: the run halts
+    /// (exit 2) before the next batch, though `--max-fail` would allow it.
+    @Test func maxFailBatchHaltsBeforeTheNextBatch() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
+            hosts:
+              - {name: m1, faults: {fail: [{match: "echo step", exit: 3}]}}
+              - {name: m2}
+              - {name: m3}
+              - {name: m4}
+            """)
+        let book = lab.dir.appendingPathComponent("book.yaml")
+        try "steps: [{name: step, run: \"echo step\"}]\n".write(to: book, atomically: true, encoding: .utf8)
+        let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--batch", "2", "--max-fail", "100%",
+                              "--max-fail-batch", "40%", "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
+        #expect(result.status == 2, "\(result.stderr.suffix(2000))")
+        let report = try json(result)
+        #expect((report["halt_reason"] as? String ?? "").contains("max-fail-batch"), "\(report["halt_reason"] ?? "")")
+        for host in ["m3", "m4"] {
+            #expect(try Self.records(lab, host).isEmpty, "\(host) is in the batch after the halt")
+        }
+    }
+
     /// A hopped upgrade end to end: two passes, and the cluster's database scripts run
     /// once, on one host of the cluster.
     @Test func hopsAndClusterStepsRunOncePerCluster() throws {

@@ -50,6 +50,12 @@ private final class AddressBlocks: @unchecked Sendable {
     }
 }
 
+/// Whether a child process has exited (a zombie not reaped yet, or gone).
+func childExited(_ pid: Int32) -> Bool {
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    return stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)] == "Z" } ?? true
+}
+
 struct LabUpFailed: Error, CustomStringConvertible {
     var message: String
     var description: String { message }

@@ -62,7 +62,10 @@ import Testing
         #expect(hosts.count == 30)
         let failed = hosts.filter { $0["exit_status"] as? Int != 0 }
         #expect(capped.status == 1 && !failed.isEmpty, "some hosts cannot get a socket: \(capped.stdout)")
-        for host in failed { #expect((host["error"] as? String ?? "").contains("open files"), "\(host)") }
+        // Which call runs out first varies; the hosts say so, and never blame their keys.
+        let errors = failed.map { $0["error"] as? String ?? "" }
+        #expect(errors.contains { $0.contains("open files") }, "\(errors)")
+        #expect(!errors.contains { $0.isEmpty || $0.contains("is not in") || $0.contains("denied by the server") }, "\(errors)")
     }
 
     @Test func acceptNewRecordsUnknownKeysAndStillRefusesChangedOnes() throws {
