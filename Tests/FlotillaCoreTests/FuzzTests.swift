@@ -641,7 +641,8 @@ enum Fuzz {
         """
 }
 
-/// A small, fast, seedable generator (SplitMix64), so a seed replays the same inputs.
+/// A small, fast, seedable generator (SplitMix64), so a seed replays the same inputs (the
+/// fuzzers and the policy's random runs).
 struct FuzzRandom: RandomNumberGenerator {
     private var state: UInt64
 

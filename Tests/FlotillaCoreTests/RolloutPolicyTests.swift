@@ -142,7 +142,7 @@ private struct Driver {
     }
 
     @Test func maxPerIsNeverExceededInASeededSimulation() {
-        var random = SplitMix64(seed: 7)
+        var random = FuzzRandom(seed: 7)
         for _ in 0..<200 {
             let count = Int.random(in: 1...40, using: &random)
             let zones = (0..<count).map { _ in [nil, "a", "b", "c"].randomElement(using: &random)! }
@@ -702,7 +702,7 @@ private struct Driver {
     // MARK: Properties
 
     @Test func randomRunsKeepEveryInvariant() {
-        var random = SplitMix64(seed: 2026)
+        var random = FuzzRandom(seed: 2026)
         for run in 0..<600 {
             let log = Simulation.run(seed: random.next(), index: run)
             // Same configuration and same events: same actions.
@@ -718,7 +718,7 @@ private struct Simulation {
     var actions: [[Policy.Action]] = []
 
     static func run(seed: UInt64, index: Int) -> Simulation {
-        var random = SplitMix64(seed: seed)
+        var random = FuzzRandom(seed: seed)
         var simulation = Simulation(seed: seed)
         let count = Int.random(in: 0...30, using: &random)
         let targeted = count + Int.random(in: 0...3, using: &random)
@@ -943,20 +943,5 @@ private struct Model {
                 }
             }
         }
-    }
-}
-
-/// A small seeded generator, so random tests repeat exactly.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -55,13 +55,11 @@ import Testing
         var runID = ""
         for (number, instant) in instants.enumerated() {
             let log = lab.dir.appendingPathComponent("controller-\(number).log")
-            let pid = try ProcessTable.spawnDetached(argv, log: log)
-            let reached = try lab.waitFor(seconds: 300) { executed() >= instant || childExited(pid) }
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            try #require(reached && status & 0x7f == SIGKILL, "kill \(number + 1) at \(instant) commands: the controller ended first (status \(status)): \(output.suffix(2000))")
+            let controller = try Background(argv, log: log)
+            let reached = try lab.waitFor(seconds: 300) { executed() >= instant || controller.exited }
+            controller.signal(SIGKILL)
+            let status = controller.wait()
+            try #require(reached && status & 0x7f == SIGKILL, "kill \(number + 1) at \(instant) commands: the controller ended first (status \(status)): \(controller.output.suffix(2000))")
 
             // The journal survived the kill whole, and shows what was in flight.
             runID = try #require(try FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("runs").path).first)

@@ -105,11 +105,9 @@ import Testing
               - {name: last, run: "echo last"}
             """.write(to: book, atomically: true, encoding: .utf8)
         let state = lab.dir.appendingPathComponent("state")
-        let log = lab.dir.appendingPathComponent("controller.log")
-        let pid = try ProcessTable.spawnDetached([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--connect-timeout", "1",
-                                                  "--max-fail", "1", "--state-dir", state.path, "--report", lab.dir.appendingPathComponent("report.json").path],
-                                                 log: log)
-        defer { if kill(pid, 0) == 0 { kill(pid, SIGKILL) } }
+        let controller = try Background([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--connect-timeout", "1", "--max-fail", "1",
+                                         "--state-dir", state.path, "--report", lab.dir.appendingPathComponent("report.json").path],
+                                        log: lab.dir.appendingPathComponent("controller.log"))
         // Per cluster: the host waiting for the other's database step, idle between steps.
         var waiting: [String: String] = [:]
         let found = try lab.waitFor(seconds: 60) {
@@ -126,7 +124,7 @@ import Testing
             }
             return waiting.count == 2
         }
-        try #require(found, "no host was seen waiting for its cluster's step: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        try #require(found, "no host was seen waiting for its cluster's step: \(controller.output)")
         let (back, gone) = (try #require(waiting["a"]), try #require(waiting["b"]))
         let backSSHD = try lab.cut(back)
         let goneSSHD = try lab.cut(gone)
@@ -134,10 +132,7 @@ import Testing
         // `back` is away for two seconds, `gone` for the rest of the run.
         usleep(2_000_000)
         lab.restore(backSSHD)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        let controller = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        #expect((status >> 8) & 0xff == 1, "one failure at --max-fail 1 completes with failures: \(controller.suffix(2000))")
+        #expect(controller.exitCode == 1, "one failure at --max-fail 1 completes with failures: \(controller.output.suffix(2000))")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: lab.dir.appendingPathComponent("report.json"))) as? [String: Any])
         let hosts = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0) })
         for name in ["a1", "a2", "b1", "b2"] where name != gone {

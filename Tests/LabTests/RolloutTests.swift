@@ -262,12 +262,11 @@ import FlotillaCore
         var inFlightAtKills: [String: Int] = [:] // "host/step index" -> how many kills caught it running
         for killAt in [3, 14, 27] {
             let log = lab.dir.appendingPathComponent("controller-\(killAt).log")
-            let pid = try ProcessTable.spawnDetached(argv, log: log)
+            let controller = try Background(argv, log: log)
             let reached = try lab.waitFor(seconds: 60) { try simCount() >= killAt }
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            #expect(reached, "the run never reached \(killAt) commands: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+            controller.signal(SIGKILL)
+            controller.wait()
+            #expect(reached, "the run never reached \(killAt) commands: \(controller.output)")
             let shown = try json(try run([Self.flotilla, "show", "--state-dir", state.path, "--json"]))
             for host in shown["hosts"] as? [[String: Any]] ?? [] {
                 for step in host["steps"] as? [[String: Any]] ?? [] where step["status"] as? String == "running" {
@@ -301,23 +300,10 @@ import FlotillaCore
     }
 
     @Test func sigintStopsResumablyAndCtlControlsTheRun() throws {
-        let lab = try TestLab(spec: """
-            defaults:
-              os: ubuntu20.04
-              packages: {st2: 3.7.1-1}
-              available: [3.7.1-1, 3.8.1-1]
-              faults:
-                slow: [{match: "st2ctl stop", delay: 400ms}]
-            hosts:
-              - {name: s1}
-              - {name: s2}
-              - {name: s3}
-              - {name: s4}
-            """)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["s1", "s2", "s3", "s4"], delay: "400ms"))
         let state = lab.dir.appendingPathComponent("state")
-        let log = lab.dir.appendingPathComponent("controller.log")
-        let pid = try ProcessTable.spawnDetached([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "1",
-                                                  "--state-dir", state.path], log: log)
+        let controller = try Background([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "1",
+                                         "--state-dir", state.path], log: lab.dir.appendingPathComponent("controller.log"))
         // Live control through the owner-only socket, then SIGINT once s1 is in flight.
         #expect(try lab.waitFor(seconds: 30) { FileManager.default.fileExists(atPath: state.appendingPathComponent("ctl.sock").path) })
         let socketMode = try FileManager.default.attributesOfItem(atPath: state.appendingPathComponent("ctl.sock").path)[.posixPermissions] as? Int
@@ -327,11 +313,8 @@ import FlotillaCore
         let bad = try run([Self.flotilla, "ctl", "frobnicate", "--state-dir", state.path])
         #expect(bad.status == 1 && bad.stdout.hasPrefix("error: unknown command"))
         #expect(try lab.waitFor(seconds: 30) { try Self.upgradeRecords(lab, "s1").contains { $0.line == "st2ctl stop" } })
-        kill(pid, SIGINT)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        #expect((status >> 8) & 0xff == 3, "exit \(status): \(output)")
+        controller.signal(SIGINT)
+        #expect(controller.exitCode == 3, "\(controller.output)")
         #expect(try lab.packages("s1")["st2"] == "3.8.1-1") // the in-flight host finished its plan
         #expect(try Self.upgradeRecords(lab, "s2").isEmpty)
         let resumed = try run([Self.flotilla, "resume", "--state-dir", state.path, "--json"])
@@ -353,10 +336,8 @@ import FlotillaCore
               - {name: long, run: "if [ -e /run/again ]; then echo again; else touch /run/again; sleep 60; fi"}
             """.write(to: book, atomically: true, encoding: .utf8)
         let state = lab.dir.appendingPathComponent("state")
-        let log = lab.dir.appendingPathComponent("controller.log")
-        let pid = try ProcessTable.spawnDetached([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--state-dir", state.path], log: log)
-        var reaped = false
-        defer { if !reaped { kill(pid, SIGKILL); var status: Int32 = 0; waitpid(pid, &status, 0) } }
+        let controller = try Background([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--state-dir", state.path],
+                                        log: lab.dir.appendingPathComponent("controller.log"))
         func running() throws -> Int {
             let shown = try run([Self.flotilla, "show", "--state-dir", state.path, "--json"])
             guard shown.status == 0, let report = try? json(shown) else { return 0 }
@@ -364,17 +345,13 @@ import FlotillaCore
                 (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "long" && $0["status"] as? String == "running" }
             }.count
         }
-        try #require(try lab.waitFor(seconds: 60) { try running() == 2 }, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
-        kill(pid, SIGINT)
-        #expect(try lab.waitFor(seconds: 20) { ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("SIGINT") })
-        #expect(!childExited(pid), "the first SIGINT lets the steps in flight finish")
+        try #require(try lab.waitFor(seconds: 60) { try running() == 2 }, "\(controller.output)")
+        controller.signal(SIGINT)
+        #expect(lab.waitFor(seconds: 20) { controller.output.contains("SIGINT") })
+        #expect(!controller.exited, "the first SIGINT lets the steps in flight finish")
         let second = Date()
-        kill(pid, SIGINT)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        reaped = true
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        #expect((status >> 8) & 0xff == 3, "exit \(status): \(output.suffix(2000))")
+        controller.signal(SIGINT)
+        #expect(controller.exitCode == 3, "\(controller.output.suffix(2000))")
         #expect(Date().timeIntervalSince(second) < 30, "the second SIGINT ended the run long before the 60 s steps")
         // Resumed, the interrupted steps run again (quick this time), not `quick`.
         let resumed = try run([Self.flotilla, "resume", "--state-dir", state.path, "--json"])
@@ -490,46 +467,26 @@ import FlotillaCore
     }
 
     @Test func ctlPausesContinuesAndAborts() throws {
-        let lab = try TestLab(spec: """
-            defaults:
-              os: ubuntu20.04
-              packages: {st2: 3.7.1-1}
-              available: [3.7.1-1, 3.8.1-1]
-              faults:
-                slow: [{match: "st2ctl stop", delay: 600ms}]
-            hosts: [{name: p1}, {name: p2}, {name: p3}, {name: p4}, {name: p5}]
-            """)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["p1", "p2", "p3", "p4", "p5"], delay: "600ms"))
         let state = lab.dir.appendingPathComponent("state")
-        let log = lab.dir.appendingPathComponent("controller.log")
-        let pid = try ProcessTable.spawnDetached([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1",
-                                                  "--max-parallel", "1", "--on-halt", "stop", "--state-dir", state.path], log: log)
-        var reaped = false
-        defer {
-            if !reaped {
-                kill(pid, SIGKILL)
-                var status: Int32 = 0
-                waitpid(pid, &status, 0)
-            }
-        }
+        let controller = try Background([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1",
+                                         "--max-parallel", "1", "--on-halt", "stop", "--state-dir", state.path],
+                                        log: lab.dir.appendingPathComponent("controller.log"))
         func ctl(_ words: String...) throws {
             let answer = try run([Self.flotilla, "ctl", "--state-dir", state.path] + words)
             #expect(answer.stdout == "ok\n", "\(words): \(answer.stdout)\(answer.stderr)")
         }
-        func controller() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
         func started() throws -> [String] { try ["p1", "p2", "p3", "p4", "p5"].filter { !(try Self.upgradeRecords(lab, $0)).isEmpty } }
         #expect(try lab.waitFor(seconds: 30) { try started() == ["p1"] })
         try ctl("pause")
         // p1 finishes; while paused nothing else starts.
-        #expect(lab.waitFor(seconds: 30) { controller().contains("p1: SUCCEEDED") })
+        #expect(lab.waitFor(seconds: 30) { controller.output.contains("p1: SUCCEEDED") })
         #expect(try started() == ["p1"])
         try ctl("set", "max-parallel", "2")
         try ctl("continue")
         #expect(try lab.waitFor(seconds: 30) { try started().count == 3 }) // p2 and p3 at once
         try ctl("abort")
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        reaped = true
-        #expect((status >> 8) & 0xff == 2, "\(controller())")
+        #expect(controller.exitCode == 2, "\(controller.output)")
         let report = try json(try run([Self.flotilla, "show", "--state-dir", state.path, "--json"]))
         #expect(report["halt_reason"] as? String == "aborted by the operator")
         let statuses = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })

@@ -183,12 +183,11 @@ import Testing
         // The upgrade, with every report, while /proc is read over and over.
         let report = lab.dir.appendingPathComponent("report.json"), junit = lab.dir.appendingPathComponent("report.xml")
         let html = lab.dir.appendingPathComponent("report.html"), upgradeLog = lab.dir.appendingPathComponent("upgrade.log")
-        let pid = try ProcessTable.spawnDetached(box.argv(["upgrade"] + connection + ["--to", "3.8.1", "--json", "--report", report.path, "--junit", junit.path,
-                                                                                    "--html", html.path, "--state-dir", state.path, "-v"]), log: upgradeLog)
-        var status: Int32 = 0
+        let upgrade = try Background(box.argv(["upgrade"] + connection + ["--to", "3.8.1", "--json", "--report", report.path, "--junit", junit.path,
+                                                                        "--html", html.path, "--state-dir", state.path, "-v"]), log: upgradeLog)
         var samples = 0, sawSudo = false
         var listed: [String] = []
-        while waitpid(pid, &status, WNOHANG) == 0 {
+        while !upgrade.exited {
             for (pid, text) in Self.processListing() {
                 if text.range(of: Data("sudo -S -p ''".utf8)) != nil { sawSudo = true }
                 listed += secrets.found(in: text).map { "pid \(pid): \($0)" }
@@ -196,8 +195,8 @@ import Testing
             samples += 1
             usleep(10_000)
         }
-        let upgradeOutput = (try? String(contentsOf: upgradeLog, encoding: .utf8)) ?? ""
-        #expect((status >> 8) & 0xff == 0, "\(upgradeOutput.suffix(3000))")
+        let upgradeOutput = upgrade.output
+        #expect(upgrade.exitCode == 0, "\(upgradeOutput.suffix(3000))")
         #expect(listed.isEmpty, "\(listed)")
         // The listings did catch remote steps under sudo in flight.
         #expect(samples >= 10 && sawSudo, "\(samples) samples")
@@ -352,30 +351,13 @@ import Testing
     /// to everyone, control the run: the peer's uid is checked on every connection.
     @Test(.enabled(if: canSwitchUsers, "needs root, \(setpriv) and \(python) to act as another user"))
     func controlSocketAnswersOnlyItsOwner() throws {
-        let lab = try TestLab(spec: """
-            defaults:
-              os: ubuntu20.04
-              packages: {st2: 3.7.1-1}
-              available: [3.7.1-1, 3.8.1-1]
-              faults:
-                slow: [{match: "st2ctl stop", delay: 1500ms}]
-            hosts: [{name: c1}, {name: c2}, {name: c3}, {name: c4}]
-            """)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["c1", "c2", "c3", "c4"], delay: "1500ms"))
         let box = try Sandbox(lab)
         chmod(lab.dir.path, 0o755) // others may pass through to the state dir (and no further)
         let state = lab.dir.appendingPathComponent("state")
         let socket = state.appendingPathComponent("ctl.sock")
-        let log = lab.dir.appendingPathComponent("controller.log")
-        let pid = try ProcessTable.spawnDetached(box.argv(["upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--max-parallel", "1",
-                                                         "--state-dir", state.path]), log: log)
-        var reaped = false
-        defer {
-            if !reaped {
-                kill(pid, SIGKILL)
-                var status: Int32 = 0
-                waitpid(pid, &status, 0)
-            }
-        }
+        let controller = try Background(box.argv(["upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--max-parallel", "1",
+                                                  "--state-dir", state.path]), log: lab.dir.appendingPathComponent("controller.log"))
         // One line to the socket, one line back (or why it could not connect), as `uid`.
         func ask(_ command: String, as uid: uid_t?) throws -> Run {
             let client = """
@@ -412,12 +394,10 @@ import Testing
         let stranger = try ask("abort", as: 65534)
         chmod(socket.path, 0o600)
         #expect(stranger.stdout == "error: only the controller's owner may control this run\n", "\(stranger.stdout)\(stranger.stderr)")
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        reaped = true
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         // Not aborted: the run went on to succeed, and only the owner's command was taken.
-        #expect((status >> 8) & 0xff == 0, "exit \(status): \(output.suffix(2000))")
+        let exitCode = controller.exitCode
+        let output = controller.output
+        #expect(exitCode == 0, "exit \(exitCode): \(output.suffix(2000))")
         #expect(output.contains("control: continue") && !output.contains("control: abort"), "\(output.suffix(2000))")
     }
 

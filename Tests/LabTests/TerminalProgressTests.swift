@@ -253,19 +253,7 @@ import FlotillaCore
 
     // MARK: The binary on a terminal
 
-    static let slowFleet = """
-        defaults:
-          os: ubuntu20.04
-          packages: {st2: 3.7.1-1}
-          available: [3.7.1-1, 3.8.1-1]
-          faults:
-            slow: [{match: "st2ctl stop", delay: 1500ms}]
-        hosts:
-          - {name: st2-01}
-          - {name: st2-02}
-          - {name: st2-03}
-          - {name: st2-04}
-        """
+    static let slowFleet = TestLab.slowStopSpec(["st2-01", "st2-02", "st2-03", "st2-04"], delay: "1500ms")
 
     /// A tmux server of the test's own (its socket in the lab's directory), so nothing
     /// touches the user's sessions.

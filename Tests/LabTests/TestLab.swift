@@ -50,10 +50,51 @@ private final class AddressBlocks: @unchecked Sendable {
     }
 }
 
-/// Whether a child process has exited (a zombie not reaped yet, or gone).
-func childExited(_ pid: Int32) -> Bool {
-    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-    return stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)] == "Z" } ?? true
+/// A program started in the background (its own session, stdin /dev/null, output to
+/// `log`), such as a controller a test signals or kills. If the test leaves before it
+/// has been waited for, it is killed and reaped: only this pid, never a recycled one.
+final class Background {
+    let pid: Int32
+    let log: URL
+    private var status: Int32?
+
+    init(_ argv: [String], log: URL) throws {
+        self.log = log
+        pid = try ProcessTable.spawnDetached(argv, log: log)
+    }
+
+    var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    /// Whether it has exited (a zombie not reaped yet counts).
+    var exited: Bool {
+        guard status == nil else { return true }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        return stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)] == "Z" } ?? true
+    }
+
+    func signal(_ number: Int32) {
+        if status == nil { kill(pid, number) }
+    }
+
+    /// Waits for it to end; its wait status.
+    @discardableResult
+    func wait() -> Int32 {
+        if let status { return status }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        status = raw
+        return raw
+    }
+
+    /// Its exit code, once it has ended (waits).
+    var exitCode: Int32 { (wait() >> 8) & 0xff }
+
+    deinit {
+        if status == nil {
+            kill(pid, SIGKILL)
+            wait()
+        }
+    }
 }
 
 struct LabUpFailed: Error, CustomStringConvertible {
@@ -82,6 +123,21 @@ final class TestLab: Sendable {
         } while attempt.result.status == 64 && attempt.result.stderr.contains("already in use")
         (firstAddress, upResult) = attempt
         guard upResult.status == 0 else { throw LabUpFailed(message: "flotilla-lab up exited \(upResult.status): \(upResult.stderr)") }
+    }
+
+    /// A spec of Ubuntu hosts at st2 3.7.1 that can go to 3.8.1, each slow to stop its
+    /// services (`delay`), so a test can act while an upgrade is in flight.
+    static func slowStopSpec(_ names: [String], delay: String) -> String {
+        """
+        defaults:
+          os: ubuntu20.04
+          packages: {st2: 3.7.1-1}
+          available: [3.7.1-1, 3.8.1-1]
+          faults:
+            slow: [{match: "st2ctl stop", delay: \(delay)}]
+        hosts: [\(names.map { "{name: \($0)}" }.joined(separator: ", "))]
+
+        """
     }
 
     var labDir: URL { dir.appendingPathComponent("lab") }
