@@ -21,13 +21,7 @@ import Darwin
         #expect(report.behind.count == 5)
 
         let html = report.html
-        Self.expectNoExternalResources(html)
-        if let copy = ProcessInfo.processInfo.environment["FLOTILLA_REPORT_HTML_COPY"], !copy.isEmpty {
-            try html.write(toFile: copy, atomically: true, encoding: .utf8) // to look at the page by hand
-        }
-        let dom = try await HeadlessChromium.dumpDOM(html: html)
-
-        #expect(dom.contains(try Regex(#"<body[^>]*\bdata-rendered="ok""#)), "the page's script did not finish:\n\(dom)")
+        let dom = try await HeadlessChromium.render(html, copy: ProcessInfo.processInfo.environment["FLOTILLA_REPORT_HTML_COPY"])
         Self.expectNoExternalResources(dom)
 
         // One bar per version, in the report's order, with its count.
@@ -217,6 +211,16 @@ enum HeadlessChromium {
         }
         throw Failure(description: "chromium-headless-shell not found on PATH: the HTML report tests need it "
                       + "(apt-get install -y chromium-headless-shell, as .ci/run does), or set FLOTILLA_CHROMIUM to a headless Chromium")
+    }
+
+    /// A report page drawn: it loads nothing from outside, its script finished; a copy is
+    /// left at `copy` (from an environment variable) to look at by hand.
+    static func render(_ html: String, copy: String?, sourceLocation: Testing.SourceLocation = #_sourceLocation) async throws -> String {
+        FleetReportHTMLTests.expectNoExternalResources(html, sourceLocation: sourceLocation)
+        if let copy, !copy.isEmpty { try html.write(toFile: copy, atomically: true, encoding: .utf8) }
+        let dom = try await dumpDOM(html: html)
+        #expect(dom.contains(try Regex(#"<body[^>]*\bdata-rendered="ok""#)), "the page's script did not finish:\n\(dom)", sourceLocation: sourceLocation)
+        return dom
     }
 
     static func dumpDOM(html: String) async throws -> String {

@@ -97,13 +97,12 @@ import Testing
               - {name: b1, st2_cluster: b}
               - {name: b2, st2_cluster: b}
             """)
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try """
+        let book = try lab.write("book.yaml", """
             steps:
               - {name: first, run: "echo first"}
               - {name: migrate, run: "sleep 4; echo migrated", once_per: st2_cluster}
               - {name: last, run: "echo last"}
-            """.write(to: book, atomically: true, encoding: .utf8)
+            """)
         let state = lab.dir.appendingPathComponent("state")
         let controller = try Background([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--connect-timeout", "1", "--max-fail", "1",
                                          "--state-dir", state.path, "--report", lab.dir.appendingPathComponent("report.json").path],
@@ -173,12 +172,11 @@ import Testing
     /// memory and in the result.
     @Test func hugeAndBinaryOutput() throws {
         let lab = try TestLab(spec: "hosts: [{name: big, packages: {st2: 3.8.1-1}}]\n")
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try """
+        let book = try lab.write("book.yaml", """
             steps:
               - {name: flood, run: "head -c 100000000 /dev/zero | tr '\\\\0' x; echo; echo end-of-flood"}
               - {name: binary, run: "printf 'caf\\\\351 \\\\377\\\\376 ok\\\\n'"}
-            """.write(to: book, atomically: true, encoding: .utf8)
+            """)
         let state = lab.dir.appendingPathComponent("state")
         let result = try run(["/usr/bin/time", "-f", "%M", Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--json",
                               "--state-dir", state.path])
@@ -208,13 +206,12 @@ import Testing
         let mounted = try run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", state.path])
         try #require(mounted.status == 0, "\(mounted.stderr)")
         defer { _ = try? run(["/usr/bin/umount", "-l", state.path]) }
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try """
+        let book = try lab.write("book.yaml", """
             steps:
               - {name: small, run: "echo fine"}
               - {name: chatty, run: "head -c 3000000 /dev/zero | tr '\\\\0' y"}
               - {name: after, run: "echo after"}
-            """.write(to: book, atomically: true, encoding: .utf8)
+            """)
         let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--max-parallel", "1",
                               "--state-dir", state.appendingPathComponent("s").path])
         #expect(result.status == 3, "exit \(result.status): \(result.stderr.suffix(2000))")

@@ -201,8 +201,7 @@ import FlotillaCore
               - {name: h3, st2_cluster: west}
               - {name: h4, st2_cluster: west}
             """)
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try """
+        let book = try lab.write("book.yaml", """
             name: notes
             steps:
               - name: write the note
@@ -213,7 +212,7 @@ import FlotillaCore
               - name: check
                 run: test -f /run/note
                 timeout: 10s
-            """.write(to: book, atomically: true, encoding: .utf8)
+            """)
         let state = lab.dir.appendingPathComponent("state")
         let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--batch", "2", "--json", "--state-dir", state.path])
         #expect(result.status == 0, "\(result.stderr)")
@@ -329,12 +328,11 @@ import FlotillaCore
     /// channels and exits 3 at once; `resume` runs those steps again, and only those.
     @Test func secondSignalExitsAtOnceAndResumeRerunsTheStepsInFlight() throws {
         let lab = try TestLab(spec: "defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}\nhosts: [{name: q1}, {name: q2}]\n")
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try """
+        let book = try lab.write("book.yaml", """
             steps:
               - {name: quick, run: "echo quick"}
               - {name: long, run: "if [ -e /run/again ]; then echo again; else touch /run/again; sleep 60; fi"}
-            """.write(to: book, atomically: true, encoding: .utf8)
+            """)
         let state = lab.dir.appendingPathComponent("state")
         let controller = try Background([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--state-dir", state.path],
                                         log: lab.dir.appendingPathComponent("controller.log"))
@@ -377,8 +375,7 @@ import FlotillaCore
               - {name: m3}
               - {name: m4}
             """)
-        let book = lab.dir.appendingPathComponent("book.yaml")
-        try "steps: [{name: step, run: \"echo step\"}]\n".write(to: book, atomically: true, encoding: .utf8)
+        let book = try lab.write("book.yaml", "steps: [{name: step, run: \"echo step\"}]\n")
         let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--batch", "2", "--max-fail", "100%",
                               "--max-fail-batch", "40%", "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
         #expect(result.status == 2, "\(result.stderr.suffix(2000))")

@@ -141,6 +141,13 @@ final class TestLab: Sendable {
     }
 
     var labDir: URL { dir.appendingPathComponent("lab") }
+
+    /// Writes `text` to NAME in the test's directory (a runbook, say); its URL.
+    func write(_ name: String, _ text: String) throws -> URL {
+        let file = dir.appendingPathComponent(name)
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        return file
+    }
     func path(_ name: String) -> String { labDir.appendingPathComponent(name).path }
 
     /// `ssh -F lab/ssh_config HOST COMMAND`.
