@@ -78,11 +78,9 @@ struct Hosts: ParsableCommand {
             if showJumps { row.append(setting.proxyJump.map(\.description).joined(separator: ",")) }
             rows.append(row)
         }
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max()! }
         var out = ""
-        for (index, row) in rows.enumerated() {
-            let line = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
-            out += String(line.reversed().drop { $0 == " " }.reversed()) + "\n"
+        for (index, line) in TextTable.lines(rows).enumerated() {
+            out += line + "\n"
             if vars && index > 0 {
                 let host = hosts[index - 1]
                 for key in host.variables.keys.sorted() {

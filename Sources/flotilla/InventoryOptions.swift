@@ -83,67 +83,15 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: \(message)\n".utf8))
     }
 
-    /// Writes a file readable only by its owner. A regular file (or none) at `path` is
-    /// replaced, never rewritten in place: the text goes to a new 0600 file beside it that
-    /// is then renamed over it, so whoever could read an older file there (or holds it
-    /// open) never sees the new text, and a symbolic link planted there is not followed.
-    /// A terminal, a pipe or `/dev/stdout` is written through, unless it is a symbolic
-    /// link that another user owns.
+    /// ``PrivateFiles/writeOwnerOnly(_:to:)``, its failure as a usage error (the path
+    /// came from the command line).
     static func writeOwnerOnly(_ text: String, to path: String) throws {
-        var info = stat()
-        if lstat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
-            if info.st_mode & S_IFMT == S_IFLNK, info.st_uid != geteuid(), info.st_uid != 0 {
-                throw ValidationError("will not write \(path): it is a symbolic link owned by uid \(info.st_uid), not by you, and could point anywhere")
-            }
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            try FileHandle(fileDescriptor: fd, closeOnDealloc: false).write(contentsOf: Data(text.utf8))
-            return
-        }
-        let (fd, temporary) = try privateFile(beside: path)
-        do {
-            defer { close(fd) }
-            try FileHandle(fileDescriptor: fd, closeOnDealloc: false).write(contentsOf: Data(text.utf8))
-        } catch {
-            unlink(temporary)
-            throw ValidationError("cannot write \(path): \(error)")
-        }
-        try replace(path, with: temporary)
+        do { try PrivateFiles.writeOwnerOnly(text, to: path) } catch { throw ValidationError(error.message) }
     }
 
-    /// Creates `path` afresh as an empty owner-only file (as ``writeOwnerOnly(_:to:)``
-    /// does: a new 0600 file renamed over whatever was there) and returns it open for writing.
+    /// ``PrivateFiles/createOwnerOnly(_:)``, its failure as a usage error.
     static func createOwnerOnly(_ path: String) throws -> Int32 {
-        let (fd, temporary) = try privateFile(beside: path)
-        do {
-            try replace(path, with: temporary)
-        } catch {
-            close(fd)
-            throw error
-        }
-        return fd
-    }
-
-    /// A new, empty file, 0600 from its creation (mkstemp: O_EXCL, so never an existing
-    /// file or link), in the directory of `path` so that a rename replaces `path`.
-    private static func privateFile(beside path: String) throws -> (fd: Int32, path: String) {
-        let directory = (path as NSString).deletingLastPathComponent
-        let name = (path as NSString).lastPathComponent
-        var template = Array(((directory.isEmpty ? "." : directory) + "/.\(name).XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        fchmod(fd, 0o600)
-        return (fd, template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
-    }
-
-    private static func replace(_ path: String, with temporary: String) throws {
-        guard rename(temporary, path) == 0 else {
-            let message = String(cString: strerror(errno))
-            unlink(temporary)
-            throw ValidationError("cannot write \(path): \(message)")
-        }
+        do { return try PrivateFiles.createOwnerOnly(path) } catch { throw ValidationError(error.message) }
     }
 
     static let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
@@ -197,7 +145,7 @@ enum Completions {
         // Complete the last part of a compound pattern (`web:&db`, `a,b`): keep what comes before.
         let cut = prefix.lastIndex { ":,&!".contains($0) }.map { prefix.index(after: $0) } ?? prefix.startIndex
         let head = String(prefix[..<cut]), tail = String(prefix[cut...])
-        let names = inventory.groupNames + ((try? inventory.select(nil))?.map(\.name) ?? [])
+        let names = inventory.groupNames + ((try? inventory.select(nil))?.map(\.name) ?? []) // quiet, as above
         return names.filter { $0.hasPrefix(tail) && $0 != "all" }.map { head + $0 }
     }
 }

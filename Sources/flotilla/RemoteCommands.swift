@@ -120,22 +120,7 @@ struct RemoteRun {
     /// Creates `url` and its missing parents 0700 from the first instant, whatever the
     /// umask (an existing directory is kept as it is).
     static func makePrivateDirectory(_ url: URL) throws {
-        var missing: [String] = []
-        var path = url.standardizedFileURL.path
-        var info = stat()
-        while lstat(path, &info) != 0 {
-            missing.append(path)
-            let parent = (path as NSString).deletingLastPathComponent
-            if parent == path || parent.isEmpty { break }
-            path = parent
-        }
-        for directory in missing.reversed() {
-            if mkdir(directory, 0o700) != 0 {
-                guard errno == EEXIST else { throw ValidationError("cannot create \(directory): \(String(cString: strerror(errno)))") }
-                continue
-            }
-            chmod(directory, 0o700) // mkdir applied the umask
-        }
+        do { try PrivateFiles.createMissingDirectories(url) } catch { throw ValidationError("\(error)") }
     }
 
     static func fileName(_ host: String) -> String {
