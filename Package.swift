@@ -28,7 +28,7 @@ let package = Package(
         .target(
             name: "FlotillaCore",
             dependencies: ["CSQLite", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
-            resources: [.copy("Resources/stackstorm-migrations.yaml")]
+            resources: [.copy("Resources/stackstorm-migrations.yaml"), .copy("Resources/Reports")]
         ),
         .executableTarget(
             name: "flotilla",
