@@ -13,13 +13,18 @@ struct INIInventoryParser {
         var parents: [(group: Int, line: Int)] = []
     }
 
-    mutating func parse(_ text: String) throws(InventoryError) {
+    /// Where the parser stands: the section it is in, and the groups named before they
+    /// are declared, in order (Ansible's pending_declarations).
+    private struct Position {
         var groupName = "ungrouped"
         var group = InventoryGraph.ungrouped
         var state = State.hosts
-        // Groups named before they are declared, in order (Ansible's pending_declarations).
         var pending: [String: Pending] = [:]
         var pendingOrder: [String] = []
+    }
+
+    mutating func parse(_ text: String) throws(InventoryError) {
+        var position = Position()
         var lineNumber = 0
         for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
@@ -29,83 +34,108 @@ struct INIInventoryParser {
 
             if first == "[" {
                 if let (name, tag) = Self.section(line) {
-                    guard let kind = State(rawValue: tag ?? "hosts") else {
-                        throw InventoryError(here, "section [\(name):\(tag!)] has an unknown type '\(tag!)' (expected vars or children)")
-                    }
-                    groupName = name
-                    state = kind
-                    if graph.group(named: name) == nil, kind == .vars, pending[name] == nil {
-                        pending[name] = Pending(line: lineNumber, kind: .vars)
-                        pendingOrder.append(name)
-                    }
-                    group = graph.addGroup(name)
-                    if kind != .vars, let waiting = pending[name] {
-                        if waiting.kind == .children {
-                            try resolvePending(name, &pending)
-                        } else {
-                            pending[name] = nil
-                        }
-                    }
+                    try enterSection(name, tag: tag, lineNumber: lineNumber, &position)
                     continue
                 } else if line.last == "]" {
                     throw InventoryError(here, "invalid section header '\(line)': a header is [group], [group:vars] or [group:children], with no spaces")
                 }
             }
 
-            switch state {
-            case .hosts:
-                let words: [String]
-                do {
-                    words = try ShellWords.split(line)
-                } catch {
-                    throw InventoryError(here, "cannot parse host line '\(line)': \(error.message == "No closing quotation" ? "unterminated quote" : "a backslash ends the line")")
-                }
-                guard let expression = words.first, !expression.isEmpty else {
-                    throw InventoryError(here, "expected a host name, got '\(line)'")
-                }
-                let (names, port) = try HostExpression.expand(expression, at: here)
-                if expression.hasSuffix(":") && port == nil {
-                    throw InventoryError(here, "invalid host '\(expression)': a trailing ':' must be followed by a port number")
-                }
-                if names.contains("---") {
-                    throw InventoryError(here, "invalid host '---': this looks like a YAML file")
-                }
-                var variables: [(String, InventoryValue)] = []
-                for word in words.dropFirst() {
-                    guard let equals = word.firstIndex(of: "=") else {
-                        throw InventoryError(here, "expected key=value host variable after the host name, got '\(word)'")
-                    }
-                    variables.append((String(word[..<equals]), PythonLiteral.value(of: String(word[word.index(after: equals)...]))))
-                }
-                for name in names {
-                    graph.addHost(name, group: group, port: port, at: here)
-                    let host = graph.host(named: name)!
-                    for (key, value) in variables { graph.setVariable(host: host, key, InventoryVariable(value, at: here)) }
-                }
-            case .vars:
-                guard let equals = line.firstIndex(of: "=") else {
-                    throw InventoryError(here, "expected key=value in [\(groupName):vars], got '\(line)'")
-                }
-                let key = line[..<equals].trimmingPythonWhitespace()
-                let value = line[line.index(after: equals)...].trimmingPythonWhitespace()
-                guard !key.isEmpty else { throw InventoryError(here, "a variable needs a name before '=' in '\(line)'") }
-                try graph.setVariable(group: group, key, InventoryVariable(PythonLiteral.value(of: value), at: here))
-            case .children:
-                guard let child = Self.groupName(line) else {
-                    throw InventoryError(here, "expected a group name in [\(groupName):children], got '\(line)'")
-                }
-                if let childIndex = graph.group(named: child) {
-                    try graph.addChild(parent: group, child: childIndex, at: here)
-                } else if pending[child] != nil {
-                    pending[child]!.parents.append((group, lineNumber))
-                } else {
-                    pending[child] = Pending(line: lineNumber, kind: .children, parents: [(group, lineNumber)])
-                    pendingOrder.append(child)
-                }
+            switch position.state {
+            case .hosts: try addHosts(line, to: position.group, at: here)
+            case .vars: try setGroupVariable(line, in: position, at: here)
+            case .children: try addChild(line, lineNumber: lineNumber, &position)
             }
         }
-        for name in pendingOrder {
-            guard let waiting = pending[name] else { continue }
+        try checkPendingDeclared(position)
+    }
+
+    /// A `[name]`, `[name:vars]` or `[name:children]` header.
+    private mutating func enterSection(_ name: String, tag: String?, lineNumber: Int, _ position: inout Position) throws(InventoryError) {
+        let here = SourceLocation(file: file, line: lineNumber)
+        guard let kind = State(rawValue: tag ?? "hosts") else {
+            throw InventoryError(here, "section [\(name):\(tag!)] has an unknown type '\(tag!)' (expected vars or children)")
+        }
+        position.groupName = name
+        position.state = kind
+        if graph.group(named: name) == nil, kind == .vars, position.pending[name] == nil {
+            position.pending[name] = Pending(line: lineNumber, kind: .vars)
+            position.pendingOrder.append(name)
+        }
+        position.group = graph.addGroup(name)
+        if kind != .vars, let waiting = position.pending[name] {
+            if waiting.kind == .children {
+                try resolvePending(name, &position.pending)
+            } else {
+                position.pending[name] = nil
+            }
+        }
+    }
+
+    /// A host line: a host name or range, an optional port, inline `key=value` variables.
+    private mutating func addHosts(_ line: String, to group: Int, at here: SourceLocation) throws(InventoryError) {
+        let words: [String]
+        do {
+            words = try ShellWords.split(line)
+        } catch {
+            throw InventoryError(here, "cannot parse host line '\(line)': \(error.message == "No closing quotation" ? "unterminated quote" : "a backslash ends the line")")
+        }
+        guard let expression = words.first, !expression.isEmpty else {
+            throw InventoryError(here, "expected a host name, got '\(line)'")
+        }
+        let (names, port) = try HostExpression.expand(expression, at: here)
+        if expression.hasSuffix(":") && port == nil {
+            throw InventoryError(here, "invalid host '\(expression)': a trailing ':' must be followed by a port number")
+        }
+        if names.contains("---") {
+            throw InventoryError(here, "invalid host '---': this looks like a YAML file")
+        }
+        var variables: [(String, InventoryValue)] = []
+        for word in words.dropFirst() {
+            guard let equals = word.firstIndex(of: "=") else {
+                throw InventoryError(here, "expected key=value host variable after the host name, got '\(word)'")
+            }
+            variables.append((String(word[..<equals]), PythonLiteral.value(of: String(word[word.index(after: equals)...]))))
+        }
+        for name in names {
+            graph.addHost(name, group: group, port: port, at: here)
+            let host = graph.host(named: name)!
+            for (key, value) in variables { graph.setVariable(host: host, key, InventoryVariable(value, at: here)) }
+        }
+    }
+
+    /// A `key=value` line of a `[group:vars]` section.
+    private mutating func setGroupVariable(_ line: String, in position: Position, at here: SourceLocation) throws(InventoryError) {
+        guard let equals = line.firstIndex(of: "=") else {
+            throw InventoryError(here, "expected key=value in [\(position.groupName):vars], got '\(line)'")
+        }
+        let key = line[..<equals].trimmingPythonWhitespace()
+        let value = line[line.index(after: equals)...].trimmingPythonWhitespace()
+        guard !key.isEmpty else { throw InventoryError(here, "a variable needs a name before '=' in '\(line)'") }
+        try graph.setVariable(group: position.group, key, InventoryVariable(PythonLiteral.value(of: value), at: here))
+    }
+
+    /// A group name in a `[group:children]` section; one not declared yet waits for its
+    /// declaration.
+    private mutating func addChild(_ line: String, lineNumber: Int, _ position: inout Position) throws(InventoryError) {
+        let here = SourceLocation(file: file, line: lineNumber)
+        guard let child = Self.groupName(line) else {
+            throw InventoryError(here, "expected a group name in [\(position.groupName):children], got '\(line)'")
+        }
+        if let childIndex = graph.group(named: child) {
+            try graph.addChild(parent: position.group, child: childIndex, at: here)
+        } else if position.pending[child] != nil {
+            position.pending[child]!.parents.append((position.group, lineNumber))
+        } else {
+            position.pending[child] = Pending(line: lineNumber, kind: .children, parents: [(position.group, lineNumber)])
+            position.pendingOrder.append(child)
+        }
+    }
+
+    /// At the end of the file, a group still waiting for its declaration is an error.
+    private func checkPendingDeclared(_ position: Position) throws(InventoryError) {
+        for name in position.pendingOrder {
+            guard let waiting = position.pending[name] else { continue }
             let here = SourceLocation(file: file, line: waiting.line)
             if waiting.kind == .vars {
                 throw InventoryError(here, "[\(name):vars] sets variables for group '\(name)', which is not defined in this file (declare it with [\(name)] or [\(name):children])")

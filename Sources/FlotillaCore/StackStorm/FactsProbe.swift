@@ -28,88 +28,97 @@ public enum FactsProbe {
     /// the reason; a section that failed makes its own fact unreadable. `error` says why
     /// the command ended early (a timeout), if it did.
     public static func parse(output: String, exitStatus: Int32?, error: String? = nil) -> HostFacts {
-        var sections: [String: (text: String, status: Int32?)] = [:]
-        var current: String?
-        var lines: [Substring] = []
-        var started = false
-        for line in output.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line == "\(marker) 1" { started = true; continue }
-            guard started else { continue }
-            if line.hasPrefix("\(marker) section ") {
-                current = String(line.dropFirst("\(marker) section ".count))
-                lines = []
-            } else if line.hasPrefix("\(marker) status "), let name = current {
-                sections[name] = (lines.joined(separator: "\n"), Int32(line.dropFirst("\(marker) status ".count)))
-                current = nil
-            } else if current != nil {
-                lines.append(line)
-            }
-        }
-        guard started else {
+        let ending = error ?? "exit \(exitStatus.map(String.init) ?? "?")"
+        guard let sections = Sections(output, ending: ending) else {
             let text = output.trimmingCharacters(in: .whitespacesAndNewlines)
             let tail = text.split(separator: "\n").suffix(3).joined(separator: " / ")
-            return HostFacts(unreadable: "the facts probe did not run (\(error ?? "exit \(exitStatus.map(String.init) ?? "?")"))" + (tail.isEmpty ? "" : ": \(tail)"))
+            return HostFacts(unreadable: "the facts probe did not run (\(ending))" + (tail.isEmpty ? "" : ": \(tail)"))
         }
-        func section(_ name: String) -> (text: String, status: Int32?)? { sections[name] }
-        func cut(_ name: String) -> String { "output ended before the \(name) section finished (\(error ?? "exit \(exitStatus.map(String.init) ?? "?")"))" }
-        func failure(_ text: String, _ status: Int32?) -> String {
-            let tail = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(2).joined(separator: " / ")
-            return "exit \(status.map(String.init) ?? "?")" + (tail.isEmpty ? "" : ": \(tail)")
+        let installed = sections.fact("installed") { text, status in
+            parseInstalled(text, status: status).mapError { failure(text, status) + " (\($0))" }
+        }
+        return HostFacts(
+            os: sections.fact("os-release", os),
+            packageManager: sections.fact("package-manager") { text, _ in packageManager(text) },
+            installed: installed,
+            offered: sections.fact("offered") { text, status in parseOffered(text, status: status, failure: failure(text, status)) },
+            components: sections.fact("st2ctl") { text, status in components(text, status: status, installed: installed) },
+            disk: sections.fact("disk", disk),
+            leftoverConfigs: sections.fact("leftovers", leftovers))
+    }
+
+    /// The probe's output cut into its marked sections, each with its text and exit status.
+    struct Sections {
+        private var sections: [String: (text: String, status: Int32?)] = [:]
+        /// How the probe ended, for the facts whose section it did not finish.
+        private let ending: String
+
+        /// Nil when the output has no start marker: the probe did not run.
+        init?(_ output: String, ending: String) {
+            self.ending = ending
+            var current: String?
+            var lines: [Substring] = []
+            var started = false
+            for line in output.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line == "\(marker) 1" { started = true; continue }
+                guard started else { continue }
+                if line.hasPrefix("\(marker) section ") {
+                    current = String(line.dropFirst("\(marker) section ".count))
+                    lines = []
+                } else if line.hasPrefix("\(marker) status "), let name = current {
+                    sections[name] = (lines.joined(separator: "\n"), Int32(line.dropFirst("\(marker) status ".count)))
+                    current = nil
+                } else if current != nil {
+                    lines.append(line)
+                }
+            }
+            guard started else { return nil }
         }
 
-        let os: Fact<OSInfo>
-        if let (text, status) = section("os-release") {
-            if status == 0, let info = OSInfo.parse(osRelease: text) {
-                os = .known(info)
-            } else {
-                os = .unreadable("/etc/os-release: " + (status == 0 ? "no ID in it" : failure(text, status)))
+        /// The fact read from a finished section; unreadable when the output ended first.
+        func fact<Value>(_ name: String, _ read: (String, Int32?) -> Fact<Value>) -> Fact<Value> {
+            guard let (text, status) = sections[name] else {
+                return .unreadable("output ended before the \(name) section finished (\(ending))")
             }
-        } else { os = .unreadable(cut("os-release")) }
+            return read(text, status)
+        }
+    }
 
-        let manager: Fact<String>
-        if let (text, _) = section("package-manager") {
-            let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            manager = name.isEmpty ? .unreadable("no apt-get, dnf or yum on the host") : .known(name)
-        } else { manager = .unreadable(cut("package-manager")) }
+    /// A failed section's exit status and its last lines.
+    static func failure(_ text: String, _ status: Int32?) -> String {
+        let tail = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(2).joined(separator: " / ")
+        return "exit \(status.map(String.init) ?? "?")" + (tail.isEmpty ? "" : ": \(tail)")
+    }
 
-        let installed: Fact<[String: String]>
-        if let (text, status) = section("installed") {
-            installed = parseInstalled(text, status: status).mapError { failure(text, status) + " (\($0))" }
-        } else { installed = .unreadable(cut("installed")) }
+    static func os(_ text: String, _ status: Int32?) -> Fact<OSInfo> {
+        if status == 0, let info = OSInfo.parse(osRelease: text) { return .known(info) }
+        return .unreadable("/etc/os-release: " + (status == 0 ? "no ID in it" : failure(text, status)))
+    }
 
-        let offered: Fact<[String: [String]]>
-        if let (text, status) = section("offered") {
-            offered = parseOffered(text, status: status, failure: failure(text, status))
-        } else { offered = .unreadable(cut("offered")) }
+    static func packageManager(_ text: String) -> Fact<String> {
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return name.isEmpty ? .unreadable("no apt-get, dnf or yum on the host") : .known(name)
+    }
 
-        let components: Fact<[ComponentState]>
-        if let (text, status) = section("st2ctl") {
-            if status == 127, installed.value?["st2"] == nil, installed.value != nil {
-                components = .known([]) // st2 is not installed: no components, nothing unknown
-            } else if status == 0, let parsed = ComponentState.parse(st2ctlStatus: text) {
-                components = .known(parsed)
-            } else {
-                components = .unreadable("st2ctl status: " + (status == 0 ? "not the usual component list" : failure(text, status)))
-            }
-        } else { components = .unreadable(cut("st2ctl")) }
+    static func components(_ text: String, status: Int32?, installed: Fact<[String: String]>) -> Fact<[ComponentState]> {
+        if status == 127, installed.value?["st2"] == nil, installed.value != nil {
+            return .known([]) // st2 is not installed: no components, nothing unknown
+        }
+        if status == 0, let parsed = ComponentState.parse(st2ctlStatus: text) { return .known(parsed) }
+        return .unreadable("st2ctl status: " + (status == 0 ? "not the usual component list" : failure(text, status)))
+    }
 
-        let disk: Fact<[DiskSpace]>
-        if let (text, status) = section("disk") {
-            let parsed = parseDF(text, paths: ["/", "/opt"])
-            // df's own complaint, not its table, says what went wrong.
-            let complaint = text.split(separator: "\n").filter { $0.hasPrefix("df:") }.joined(separator: "\n")
-            disk = status == 0 && parsed.count == 2 ? .known(parsed) : .unreadable("df -Pk / /opt: " + failure(complaint.isEmpty ? text : complaint, status))
-        } else { disk = .unreadable(cut("disk")) }
+    static func disk(_ text: String, _ status: Int32?) -> Fact<[DiskSpace]> {
+        let parsed = parseDF(text, paths: ["/", "/opt"])
+        // df's own complaint, not its table, says what went wrong.
+        let complaint = text.split(separator: "\n").filter { $0.hasPrefix("df:") }.joined(separator: "\n")
+        return status == 0 && parsed.count == 2 ? .known(parsed) : .unreadable("df -Pk / /opt: " + failure(complaint.isEmpty ? text : complaint, status))
+    }
 
-        let leftovers: Fact<[String]>
-        if let (text, status) = section("leftovers") {
-            leftovers = status == 0
-                ? .known(text.split(separator: "\n").map(String.init).filter { $0.hasPrefix("/") }.sorted())
-                : .unreadable("find /etc/st2 /etc/mistral: " + failure(text, status))
-        } else { leftovers = .unreadable(cut("leftovers")) }
-
-        return HostFacts(os: os, packageManager: manager, installed: installed, offered: offered,
-                         components: components, disk: disk, leftoverConfigs: leftovers)
+    static func leftovers(_ text: String, _ status: Int32?) -> Fact<[String]> {
+        status == 0
+            ? .known(text.split(separator: "\n").map(String.init).filter { $0.hasPrefix("/") }.sorted())
+            : .unreadable("find /etc/st2 /etc/mistral: " + failure(text, status))
     }
 
     /// `dpkg-query -W` (name, version, status abbreviation) or `rpm -q --qf` lines; lines

@@ -94,46 +94,100 @@ public struct UpgradePlanner: Sendable {
 
     static let cluster = "st2_cluster"
 
+    /// A reason the host cannot be upgraded safely.
+    struct Refusal: Error {
+        var reason: String
+        init(_ reason: String) { self.reason = reason }
+    }
+
+    /// What the facts say is installed, once they say enough to plan from.
+    struct Installation {
+        var os: OSInfo
+        var manager: String
+        var packages: [String: String]
+        /// The installed st2 package version (`3.7.1-1`).
+        var st2Package: String
+        var st2: StackStormVersion
+    }
+
+    /// One upgrade pass, and the version each installed package is pinned to in it.
+    struct Pass {
+        var from: StackStormVersion
+        var to: StackStormVersion
+        var pinned: [(package: String, version: String)] = []
+    }
+
+    /// The host's plan: the upgrade, a skip (already at the target) or a refusal with the
+    /// first reason found, in the order the checks are listed in SPEC §4.
     public func plan(_ facts: HostFacts) -> HostPlan {
         let target = options.target
-        guard let os = facts.os.value else { return .refuse("OS unknown: \(facts.os.problem ?? "")") }
-        guard os.family != .other else {
-            return .refuse("unsupported OS \(os.name): flotilla upgrades Debian/Ubuntu (apt) and RHEL/CentOS/Rocky (yum/dnf) hosts")
-        }
-        guard let manager = facts.packageManager.value else { return .refuse("package manager unknown: \(facts.packageManager.problem ?? "")") }
-        guard (os.family == .debian) == (manager == "apt") else {
-            return .refuse("package manager \(manager) does not fit \(os.name)")
-        }
-        guard let installed = facts.installed.value else { return .refuse("installed packages unknown: \(facts.installed.problem ?? "")") }
-        guard let fromPackage = installed["st2"] else { return .refuse("st2 is not installed") }
-        guard let from = StackStormVersion(fromPackage) else { return .refuse("the installed st2 version '\(fromPackage)' is not a version") }
-
-        let order = from.compareRelease(target)
+        let host: Installation
+        do { host = try installation(facts) } catch { return .refuse(error.reason) }
+        let order = host.st2.compareRelease(target)
         if order == 0 {
-            return HostPlan(action: .skip, reason: "already at \(target.releaseString) (st2 \(fromPackage))", fromVersion: fromPackage, toVersion: fromPackage)
+            return HostPlan(action: .skip, reason: "already at \(target.releaseString) (st2 \(host.st2Package))",
+                            fromVersion: host.st2Package, toVersion: host.st2Package)
         }
         if order > 0 {
-            return .refuse("st2 \(fromPackage) is newer than the target \(target.releaseString); flotilla never downgrades", from: fromPackage)
+            return .refuse("st2 \(host.st2Package) is newer than the target \(target.releaseString); flotilla never downgrades", from: host.st2Package)
         }
-
-        let crossed = catalog.entries(crossingFrom: from, to: target)
+        let crossed = catalog.entries(crossingFrom: host.st2, to: target)
         let notes = crossed.flatMap { entry in entry.manual.map { "\(entry.version.series): \($0)" } }
-        func refuse(_ reason: String) -> HostPlan { .refuse(reason, from: fromPackage, notes: notes) }
+        do {
+            return try upgrade(host, facts, crossed: crossed, notes: notes)
+        } catch {
+            return .refuse(error.reason, from: host.st2Package, notes: notes)
+        }
+    }
 
-        if let ceiling = catalog.osCeilings[os.key], Self.exceeds(target, ceiling: ceiling) {
-            return refuse("the target \(target.releaseString) is above the highest release \(os.name) can run (\(ceiling))")
+    func installation(_ facts: HostFacts) throws(Refusal) -> Installation {
+        guard let os = facts.os.value else { throw Refusal("OS unknown: \(facts.os.problem ?? "")") }
+        guard os.family != .other else {
+            throw Refusal("unsupported OS \(os.name): flotilla upgrades Debian/Ubuntu (apt) and RHEL/CentOS/Rocky (yum/dnf) hosts")
+        }
+        guard let manager = facts.packageManager.value else { throw Refusal("package manager unknown: \(facts.packageManager.problem ?? "")") }
+        guard (os.family == .debian) == (manager == "apt") else {
+            throw Refusal("package manager \(manager) does not fit \(os.name)")
+        }
+        guard let installed = facts.installed.value else { throw Refusal("installed packages unknown: \(facts.installed.problem ?? "")") }
+        guard let st2Package = installed["st2"] else { throw Refusal("st2 is not installed") }
+        guard let st2 = StackStormVersion(st2Package) else { throw Refusal("the installed st2 version '\(st2Package)' is not a version") }
+        return Installation(os: os, manager: manager, packages: installed, st2Package: st2Package, st2: st2)
+    }
+
+    /// The plan of a host below the target, or why it cannot be upgraded.
+    func upgrade(_ host: Installation, _ facts: HostFacts, crossed: [MigrationCatalog.Entry], notes: [String]) throws(Refusal) -> HostPlan {
+        let target = options.target
+        if let ceiling = catalog.osCeilings[host.os.key], Self.exceeds(target, ceiling: ceiling) {
+            throw Refusal("the target \(target.releaseString) is above the highest release \(host.os.name) can run (\(ceiling))")
         }
         for entry in crossed {
-            let removed = entry.removes.filter { installed[$0] != nil }
+            let removed = entry.removes.filter { host.packages[$0] != nil }
             if !removed.isEmpty {
-                return refuse("crossing \(entry.version.series): "
+                throw Refusal("crossing \(entry.version.series): "
                               + (entry.blocksIf ?? "\(removed.joined(separator: ", ")) is installed and \(entry.version.series) no longer ships it"))
             }
         }
-        guard let offered = facts.offered.value else { return refuse("repository versions unknown: \(facts.offered.problem ?? "")") }
+        guard let offered = facts.offered.value else { throw Refusal("repository versions unknown: \(facts.offered.problem ?? "")") }
+        var (passes, hopNotes) = try self.passes(from: host.st2, offered: offered)
+        let packages = catalog.packages.filter { host.packages[$0] != nil }
+        for index in passes.indices { passes[index].pinned = try pins(packages, to: passes[index].to, offered: offered) }
+        try checkRoom(facts)
 
-        // Passes: hop wherever a needed script stopped shipping before the target.
-        var passes: [(from: StackStormVersion, to: StackStormVersion)] = []
+        var allNotes = hopNotes + notes
+        for entry in crossed where entry.optional && !entry.scripts.isEmpty && !options.withOptionalMigrations {
+            allNotes.append("\(entry.version.series): optional migration not planned (\(entry.scripts.joined(separator: "; "))); add \(entry.flag ?? "--with-optional-migrations") to run it")
+        }
+        if packages.contains("st2mistral"), let note = catalog.mistral.note { allNotes.append("mistral: \(note)") }
+        return HostPlan(action: .upgrade, fromVersion: host.st2Package, toVersion: passes.last?.pinned.first { $0.package == "st2" }?.version,
+                        hops: passes.dropLast().map(\.to.releaseString), steps: steps(host, passes), notes: allNotes)
+    }
+
+    /// The passes from `from` to the target: a hop wherever a needed script stopped
+    /// shipping before the target, to the highest release offered that still ships it.
+    func passes(from: StackStormVersion, offered: [String: [String]]) throws(Refusal) -> (passes: [Pass], notes: [String]) {
+        let target = options.target
+        var passes: [Pass] = []
         var current = from
         var hopNotes: [String] = []
         while true {
@@ -142,61 +196,62 @@ public struct UpgradePlanner: Sendable {
                 return (entry, until)
             }
             guard let (entry, limit) = limits.min(by: { $0.1.compareRelease($1.1) < 0 }) else {
-                passes.append((current, target))
-                break
+                passes.append(Pass(from: current, to: target))
+                return (passes, hopNotes)
             }
             let candidates = (offered["st2"] ?? []).compactMap(StackStormVersion.init).filter {
                 $0.compareRelease(current) > 0 && $0.compareRelease(entry.version) >= 0 && $0.compareRelease(limit) <= 0
             }
             guard let hop = candidates.max(by: { $0.compareRelease($1) < 0 }) else {
-                return refuse("needs an intermediate release from \(entry.version.series) to \(limit) (the \(entry.version.series) migrations stopped shipping after \(limit)), and the host's repositories offer none")
+                throw Refusal("needs an intermediate release from \(entry.version.series) to \(limit) (the \(entry.version.series) migrations stopped shipping after \(limit)), and the host's repositories offer none")
             }
             let hopRelease = StackStormVersion(hop.releaseString)!
             hopNotes.append("goes through \(hopRelease.releaseString) first: the \(entry.version.series) migration scripts stopped shipping after \(limit)")
-            passes.append((current, hopRelease))
+            passes.append(Pass(from: current, to: hopRelease))
             current = hopRelease
         }
+    }
 
-        // Pin every installed package of the catalog to the exact version offered for each pass.
-        let packages = catalog.packages.filter { installed[$0] != nil }
-        var pins: [[(package: String, version: String)]] = []
-        for pass in passes {
-            var pinned: [(String, String)] = []
-            for package in packages {
-                let versions = (offered[package] ?? []).filter { StackStormVersion($0)?.compareRelease(pass.to) == 0 }
-                guard let best = versions.max(by: { StackStormVersion($0)! < StackStormVersion($1)! }) else {
-                    let list = offered[package].map { $0.isEmpty ? "none" : $0.joined(separator: ", ") } ?? "none"
-                    let what = pass.to == target ? "the target" : "the intermediate release"
-                    return refuse("\(what) \(pass.to.releaseString) of \(package) is not offered by the host's repositories (offered: \(list))")
-                }
-                pinned.append((package, best))
+    /// Each package pinned to the highest version offered of release `release`.
+    func pins(_ packages: [String], to release: StackStormVersion, offered: [String: [String]]) throws(Refusal) -> [(package: String, version: String)] {
+        var pinned: [(package: String, version: String)] = []
+        for package in packages {
+            let versions = (offered[package] ?? []).filter { StackStormVersion($0)?.compareRelease(release) == 0 }
+            guard let best = versions.max(by: { StackStormVersion($0)! < StackStormVersion($1)! }) else {
+                let list = offered[package].map { $0.isEmpty ? "none" : $0.joined(separator: ", ") } ?? "none"
+                let what = release == options.target ? "the target" : "the intermediate release"
+                throw Refusal("\(what) \(release.releaseString) of \(package) is not offered by the host's repositories (offered: \(list))")
             }
-            pins.append(pinned)
+            pinned.append((package, best))
         }
+        return pinned
+    }
 
-        if let disk = facts.disk.value {
-            for space in disk where space.availableKiB < options.minimumFreeKiB {
-                return refuse("only \(space.availableKiB / 1024) MiB free on \(space.path) (needs \(options.minimumFreeKiB / 1024) MiB)")
-            }
-        } else {
-            return refuse("free disk unknown: \(facts.disk.problem ?? "")")
+    /// Enough free disk, and, for the backup, an st2api to export the key-value store from.
+    func checkRoom(_ facts: HostFacts) throws(Refusal) {
+        guard let disk = facts.disk.value else { throw Refusal("free disk unknown: \(facts.disk.problem ?? "")") }
+        for space in disk where space.availableKiB < options.minimumFreeKiB {
+            throw Refusal("only \(space.availableKiB / 1024) MiB free on \(space.path) (needs \(options.minimumFreeKiB / 1024) MiB)")
         }
-
         if options.backup, let components = facts.components.value, components.contains(where: { $0.name == "st2api" && !$0.running }) {
-            return refuse("st2api is not running, so the key-value store cannot be exported: start st2 first, or plan with --no-backup")
+            throw Refusal("st2api is not running, so the key-value store cannot be exported: start st2 first, or plan with --no-backup")
         }
+    }
 
+    /// The backup, then for each pass: stop, confirm, upgrade, database steps and
+    /// migrations, reload, start, verify.
+    func steps(_ host: Installation, _ passes: [Pass]) -> [PlanStep] {
         var steps: [PlanStep] = []
         if options.backup {
-            let limit = from.compareRelease(StackStormVersion("2.5")!) >= 0 ? " -n -1" : ""
+            let limit = host.st2.compareRelease(StackStormVersion("2.5")!) >= 0 ? " -n -1" : ""
             steps.append(PlanStep(name: "export key-value store", command: "st2 key list -j\(limit) -s all", kind: .backupKeyValue))
             steps.append(PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs))
         }
         for (index, pass) in passes.enumerated() {
-            let pinned = pins[index]
+            let pinned = pass.pinned
             steps.append(PlanStep(name: "stop services", command: "st2ctl stop", kind: .stop, pass: index))
             steps.append(PlanStep(name: "confirm stopped", command: "st2ctl status", kind: .confirmStopped, pass: index))
-            steps.append(PlanStep(name: "upgrade packages", command: upgradeCommand(manager, pinned), kind: .upgradePackages, pass: index))
+            steps.append(PlanStep(name: "upgrade packages", command: upgradeCommand(host.manager, pinned), kind: .upgradePackages, pass: index))
             if pinned.contains(where: { $0.package == "st2mistral" }) {
                 for command in catalog.mistral.commands {
                     let words = command.split(separator: " ")
@@ -213,20 +268,13 @@ public struct UpgradePlanner: Sendable {
             }
             steps.append(PlanStep(name: "reload content", command: "st2ctl reload --register-all", kind: .reload, pass: index))
             steps.append(PlanStep(name: "start services", command: "st2ctl start", kind: .start, pass: index))
-            let query = manager == "apt" ? "dpkg-query -W -f='${Version}' st2" : "rpm -q --qf '%{VERSION}-%{RELEASE}' st2"
+            let query = host.manager == "apt" ? "dpkg-query -W -f='${Version}' st2" : "rpm -q --qf '%{VERSION}-%{RELEASE}' st2"
             steps.append(PlanStep(name: "verify version", command: query, kind: .verifyVersion, pass: index, expect: pinned.first { $0.package == "st2" }?.version))
             // The installed packages say which listed components must run (st2chatops, Mistral).
             steps.append(PlanStep(name: "verify services", command: "st2ctl status", kind: .verifyServices, pass: index,
                                   expect: pinned.map(\.package).joined(separator: " ")))
         }
-
-        var allNotes = hopNotes + notes
-        for entry in crossed where entry.optional && !entry.scripts.isEmpty && !options.withOptionalMigrations {
-            allNotes.append("\(entry.version.series): optional migration not planned (\(entry.scripts.joined(separator: "; "))); add \(entry.flag ?? "--with-optional-migrations") to run it")
-        }
-        if packages.contains("st2mistral"), let note = catalog.mistral.note { allNotes.append("mistral: \(note)") }
-        return HostPlan(action: .upgrade, fromVersion: fromPackage, toVersion: pins.last?.first { $0.package == "st2" }?.version,
-                        hops: passes.dropLast().map(\.to.releaseString), steps: steps, notes: allNotes)
+        return steps
     }
 
     /// Crossed entries whose scripts this run executes (optional ones only when asked).
