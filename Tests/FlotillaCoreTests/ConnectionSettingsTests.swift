@@ -81,7 +81,6 @@ import Testing
             ansible_ssh_extra_args=-o ProxyCommand="nc -x proxy %h %p"
             """, host: "h1")
         #expect(s.knownHostsFile == "/lab/known_hosts")
-        #expect(s.ignoredSSHArguments == ["-o StrictHostKeyChecking=yes", "-C"])
         #expect(s.problems.count == 1 && s.problems[0].contains("ProxyCommand"))
     }
 

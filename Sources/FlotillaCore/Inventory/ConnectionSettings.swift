@@ -37,8 +37,6 @@ public struct ConnectionSettings: Sendable, Hashable {
     public var proxyJump: [Jump]
     /// From `-o UserKnownHostsFile=` in the SSH arguments.
     public var knownHostsFile: String?
-    /// SSH arguments flotilla does not apply (listed so commands can warn about them).
-    public var ignoredSSHArguments: [String]
     /// Settings flotilla cannot honour for this host (such as a ProxyCommand it cannot
     /// turn into a jump host); connecting to the host is refused with these reasons.
     public var problems: [String]
@@ -108,7 +106,6 @@ public struct ConnectionSettings: Sendable, Hashable {
             becomePassword: try vars.secret(["ansible_become_password", "ansible_become_pass", "ansible_sudo_pass"], &problems),
             proxyJump: jumps,
             knownHostsFile: arguments.knownHostsFile.map { expandPath($0, home: home, host: lookupName, user: user, localUser: localUser) },
-            ignoredSSHArguments: arguments.ignored,
             problems: problems
         )
     }
@@ -244,7 +241,6 @@ private struct SSHArguments {
     var user: String?
     var identityFiles: [String] = []
     var knownHostsFile: String?
-    var ignored: [String] = []
     var problems: [String] = []
 
     mutating func read(_ text: String, at location: SourceLocation) throws(InventoryError) {
@@ -264,8 +260,8 @@ private struct SSHArguments {
             let word = words[index]
             let flag = String(word.prefix(2))
             let attached = word.count > 2 ? String(word.dropFirst(2)) : nil
+            // Other flags (-C, -v, -4 ...) do not change where or as whom flotilla connects.
             guard ["-J", "-p", "-l", "-i", "-o"].contains(flag) else {
-                ignored.append(word)
                 index += 1
                 continue
             }
@@ -304,12 +300,14 @@ private struct SSHArguments {
             } else {
                 problems.append("ProxyCommand '\(argument)' is not supported; use ProxyJump (-J)")
             }
-        default: ignored.append("-o " + text)
+        default: break // options flotilla has no counterpart for (StrictHostKeyChecking, ...)
         }
     }
 
     /// `ssh -W %h:%p [-q] [-p port] [-l user] [user@]bastion` as a ProxyJump hop.
     static func jump(fromProxyCommand command: String) -> String? {
+        // A command that does not even split into words is no `ssh -W`: the caller reports
+        // the ProxyCommand as unsupported, with its text.
         guard let words = try? ShellWords.split(command, comments: false), let program = words.first,
               (program as NSString).lastPathComponent == "ssh", words.contains("-W") else { return nil }
         var host: String?, port: String?, user: String?

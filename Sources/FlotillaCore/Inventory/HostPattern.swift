@@ -159,9 +159,12 @@ enum HostPatternSyntax {
                 }
                 literal = nil
             } else if pattern.contains(where: { "*?[".contains($0) }) {
-                regex = try? NSRegularExpression(pattern: Self.translate(pattern))
+                do {
+                    regex = try NSRegularExpression(pattern: Self.translate(pattern))
+                } catch {
+                    throw InventoryError(location, "'\(pattern)' is not a valid wildcard pattern")
+                }
                 literal = nil
-                if regex == nil { throw InventoryError(location, "'\(pattern)' is not a valid wildcard pattern") }
             } else {
                 regex = nil
                 literal = pattern

@@ -52,7 +52,7 @@ public struct Inventory: Sendable {
             ancestorCache[group] = found
             return found
         }
-        var files = VarsFiles(directories: varsDirectories)
+        var files = try VarsFiles(directories: varsDirectories)
         let allInline = graph.groups[InventoryGraph.all].vars
         var allFromFiles: InventoryVariables = [:]
         for directory in varsDirectories {
@@ -237,14 +237,27 @@ private struct VarsFiles {
     private var listings: [String: Set<String>] = [:]
     private var loaded: [String: InventoryVariables] = [:]
 
-    init(directories: [String]) {
+    init(directories: [String]) throws(InventoryError) {
         for directory in directories {
             for kind in [Kind.group, .host] {
                 let folder = (directory as NSString).appendingPathComponent(kind.rawValue)
                 if listings[folder] == nil {
-                    listings[folder] = Set((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+                    listings[folder] = Set(try Self.list(folder))
                 }
             }
+        }
+    }
+
+    /// The entries of a vars folder: none when there is no such folder (or something
+    /// else by that name, which Ansible skips too); one that cannot be read is an error,
+    /// not a silent lack of variables.
+    private static func list(_ folder: String) throws(InventoryError) -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else { return [] }
+        do {
+            return try FileManager.default.contentsOfDirectory(atPath: folder)
+        } catch {
+            throw InventoryError(SourceLocation(file: folder), "cannot list the variables folder: \(error.localizedDescription)")
         }
     }
 
@@ -259,14 +272,14 @@ private struct VarsFiles {
         var isDirectory: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         var result: InventoryVariables = [:]
-        for file in isDirectory.boolValue ? Self.filesBelow(path) : [path] {
+        for file in isDirectory.boolValue ? try Self.filesBelow(path) : [path] {
             result.merge(try load(file)) { $1 }
         }
         return result
     }
 
-    private static func filesBelow(_ folder: String) -> [String] {
-        let entries = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+    private static func filesBelow(_ folder: String) throws(InventoryError) -> [String] {
+        let entries = try list(folder).sorted()
         var files: [String] = []
         for entry in entries where !entry.hasPrefix(".") && !entry.hasSuffix("~") {
             let path = (folder as NSString).appendingPathComponent(entry)
@@ -274,7 +287,7 @@ private struct VarsFiles {
             var isDirectory: ObjCBool = false
             _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
             if isDirectory.boolValue {
-                if ext.isEmpty { files += filesBelow(path) }
+                if ext.isEmpty { files += try filesBelow(path) }
             } else if ext.isEmpty || ["yml", "yaml", "json"].contains(ext) {
                 files.append(path)
             }

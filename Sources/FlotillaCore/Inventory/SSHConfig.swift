@@ -114,6 +114,8 @@ public struct SSHConfig: Sendable {
             return FileManager.default.fileExists(atPath: path) ? [path] : []
         }
         let folder = (path as NSString).deletingLastPathComponent
+        // As OpenSSH's glob(3): a pattern that cannot match and a folder that cannot be
+        // read include nothing, without an error.
         let matcher = try? HostPatternSyntax.Matcher((path as NSString).lastPathComponent, location: SourceLocation(file: configFile))
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         return entries.sorted().filter { matcher?.matches($0) == true }.map { (folder as NSString).appendingPathComponent($0) }

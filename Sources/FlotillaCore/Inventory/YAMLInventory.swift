@@ -37,6 +37,7 @@ struct YAMLReader {
 
     static func isJSON(_ text: String) -> Bool {
         guard let first = text.first(where: { !$0.isWhitespace }), first == "{" || first == "[" else { return false }
+        // Only a question: text that does not parse as JSON is read as YAML.
         return (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil
     }
 
@@ -131,6 +132,8 @@ struct YAMLReader {
 
     /// The text a mapping key becomes (as Ansible's JSON output would print it).
     func keyText(_ key: Node) -> String {
+        // Not propagated (yet): a key whose value cannot be read (a bad tag) is named
+        // "null" here, as it always was; making this throw changes which inventories load.
         switch (try? value(key)) ?? .null {
         case .string(let text): return text
         case .int(let number): return String(number)
@@ -382,6 +385,7 @@ struct YAMLInventoryParser {
 
     private func groupName(_ key: Node) throws(InventoryError) -> String {
         guard case .scalar = key, case .string(let name) = try reader.value(key), !name.isEmpty else {
+            // Already failing: a key that cannot be read at all is described as a collection.
             throw InventoryError(reader.location(key), "a group name must be a non-empty string, got \((try? reader.value(key))?.json() ?? "a collection")")
         }
         return name
