@@ -13,7 +13,7 @@ private final class Channel {
     private(set) var stderr: [UInt8] = []
     private var status: Int32?
 
-    init(_ script: String, home: URL, input: [UInt8] = []) throws {
+    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh") throws {
         // Socket pairs are created close-on-exec atomically: a child another test spawns
         // meanwhile never inherits them. Index 0 is the child's end.
         func pair() throws -> [Int32] {
@@ -45,11 +45,11 @@ private final class Channel {
         sigdelset(&defaults, SIGKILL)
         sigdelset(&defaults, SIGSTOP)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        let argv: [UnsafeMutablePointer<CChar>?] = (["/bin/sh", "-c", script] as [String]).map { strdup($0) } + [nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = ([shell, "-c", script] as [String]).map { strdup($0) } + [nil]
         let environment: [UnsafeMutablePointer<CChar>?] = (["HOME=\(home.path)", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"] as [String]).map { strdup($0) } + [nil]
         defer { (argv + environment).forEach { free($0) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environment)
+        let spawned = posix_spawn(&pid, shell, &actions, &attributes, argv, environment)
         for fd in [inPair[0], outPair[0], errPair[0]] { close(fd) }
         guard spawned == 0 else { throw POSIXError(.init(rawValue: spawned) ?? .EIO) }
         self.pid = pid
@@ -129,19 +129,22 @@ private final class Channel {
 /// A temporary HOME per test, removed at the end; steps a test leaves blocked are killed.
 private final class Host {
     let home: URL
+    /// The shell that runs the lines, as the login shell would (dash on Debian, bash on EL).
+    let shell: String
 
-    init() throws {
+    init(shell: String = "/bin/sh") throws {
+        self.shell = shell
         home = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("detached-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
     }
 
     func run(_ script: String, input: [UInt8] = []) throws -> (status: Int32, stdout: [UInt8], stderr: [UInt8]) {
-        let channel = try Channel(script, home: home, input: input)
+        let channel = try Channel(script, home: home, input: input, shell: shell)
         let status = channel.finish()
         return (status, channel.stdout, channel.stderr)
     }
 
-    func start(_ script: String, input: [UInt8] = []) throws -> Channel { try Channel(script, home: home, input: input) }
+    func start(_ script: String, input: [UInt8] = []) throws -> Channel { try Channel(script, home: home, input: input, shell: shell) }
 
     func file(_ name: String) -> URL { home.appendingPathComponent(name) }
 
@@ -297,9 +300,9 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: false), "\(text(query.stdout))")
     }
 
-    @Test(arguments: [(false, 143, 15), (true, 137, 9)])
-    func killEndsTheWholeProcessGroupAndRecordsATimeout(ignoresTerm: Bool, status: Int32, signal: Int32) throws {
-        let host = try Host()
+    @Test(arguments: [("/bin/sh", false, 143, 15), ("/bin/sh", true, 137, 9), ("/bin/bash", false, 143, 15)])
+    func killEndsTheWholeProcessGroupAndRecordsATimeout(shell: String, ignoresTerm: Bool, status: Int32, signal: Int32) throws {
+        let host = try Host(shell: shell)
         let token = Self.token()
         let pids = host.file("pids")
         let command = (ignoresTerm ? "trap '' TERM; " : "") + "sleep 1000 & echo \"$$ $!\" >\(pids.path); echo started; wait"
@@ -315,11 +318,12 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(both.count == 2 && both.allSatisfy(isGone), "the command's shell and its child: \(both)")
     }
 
-    @Test func aCommandKilledBySignalIsToldApartFromOneExitingWithTheSameNumber() throws {
-        let host = try Host()
+    @Test(arguments: ["sh", "bash"])
+    func aCommandKilledBySignalIsToldApartFromOneExitingWithTheSameNumber(shell: String) throws {
+        let host = try Host(shell: "/bin/\(shell)")
         let exits = Self.token(1), killed = Self.token(2)
-        #expect(try host.run(DetachedStep.start(exits, command: "exit 137")).status == 137)
-        #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$")).status == 137)
+        #expect(try host.run(DetachedStep.start(exits, command: "exit 137", shell: shell)).status == 137)
+        #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$", shell: shell)).status == 137)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(exits)).stdout))?.signal == nil)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(killed)).stdout))?.signal == 9)
     }

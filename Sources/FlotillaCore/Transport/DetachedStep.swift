@@ -14,7 +14,8 @@ import Foundation
 /// | `cmd` | start | the command text (never stdin, so never the become password) |
 /// | `boot`, `started` | start | `/proc/sys/kernel/random/boot_id` and the start time (epoch seconds) |
 /// | `out`, `err` | the command | its stdout and stderr, byte for byte |
-/// | `pgid`, `runner` | the runner | the command's process group, the runner's pid |
+/// | `runner` | the runner | its pid (the runner waits for the command and writes `exit`) |
+/// | `pgid` | the command's shell | the command's process group, before the command runs |
 /// | `exited` | the command's shell | present when it ended by `exit` rather than a signal |
 /// | `timedout` | kill | present when `--step-timeout` killed it |
 /// | `exit` | the runner | `rc=N signal=N timedout=0/1 ended=EPOCH`, written by rename |
@@ -91,17 +92,18 @@ public enum DetachedStep {
             shift
             trap 'printf x >"$flotilla_step/exited"' EXIT
             trap 'trap - EXIT TERM; kill -TERM $$' TERM
+            printf '%s\\n' "$$" >"$flotilla_step/pgid.tmp" && mv "$flotilla_step/pgid.tmp" "$flotilla_step/pgid"
             . "$flotilla_step/cmd"
             """
         // The runner stays outside the command's process group, so a kill of the group
-        // leaves it to write the exit record; it alone writes `exit`.
+        // leaves it to write the exit record; it alone writes `exit`. Both pids are on
+        // record before the command runs, so whoever sees its output can find them.
         let runner = """
             d=$1
             trap '' HUP
+            printf '%s\\n' "$$" >"$d/runner.tmp" && mv "$d/runner.tmp" "$d/runner"
             setsid \(ShellQuote.quote(shell)) -c \(ShellQuote.quote(commandShell)) sh "$d" </dev/null >>"$d/out" 2>>"$d/err" &
             c=$!
-            printf '%s\\n' "$c" >"$d/pgid.tmp" && mv "$d/pgid.tmp" "$d/pgid"
-            printf '%s\\n' "$$" >"$d/runner.tmp" && mv "$d/runner.tmp" "$d/runner"
             wait "$c"
             rc=$?
             sig=0
@@ -161,6 +163,8 @@ public enum DetachedStep {
             if [ "$st" = running ]; then
               : >"$d/timedout"
               pg=$(cat "$d/pgid" 2>/dev/null)
+              n=0
+              while [ -z "$pg" ] && alive "$r" "$d" && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); pg=$(cat "$d/pgid" 2>/dev/null); done
               if [ -n "$pg" ]; then
                 kill -TERM -"$pg" 2>/dev/null
                 n=0
@@ -196,7 +200,7 @@ public enum DetachedStep {
     public static func cleanup(olderThanDays days: Int) -> String {
         prelude(nil) + """
             for t in "$root"/*/*; do
-              [ -n "$(find "$t" -maxdepth 0 -mmin +\(max(0, days) * 1440) 2>/dev/null)" ] && keep_or_remove "$t"
+              [ -n "$(find "$t" -maxdepth 0 -mmin +\(max(0, days) * 1440) 2>/dev/null)" ] && keep_or_remove "$t" old
             done
             for t in "$root"/*; do rmdir "$t" 2>/dev/null; done
             exit 0
@@ -259,11 +263,14 @@ public enum DetachedStep {
         }
         keep_or_remove() {
           [ -d "$1" ] || return 0
-          if [ ! -f "$1/exit" ] && alive "$(cat "$1/runner" 2>/dev/null)" "$1"; then
-            printf 'flotilla-step kept=%s\\n' "${1##*/}"
-          else
+          if [ -f "$1/exit" ]; then rm -rf "$1"; return 0; fi
+          if [ -f "$1/runner" ]; then
+            alive "$(cat "$1/runner")" "$1" || { rm -rf "$1"; return 0; }
+          elif [ "$2" = old ]; then
             rm -rf "$1"
+            return 0
           fi
+          printf 'flotilla-step kept=%s\\n' "${1##*/}"
         }
 
         """
