@@ -86,17 +86,49 @@ enum SessionWrapper {
             record.append(to: paths)
             dropConnection()
         }
+        let cut = firing(faults.cut, kind: "cut", command, store)
 
         let shellArgs: [String] = ["bash", "-c", command]
         var cArgs: [UnsafeMutablePointer<CChar>?] = shellArgs.map { strdup($0) }
         cArgs.append(nil)
+        // Under a cut, the command's output goes through the wrapper, which drops it once
+        // the connection is gone: the command goes on as it would behind a real network
+        // cut instead of dying of SIGPIPE.
+        var relay: [Int32] = []
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        if cut != nil {
+            for target in [STDOUT_FILENO, STDERR_FILENO] {
+                var ends: [Int32] = [-1, -1]
+                guard pipe(&ends) == 0 else { exit(126) }
+                // Single-threaded here, so no other spawn can inherit them before this.
+                for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+                posix_spawn_file_actions_adddup2(&actions, ends[1], target)
+                relay += [ends[0], ends[1]]
+            }
+        }
         var pid: pid_t = 0
-        guard posix_spawn(&pid, "/bin/bash", nil, nil, &cArgs, environ) == 0 else {
+        guard posix_spawn(&pid, "/bin/bash", &actions, nil, &cArgs, environ) == 0 else {
             exit(126)
         }
+        posix_spawn_file_actions_destroy(&actions)
         sessionChild = pid
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
             signal(sig) { received in kill(sessionChild, received) }
+        }
+        if let cut {
+            record.fault = "cut"
+            close(relay[1])
+            close(relay[3])
+            let connections = Connections()
+            Thread.detachNewThread {
+                usleep(useconds_t(cut.delay * 1_000_000))
+                connections.cut()
+            }
+            relayOutput(stdout: relay[0], stderr: relay[2], connections)
+            // A command quicker than the delay still loses its connection before its
+            // status could reach the client.
+            connections.cut()
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -134,6 +166,65 @@ enum SessionWrapper {
             if fired { return fault }
         }
         return nil
+    }
+
+    /// Copies the command's stdout and stderr to the connection's until both end, dropping
+    /// what comes after the cut.
+    private static func relayOutput(stdout: Int32, stderr: Int32, _ connections: Connections) {
+        signal(SIGPIPE, SIG_IGN) // after the cut, writing to the dead connection is EPIPE, not death
+        var open: [(from: Int32, to: Int32)] = [(stdout, STDOUT_FILENO), (stderr, STDERR_FILENO)]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            var polls = open.map { pollfd(fd: $0.from, events: Int16(POLLIN), revents: 0) }
+            guard poll(&polls, nfds_t(polls.count), -1) >= 0 || errno == EINTR else { return }
+            for (entry, stream) in zip(polls, open) where entry.revents != 0 {
+                let count = read(stream.from, &buffer, buffer.count)
+                if count > 0 {
+                    var offset = 0
+                    while offset < count, !connections.isCut {
+                        let written = buffer.withUnsafeBytes { write(stream.to, $0.baseAddress! + offset, count - offset) }
+                        if written < 0 && errno != EINTR { break }
+                        offset += max(0, written)
+                    }
+                } else if count == 0 || errno != EINTR {
+                    close(stream.from)
+                    open.removeAll { $0.from == stream.from }
+                }
+            }
+        }
+    }
+
+    /// Every SSH connection of this host, cut once: each sshd process whose parent is an
+    /// sshd (the per-connection monitor and session processes) is killed; the listener,
+    /// whose parent is not an sshd, stays, so new connections are accepted. Inside the
+    /// host's pid namespace, /proc holds only the host's own processes.
+    private final class Connections: @unchecked Sendable { // `done` is only touched under `lock`
+        private let lock = NSLock()
+        private var done = false
+
+        var isCut: Bool { lock.withLock { done } }
+
+        func cut() {
+            lock.withLock {
+                guard !done else { return }
+                done = true
+                let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(pid_t.init)
+                for pid in pids where Self.isSSHD(pid) && Self.isSSHD(Self.parent(of: pid)) {
+                    kill(pid, SIGKILL)
+                }
+            }
+        }
+
+        private static func isSSHD(_ pid: pid_t?) -> Bool {
+            guard let pid, let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return false }
+            return ["sshd", "sshd-session"].contains(comm.trimmingCharacters(in: .newlines))
+        }
+
+        private static func parent(of pid: pid_t) -> pid_t? {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            return fields.count > 1 ? pid_t(fields[1]) : nil
+        }
     }
 
     /// Kills the sshd processes serving this connection, so the client sees it drop.

@@ -86,6 +86,9 @@ struct HostFaults: Codable, Sendable, Equatable {
     var toolFail: [CommandFault] = []
     var hang: [CommandFault] = []
     var drop: [CommandFault] = []
+    /// Every SSH connection to the host dropped `delay` after a matching command starts
+    /// (or when it ends, if sooner), the command itself going on; once unless `times`.
+    var cut: [CommandFault] = []
     var mistralEventTriggers = false
 
     /// Short words for `status`.
@@ -98,6 +101,7 @@ struct HostFaults: Codable, Sendable, Equatable {
         if !toolFail.isEmpty { words.append("tool-fail") }
         if !hang.isEmpty { words.append("hang") }
         if !drop.isEmpty { words.append("drop") }
+        if !cut.isEmpty { words.append("cut") }
         if mistralEventTriggers { words.append("mistral-event-triggers") }
         return words.joined(separator: ",")
     }
@@ -366,7 +370,7 @@ enum LabSpec {
         }
 
         func faults(_ node: Node) throws -> HostFaults {
-            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "hang", "drop", "mistral_event_triggers"], what: "faults")
+            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "hang", "drop", "cut", "mistral_event_triggers"], what: "faults")
             var faults = HostFaults()
             if let n = f["unreachable"] {
                 guard let kind = HostFaults.Unreachable(rawValue: try string(n, "faults.unreachable")) else {
@@ -391,6 +395,13 @@ enum LabSpec {
             if let n = f["tool_fail"] { faults.toolFail = try commandFaults(n, "faults.tool_fail", extra: ["exit", "stderr", "stdout"]) }
             if let n = f["hang"] { faults.hang = try commandFaults(n, "faults.hang", extra: []) }
             if let n = f["drop"] { faults.drop = try commandFaults(n, "faults.drop", extra: []) }
+            if let n = f["cut"] {
+                faults.cut = try commandFaults(n, "faults.cut", extra: ["delay"], delayRequired: false).map { fault in
+                    var once = fault
+                    once.times = fault.times ?? 1 // a network cut is an event, not a property of the host
+                    return once
+                }
+            }
             if let n = f["mistral_event_triggers"] {
                 guard let flag = n.bool else { throw fail(n, "faults.mistral_event_triggers must be true or false") }
                 faults.mistralEventTriggers = flag
@@ -399,7 +410,7 @@ enum LabSpec {
         }
 
         /// A list whose items are a regex, or a mapping with `match` and the fault's fields.
-        func commandFaults(_ node: Node, _ what: String, extra: Set<String>) throws -> [CommandFault] {
+        func commandFaults(_ node: Node, _ what: String, extra: Set<String>, delayRequired: Bool = true) throws -> [CommandFault] {
             let items: [Node]
             if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
             return try items.map { item in
@@ -415,7 +426,7 @@ enum LabSpec {
                     fault.stderr = try f["stderr"].map { try string($0, "stderr") } ?? ""
                     fault.stdout = try f["stdout"].map { try string($0, "stdout") } ?? ""
                     if let d = f["delay"] { fault.delay = try duration(d, "delay") }
-                    if extra.contains("delay"), f["delay"] == nil { throw fail(item, "an item of \(what) needs 'delay'") }
+                    if extra.contains("delay"), delayRequired, f["delay"] == nil { throw fail(item, "an item of \(what) needs 'delay'") }
                 }
                 do {
                     _ = try NSRegularExpression(pattern: fault.pattern)

@@ -72,6 +72,56 @@ import Testing
         #expect(!services.isEmpty, "the connection dropped before st2ctl stop ran")
     }
 
+    static let cutHost = """
+        hosts:
+          - name: cut
+            faults:
+              cut: [{match: "read x", delay: 300ms}]
+        """
+
+    /// Opens `fifo` for reading (waiting for a writer) and returns the line written.
+    static func readLine(_ fifo: URL) -> String {
+        let fd = open(fifo.path, O_RDONLY)
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) == 1 {
+            bytes.append(byte)
+            if byte == 10 { break }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func cutDropsEveryConnectionWhileTheCommandGoesOn() throws {
+        let lab = try TestLab(spec: Self.cutHost)
+        let ready = lab.dir.appendingPathComponent("ready"), gate = lab.dir.appendingPathComponent("gate")
+        let written = lab.dir.appendingPathComponent("written")
+        #expect(mkfifo(ready.path, 0o600) == 0 && mkfifo(gate.path, 0o600) == 0)
+        // Another connection, idle in a command of its own: a cut drops it too.
+        let idle = try lab.startSSH("cut", "echo up >\(ready.path); sleep 600")
+        #expect(Self.readLine(ready) == "up\n")
+
+        let command = "echo before; read x <\(gate.path); echo after; echo \"$x\" >\(written.path)"
+        let exec = try TransportTests.json(["exec", "-i", lab.path("inventory.ini"), "--", command])
+        let host = try #require(exec.hosts["cut"])
+        #expect(exec.status != 0 && host.exitStatus == nil && !host.error.isEmpty, "the connection is lost: \(exec.stdout)")
+        idle.waitUntilExit()
+        #expect(idle.terminationStatus == 255, "the idle connection dropped as well")
+
+        // The command still runs: it takes the line, prints to the dead connection and
+        // writes its file.
+        let fd = open(gate.path, O_WRONLY)
+        _ = Array("after-cut\n".utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        let ended = lab.waitFor { (try? lab.commandLog("cut"))?.contains { $0["fault"] as? String == "cut" } == true }
+        let record = try #require(try lab.commandLog("cut").first { $0["fault"] as? String == "cut" }, "ended: \(ended)")
+        #expect(record["exit_status"] as? Int == 0, "it ran to its end, no SIGPIPE: \(record)")
+        #expect(try String(contentsOf: written, encoding: .utf8) == "after-cut\n")
+
+        let again = try lab.ssh("cut", "echo read x")
+        #expect(again.status == 0 && again.stdout == "read x\n", "the listener stayed and the cut fired once: \(again.stderr)")
+    }
+
     @Test func mistralUpgradeHeadFailsWithEventTriggersAlreadyExists() throws {
         let lab = try TestLab(spec: Self.spec)
         let manage = "/opt/stackstorm/mistral/bin/mistral-db-manage --config-file /etc/mistral/mistral.conf"

@@ -32,7 +32,23 @@ import Testing
         #expect(specs[0].faults.hang.map(\.pattern) == ["st2ctl start"])
     }
 
+    @Test func cutFiresOnceUnlessToldOtherwise() throws {
+        let specs = try LabSpec.parse("""
+            hosts:
+              - name: a
+                faults:
+                  cut: ["apt-get install"]
+              - name: b
+                faults:
+                  cut: [{match: "st2ctl", delay: 1.5s, times: 3}]
+            """, file: "spec.yaml")
+        #expect(specs[0].faults.cut == [CommandFault(pattern: "apt-get install", times: 1)])
+        #expect(specs[1].faults.cut == [CommandFault(pattern: "st2ctl", times: 3, delay: 1.5)])
+        #expect(specs[1].faults.summary == "cut")
+    }
+
     @Test(arguments: [
+        ("hosts:\n  - name: a\n    faults: {cut: [{match: x, exit: 3}]}\n", 3, "unknown key 'exit'"),
         ("hosts:\n  - name: a\n    os: solaris\n", 3, "unknown os 'solaris'"),
         ("hosts:\n  - name: a\n  - name: a\n", 3, "listed twice"),
         ("hosts:\n  - name: a\n    colour: red\n", 3, "unknown key 'colour'"),

@@ -1,0 +1,409 @@
+import Foundation
+import Testing
+@testable import FlotillaCore
+
+/// A `/bin/sh -c SCRIPT` child standing in for the controller's SSH channel: its own
+/// process group (so a test can kill it as a dropped connection would), HOME set to a test
+/// directory, stdout and stderr kept apart byte for byte.
+private final class Channel {
+    let pid: pid_t
+    private var stdoutFD: Int32
+    private var stderrFD: Int32
+    private(set) var stdout: [UInt8] = []
+    private(set) var stderr: [UInt8] = []
+    private var status: Int32?
+
+    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh") throws {
+        // Socket pairs are created close-on-exec atomically: a child another test spawns
+        // meanwhile never inherits them. Index 0 is the child's end.
+        func pair() throws -> [Int32] {
+            var ends: [Int32] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+                throw POSIXError(.init(rawValue: errno) ?? .EIO)
+            }
+            return ends
+        }
+        let inPair = try pair(), outPair = try pair(), errPair = try pair()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, inPair[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, outPair[0], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPair[0], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A new process group, no blocked signals, default dispositions: whatever the test
+        // runner's own mask, the shell behaves as under sshd.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([shell, "-c", script] as [String]).map { strdup($0) } + [nil]
+        let environment: [UnsafeMutablePointer<CChar>?] = (["HOME=\(home.path)", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"] as [String]).map { strdup($0) } + [nil]
+        defer { (argv + environment).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, shell, &actions, &attributes, argv, environment)
+        for fd in [inPair[0], outPair[0], errPair[0]] { close(fd) }
+        guard spawned == 0 else { throw POSIXError(.init(rawValue: spawned) ?? .EIO) }
+        self.pid = pid
+        signal(SIGPIPE, SIG_IGN) // a write to a closed channel is an error, not the end of the test runner
+        if !input.isEmpty { _ = input.withUnsafeBytes { write(inPair[1], $0.baseAddress, $0.count) } }
+        close(inPair[1])
+        stdoutFD = outPair[1]
+        stderrFD = errPair[1]
+    }
+
+    /// Reads both streams until `condition` holds for stdout or both reach their end;
+    /// whether it held.
+    @discardableResult
+    func read(until condition: ([UInt8]) -> Bool) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !condition(stdout) {
+            let open = [stdoutFD, stderrFD].filter { $0 >= 0 }
+            guard !open.isEmpty else { return false }
+            var polls = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            guard poll(&polls, nfds_t(polls.count), -1) >= 0 || errno == EINTR else { return false }
+            for entry in polls where entry.revents != 0 {
+                let count = Glibc.read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if entry.fd == stdoutFD { stdout += buffer[0..<count] } else { stderr += buffer[0..<count] }
+                } else if count == 0 || errno != EINTR {
+                    close(entry.fd)
+                    if entry.fd == stdoutFD { stdoutFD = -1 } else { stderrFD = -1 }
+                }
+            }
+        }
+        return true
+    }
+
+    /// Reads until the first line of stdout is complete.
+    func readLine() -> String? {
+        guard read(until: { $0.contains(10) }), let newline = stdout.firstIndex(of: 10) else { return nil }
+        return String(decoding: stdout[..<newline], as: UTF8.self)
+    }
+
+    /// Drains both streams to their end and waits for the shell; its exit status (128+N
+    /// after signal N).
+    func finish() -> Int32 {
+        read { _ in false }
+        return wait()
+    }
+
+    private func wait() -> Int32 {
+        if let status { return status }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        let signaled = raw & 0x7f
+        status = signaled == 0 ? (raw >> 8) & 0xff : 128 + signaled
+        return status!
+    }
+
+    /// Kills the shell's whole process group, as a controller crash or a dropped
+    /// connection would end everything the channel started, and closes the channel.
+    func killGroup() {
+        kill(-pid, SIGKILL)
+        for fd in [stdoutFD, stderrFD] where fd >= 0 { close(fd) }
+        stdoutFD = -1
+        stderrFD = -1
+        _ = wait()
+    }
+
+    /// stdout after its first line (the state line of an attach).
+    var streamedStdout: [UInt8] {
+        guard let newline = stdout.firstIndex(of: 10) else { return [] }
+        return Array(stdout[(newline + 1)...])
+    }
+
+    deinit {
+        for fd in [stdoutFD, stderrFD] where fd >= 0 { close(fd) }
+    }
+}
+
+/// A temporary HOME per test, removed at the end; steps a test leaves blocked are killed.
+private final class Host {
+    let home: URL
+    /// The shell that runs the lines, as the login shell would (dash on Debian, bash on EL).
+    let shell: String
+
+    init(shell: String = "/bin/sh") throws {
+        self.shell = shell
+        home = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("detached-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+    }
+
+    func run(_ script: String, input: [UInt8] = []) throws -> (status: Int32, stdout: [UInt8], stderr: [UInt8]) {
+        let channel = try Channel(script, home: home, input: input, shell: shell)
+        let status = channel.finish()
+        return (status, channel.stdout, channel.stderr)
+    }
+
+    func start(_ script: String, input: [UInt8] = []) throws -> Channel { try Channel(script, home: home, input: input, shell: shell) }
+
+    func file(_ name: String) -> URL { home.appendingPathComponent(name) }
+
+    func stepDir(_ token: DetachedStep.Token) -> URL { home.appendingPathComponent(".flotilla/steps/\(token.path)") }
+
+    func record(_ token: DetachedStep.Token, _ name: String) -> String? {
+        try? String(contentsOf: stepDir(token).appendingPathComponent(name), encoding: .utf8)
+    }
+
+    /// A fifo the step's command blocks on (`read x < GATE`) until `open` writes a line.
+    func gate(_ name: String) throws -> URL {
+        let url = file(name)
+        guard mkfifo(url.path, 0o600) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        return url
+    }
+
+    func open(_ gate: URL, with line: String = "go") {
+        // Opening a fifo for writing waits until the command opens it for reading.
+        let fd = Glibc.open(gate.path, O_WRONLY)
+        _ = Array((line + "\n").utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    /// Kills the process group of a step left blocked, so no test leaves a process behind.
+    func killStep(_ token: DetachedStep.Token) {
+        if let text = record(token, "pgid"), let group = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            kill(-group, SIGKILL)
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(at: home) }
+}
+
+/// Whether `pid` is gone: no process, or a zombie waiting for a parent that is not ours.
+private func isGone(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+    return stat[stat.index(close, offsetBy: 2)] == "Z"
+}
+
+private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
+@Suite struct DetachedStepTests {
+    static func token(_ step: Int = 1, run: String = "20240101T000000-abc", host: String = "st2-01.example.com") -> DetachedStep.Token {
+        DetachedStep.Token(run: run, host: host, step: step, attempt: 1)
+    }
+
+    @Test func startRunsToCompletionWithExactSeparateStreamsAndItsExitStatus() throws {
+        let host = try Host()
+        let token = Self.token()
+        let command = #"printf 'out\377\376\n'; seq 1 20000; printf 'err\001\n' >&2; exit 3"#
+        let result = try host.run(DetachedStep.start(token, command: command))
+        let numbers = (1...20000).map { "\($0)\n" }.joined()
+        #expect(result.status == 3)
+        #expect(result.stdout == [0x6f, 0x75, 0x74, 0xff, 0xfe, 0x0a] + Array(numbers.utf8), "\(result.stdout.count) bytes")
+        #expect(result.stderr == Array("err\u{01}\n".utf8))
+
+        let query = try host.run(DetachedStep.query(token))
+        #expect(query.status == 0)
+        let state = try #require(DetachedStep.State.parse(text(query.stdout)), "\(text(query.stdout))")
+        #expect(state == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true, stdoutBytes: 6 + numbers.utf8.count, stderrBytes: 5))
+    }
+
+    @Test func killedControllerLeavesTheStepRunningAndAttachStreamsTheRest() throws {
+        let host = try Host()
+        let token = Self.token()
+        let gate = try host.gate("gate")
+        let count = host.file("count")
+        let command = "echo run >>\(count.path); echo started; read x <\(gate.path); echo \"after $x\"; echo late >&2; exit 7"
+        let controller = try host.start(DetachedStep.start(token, command: command))
+        #expect(controller.read { text($0) == "started\n" })
+        controller.killGroup() // kill -9 of the controller and everything its channel ran
+
+        let attach = try host.start(DetachedStep.attach(token, stdoutOffset: "started\n".utf8.count, stderrOffset: 0))
+        let line = try #require(attach.readLine())
+        #expect(DetachedStep.State.parse(line)?.phase == .running, "\(line)")
+        host.open(gate)
+        #expect(attach.finish() == 7, "the step's own status")
+        #expect(text(attach.streamedStdout) == "after go\n", "the rest of stdout, from the offset")
+        #expect(text(attach.stderr) == "late\n")
+        #expect(host.record(token, "exit")?.hasPrefix("rc=7 signal=0 timedout=0 ended=") == true, "\(host.record(token, "exit") ?? "none")")
+        #expect(try String(contentsOf: count, encoding: .utf8) == "run\n")
+    }
+
+    @Test func anEndedStepIsReportedFromItsRecordAndASecondStartNeverRunsIt() throws {
+        let host = try Host()
+        let token = Self.token(4)
+        let count = host.file("count")
+        let command = "echo run >>\(count.path); echo out; echo err >&2; exit 5"
+        #expect(try host.run(DetachedStep.start(token, command: command)).status == 5)
+
+        let again = try host.run(DetachedStep.start(token, command: command))
+        #expect(again.status == DetachedStep.protocolExit)
+        #expect(DetachedStep.State.parse(text(again.stdout)) == DetachedStep.State(phase: .exists))
+
+        let attach = try host.start(DetachedStep.attach(token, stdoutOffset: 3, stderrOffset: 3))
+        let line = try #require(attach.readLine())
+        #expect(attach.finish() == 5)
+        #expect(DetachedStep.State.parse(line) == DetachedStep.State(phase: .ended, exitStatus: 5, sameBoot: true, stdoutBytes: 4, stderrBytes: 4))
+        #expect(text(attach.streamedStdout) == "out\n" && text(attach.stderr) == "err\n", "an ended step prints its tails whole")
+        #expect(try String(contentsOf: count, encoding: .utf8) == "run\n", "ran once in all")
+    }
+
+    @Test func theTailsOfAnEndedStepAreBounded() throws {
+        let host = try Host()
+        let token = Self.token()
+        #expect(try host.run(DetachedStep.start(token, command: "head -c 100000 /dev/zero")).status == 0)
+        let attach = try host.run(DetachedStep.attach(token))
+        #expect(attach.status == 0)
+        let line = String(decoding: attach.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(line)?.stdoutBytes == 100_000)
+        #expect(attach.stdout.count == line.utf8.count + 1 + DetachedStep.tailBytes)
+    }
+
+    @Test func aTokenTheHostNeverSawIsNever() throws {
+        let host = try Host()
+        let query = try host.run(DetachedStep.query(Self.token()))
+        #expect(query.status == 0)
+        #expect(DetachedStep.State.parse(text(query.stdout))?.phase == .never)
+        let attach = try host.run(DetachedStep.attach(Self.token()))
+        #expect(attach.status == DetachedStep.protocolExit && DetachedStep.State.parse(text(attach.stdout))?.phase == .never)
+        #expect(!FileManager.default.fileExists(atPath: host.stepDir(Self.token()).path), "asking creates nothing")
+    }
+
+    @Test func aStepWhoseRunnerDiedWithoutARecordIsLost() throws {
+        let host = try Host()
+        let token = Self.token()
+        let gate = try host.gate("gate")
+        let controller = try host.start(DetachedStep.start(token, command: "echo started; read x <\(gate.path)"))
+        defer { host.killStep(token) }
+        #expect(controller.read { text($0) == "started\n" })
+        let runnerText = try #require(host.record(token, "runner"))
+        let runner = try #require(pid_t(runnerText.trimmingCharacters(in: .newlines)))
+        kill(runner, SIGKILL) // as a reboot would: nothing left to write the exit record
+
+        #expect(controller.finish() == DetachedStep.protocolExit, "the stream ends without a status")
+        #expect(text(controller.stderr).hasSuffix("flotilla-step state=lost\n"))
+        let query = try host.run(DetachedStep.query(token))
+        #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: true), "\(text(query.stdout))")
+    }
+
+    @Test func aRecordFromAnotherBootIsLostEvenIfItsPidIsAlive() throws {
+        let host = try Host()
+        let token = Self.token()
+        let gate = try host.gate("gate")
+        let controller = try host.start(DetachedStep.start(token, command: "echo started; read x <\(gate.path)"))
+        defer {
+            host.open(gate)
+            _ = controller.finish()
+        }
+        #expect(controller.read { text($0) == "started\n" })
+        try "00000000-0000-0000-0000-000000000000\n".write(to: host.stepDir(token).appendingPathComponent("boot"), atomically: false, encoding: .utf8)
+        let query = try host.run(DetachedStep.query(token))
+        #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: false), "\(text(query.stdout))")
+    }
+
+    @Test(arguments: [("/bin/sh", false, 143, 15), ("/bin/sh", true, 137, 9), ("/bin/bash", false, 143, 15)])
+    func killEndsTheWholeProcessGroupAndRecordsATimeout(shell: String, ignoresTerm: Bool, status: Int32, signal: Int32) throws {
+        let host = try Host(shell: shell)
+        let token = Self.token()
+        let pids = host.file("pids")
+        let command = (ignoresTerm ? "trap '' TERM; " : "") + "sleep 1000 & echo \"$$ $!\" >\(pids.path); echo started; wait"
+        let controller = try host.start(DetachedStep.start(token, command: command))
+        #expect(controller.read { text($0) == "started\n" })
+
+        let killed = try host.run(DetachedStep.kill(token, grace: 1))
+        #expect(killed.status == 0, "\(text(killed.stderr))")
+        let state = DetachedStep.State.parse(text(killed.stdout))
+        #expect(state?.phase == .ended && state?.exitStatus == status && state?.signal == signal && state?.timedOut == true, "\(text(killed.stdout))")
+        #expect(controller.finish() == status, "the stream ends with the status too")
+        let both = try String(contentsOf: pids, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { pid_t($0) }
+        #expect(both.count == 2 && both.allSatisfy(isGone), "the command's shell and its child: \(both)")
+    }
+
+    @Test(arguments: ["sh", "bash"])
+    func aCommandKilledBySignalIsToldApartFromOneExitingWithTheSameNumber(shell: String) throws {
+        let host = try Host(shell: "/bin/\(shell)")
+        let exits = Self.token(1), killed = Self.token(2)
+        #expect(try host.run(DetachedStep.start(exits, command: "exit 137", shell: shell)).status == 137)
+        #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$", shell: shell)).status == 137)
+        #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(exits)).stdout))?.signal == nil)
+        #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(killed)).stdout))?.signal == 9)
+    }
+
+    @Test func recordsAreOwnerOnlyAndHoldNothingFromStdin() throws {
+        let host = try Host()
+        let token = Self.token()
+        let secret = "hunter2-become-password"
+        let result = try host.run(DetachedStep.start(token, command: "echo ok; cat; echo done >&2"), input: Array((secret + "\n").utf8))
+        #expect(result.status == 0 && text(result.stdout) == "ok\n", "the command reads /dev/null, not the channel")
+        let root = host.home.appendingPathComponent(".flotilla")
+        var checked = 0
+        for path in [root.path] + (FileManager.default.subpaths(atPath: root.path) ?? []).map({ root.path + "/" + $0 }) {
+            var info = stat()
+            #expect(lstat(path, &info) == 0)
+            let isDirectory = info.st_mode & S_IFMT == S_IFDIR
+            #expect(info.st_mode & 0o777 == (isDirectory ? 0o700 : 0o600), "\(path): \(String(info.st_mode & 0o777, radix: 8))")
+            if !isDirectory { #expect(!text(Array(FileManager.default.contents(atPath: path) ?? Data())).contains(secret), "\(path)") }
+            checked += 1
+        }
+        #expect(checked >= 10, "the steps dir, the run dir, the attempt dir and its files")
+    }
+
+    @Test func cleanupOfARunKeepsOnlyStepsStillRunning() throws {
+        let host = try Host()
+        let done = Self.token(1), running = Self.token(2), otherRun = Self.token(1, run: "other")
+        #expect(try host.run(DetachedStep.start(done, command: "true")).status == 0)
+        #expect(try host.run(DetachedStep.start(otherRun, command: "true")).status == 0)
+        let gate = try host.gate("gate")
+        let controller = try host.start(DetachedStep.start(running, command: "echo started; read x <\(gate.path)"))
+        #expect(controller.read { text($0) == "started\n" })
+
+        let first = try host.run(DetachedStep.cleanup(run: done.run))
+        #expect(first.status == 0 && text(first.stdout) == "flotilla-step kept=\(running.name)\n")
+        #expect(!FileManager.default.fileExists(atPath: host.stepDir(done).path))
+        #expect(FileManager.default.fileExists(atPath: host.stepDir(running).path))
+        host.open(gate)
+        #expect(controller.finish() == 0)
+        #expect(try host.run(DetachedStep.cleanup(run: done.run)).stdout.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: host.stepDir(running).deletingLastPathComponent().path), "the run's directory too")
+        #expect(FileManager.default.fileExists(atPath: host.stepDir(otherRun).path), "another run's records stay")
+    }
+
+    @Test func cleanupByAgeRemovesOnlyOldRecords() throws {
+        let host = try Host()
+        let old = Self.token(1, run: "old"), recent = Self.token(1, run: "recent")
+        for token in [old, recent] { #expect(try host.run(DetachedStep.start(token, command: "true")).status == 0) }
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3 * 86400)], ofItemAtPath: host.stepDir(old).path)
+        #expect(try host.run(DetachedStep.cleanup(olderThanDays: 2)).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: host.stepDir(old).deletingLastPathComponent().path))
+        #expect(FileManager.default.fileExists(atPath: host.stepDir(recent).path))
+    }
+
+    @Test func tokenNamesAreSafeDistinctAndBounded() {
+        let token = DetachedStep.Token(run: "20240101T000000-abc", host: "st2-01.example.com", step: 3, attempt: 2)
+        #expect(token.path == "20240101T000000-abc/st2-01.example.com.3.2")
+        #expect(DetachedStep.fileName("a b/c'$") == "a%20b%2Fc%27%24")
+        #expect(DetachedStep.fileName("..") == "%2E.")
+        #expect(DetachedStep.fileName("") == "%00")
+        #expect(DetachedStep.fileName("100%") == "100%25", "'%' itself is escaped, so the encoding is one-to-one")
+        let long = String(repeating: "h", count: 300)
+        #expect(DetachedStep.fileName(long).utf8.count < 130 && DetachedStep.fileName(long) != DetachedStep.fileName(long + "x"))
+    }
+
+    @Test(arguments: [
+        ("flotilla-step state=running pgid=42 boot=same\n", DetachedStep.State(phase: .running, sameBoot: true)),
+        ("flotilla-step state=ended rc=143 signal=15 timedout=1 ended=1700000000 boot=other out=10 err=0",
+         DetachedStep.State(phase: .ended, exitStatus: 143, signal: 15, timedOut: true, sameBoot: false, stdoutBytes: 10, stderrBytes: 0)),
+        ("flotilla-step state=ended rc=0 signal=0 timedout=0 boot=unknown future=field", DetachedStep.State(phase: .ended, exitStatus: 0)),
+        ("flotilla-step state=never boot=unknown", DetachedStep.State(phase: .never)),
+        ("flotilla-step state=lost boot=same", DetachedStep.State(phase: .lost, sameBoot: true)),
+        ("flotilla-step state=exists", DetachedStep.State(phase: .exists)),
+    ])
+    func stateLinesParse(_ line: String, _ expected: DetachedStep.State) {
+        #expect(DetachedStep.State.parse(line) == expected)
+    }
+
+    @Test(arguments: ["", "flotilla-step", "flotilla-step state=paused", "flotilla-step state=ended", "flotilla-step state=ended rc=x",
+                      "other state=ended rc=0", "flotilla-step state=never junk", "hello"])
+    func otherLinesAreNotStateLines(_ line: String) {
+        #expect(DetachedStep.State.parse(line) == nil)
+    }
+}
