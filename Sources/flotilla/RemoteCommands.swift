@@ -107,7 +107,7 @@ struct RemoteRun {
         let clock = ContinuousClock()
         let start = clock.now
         let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
-            logs?.appendingPathComponent(Self.fileName(name) + ".log")
+            logs?.appendingPathComponent(FileName.host(name) + ".log")
         }
         let elapsed = clock.now - start
         let output = json ? Self.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
@@ -136,10 +136,6 @@ struct RemoteRun {
             }
             chmod(directory, 0o700) // mkdir applied the umask
         }
-    }
-
-    static func fileName(_ host: String) -> String {
-        String(host.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? $0 : "_" })
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
