@@ -44,7 +44,13 @@ final class ManualClock: RolloutClock, @unchecked Sendable {
     /// The deadline of every sleep, as it begins.
     let sleeps = Recorder<Date>()
 
-    init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000)) { current = start }
+    /// Where the clock started.
+    let start: Date
+
+    init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000)) {
+        self.start = start
+        current = start
+    }
 
     var now: Date { lock.withLock { current } }
 
@@ -275,6 +281,16 @@ final class EngineHarness: @unchecked Sendable {
     func run() async -> RolloutPolicy.Outcome { await start().value }
 
     func state() async throws -> JournalState { try await engine.state() }
+
+    /// Ends, in order, the sleeps the run takes until these seconds after the clock's start
+    /// (each once the engine sleeps until it).
+    func endSleeps(at offsets: [TimeInterval]) async {
+        for offset in offsets {
+            let deadline = clock.start.addingTimeInterval(offset)
+            await clock.sleeps.first { $0 == deadline }
+            clock.advance(to: deadline)
+        }
+    }
 
     /// Waits until `host` has finished (as the progress reports it).
     func hostFinished(_ name: String) async {

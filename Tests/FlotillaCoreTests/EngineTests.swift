@@ -205,13 +205,8 @@ import Testing
     @Test func retryableConnectFailuresBackOffOnTheClock() async throws {
         let run = try EngineHarness(hosts: [host("a", ["one"])], batches: [[0]], settings: { $0.reconnectBackoff = 1 })
         run.transport.scriptConnect(0, .refused(retryable: true), .refused(retryable: true))
-        let start = run.clock.now
         let task = await run.start()
-        for offset in [1.0, 3.0] { // 1 s, then 2 s more
-            let deadline = start.addingTimeInterval(offset)
-            await run.clock.sleeps.first { $0 == deadline }
-            run.clock.advance(to: deadline)
-        }
+        await run.endSleeps(at: [1.0, 3.0]) // 1 s, then 2 s more
         #expect(await task.value == .succeeded)
         #expect(run.transport.commands(0) == ["one"])
         let log = try run.log("a")
@@ -222,13 +217,8 @@ import Testing
         let run = try EngineHarness(hosts: [host("a", ["one"])], batches: [[0]], policy: { $0.maxFail = .percent(100) },
                                     settings: { $0.reconnectAttempts = 2 })
         run.transport.scriptConnect(0, .refused(retryable: true), .refused(retryable: true), .refused(retryable: true))
-        let start = run.clock.now
         let task = await run.start()
-        for offset in [1.0, 3.0] {
-            let deadline = start.addingTimeInterval(offset)
-            await run.clock.sleeps.first { $0 == deadline }
-            run.clock.advance(to: deadline)
-        }
+        await run.endSleeps(at: [1.0, 3.0])
         #expect(await task.value == .completedWithFailures)
         #expect(run.transport.events.all.filter { $0 == .refused(host: 0) }.count == 3)
         #expect(try await run.state().hosts[0].status == .unreachable)
@@ -281,15 +271,10 @@ import Testing
             $0.healthInterval = 3
         })
         run.transport.script(0, "curl", .exit(0), .exit(7), .exit(0), .exit(0), .exit(0), .exit(0))
-        let start = run.clock.now
         let task = await run.start()
-        // Passing at 0, failing at 3, passing from 6: healthy for 10 s at 16 (the 7th run is
-        // not needed).
-        for offset in stride(from: 3.0, through: 18, by: 3) {
-            let deadline = start.addingTimeInterval(offset)
-            await run.clock.sleeps.first { $0 == deadline }
-            run.clock.advance(to: deadline)
-        }
+        // Run every 3 s: passing at 0, failing at 3, passing from 6 on, so healthy for 10 s
+        // at the 7th run, at 18.
+        await run.endSleeps(at: Array(stride(from: 3.0, through: 18, by: 3)))
         #expect(await task.value == .succeeded)
         #expect(run.transport.commands(0) == ["one"] + Array(repeating: "curl", count: 7))
     }
@@ -301,13 +286,8 @@ import Testing
             $0.healthInterval = 3
         })
         run.transport.script(0, "curl", .exit(7), .exit(7), .exit(7))
-        let start = run.clock.now
         let task = await run.start()
-        for offset in [3.0, 6.0] {
-            let deadline = start.addingTimeInterval(offset)
-            await run.clock.sleeps.first { $0 == deadline }
-            run.clock.advance(to: deadline)
-        }
+        await run.endSleeps(at: [3.0, 6.0])
         #expect(await task.value == .completedWithFailures)
         let state = try await run.state()
         #expect(state.hosts[0].error == "step 'health check' failed: health check did not pass within 5 s (last exit 7)")
