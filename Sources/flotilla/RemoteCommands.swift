@@ -107,7 +107,7 @@ struct RemoteRun {
         let clock = ContinuousClock()
         let start = clock.now
         let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
-            logs?.appendingPathComponent(Self.fileName(name) + ".log")
+            logs?.appendingPathComponent(FileName.host(name) + ".log")
         }
         let elapsed = clock.now - start
         let output = json ? Self.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
@@ -121,10 +121,6 @@ struct RemoteRun {
     /// umask (an existing directory is kept as it is).
     static func makePrivateDirectory(_ url: URL) throws {
         do { try PrivateFiles.createMissingDirectories(url) } catch { throw ValidationError("\(error)") }
-    }
-
-    static func fileName(_ host: String) -> String {
-        String(host.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? $0 : "_" })
     }
 
     static func milliseconds(_ duration: Duration) -> Double {

@@ -173,11 +173,11 @@ struct Upgrade: AsyncParsableCommand {
             let host = targets.hosts[index]
             let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
             var steps = plan.steps.map { step in
-                RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect,
+                RunStep(name: step.name, command: step.command, kind: step.kind, oncePer: step.oncePer, expect: step.expect,
                         become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString)
             }
             if plan.action == .upgrade, let health = rollout.health {
-                steps.append(RunStep(name: "health check", command: health, kind: "health", become: false))
+                steps.append(RunStep(name: "health check", command: health, kind: .health, become: false))
             }
             let skip: String? = switch plan.action {
             case .upgrade: nil
@@ -201,7 +201,7 @@ struct Upgrade: AsyncParsableCommand {
     static func knownFailures(_ catalog: MigrationCatalog) -> [RolloutEngine.KnownFailure] {
         guard let known = catalog.mistral.knownFailure else { return [] }
         let recovery = known.recovery.enumerated().map { "\($0 + 1). \($1)" }.joined(separator: " ")
-        return [RolloutEngine.KnownFailure(stepKind: PlanStep.Kind.mistralDB.rawValue, match: known.match,
+        return [RolloutEngine.KnownFailure(stepKind: .mistralDB, match: known.match,
                                            explanation: "\(known.match): \(known.cause). Recovery: \(recovery)")]
     }
 }
@@ -244,7 +244,7 @@ struct RunRunbook: AsyncParsableCommand {
         try Console.run {
             for (index, host) in targets.hosts.enumerated() {
                 var steps = try book!.steps(for: host, become: targets.settings[index].become)
-                if let health = rollout.health { steps.append(RunStep(name: "health check", command: health, kind: "health")) }
+                if let health = rollout.health { steps.append(RunStep(name: "health check", command: health, kind: .health)) }
                 hosts.append(RunHost(name: host.name, address: targets.settings[index].address, batch: nil,
                                      groups: RunLocks.groups(host, groupVariables), steps: steps))
             }

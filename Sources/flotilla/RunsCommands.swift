@@ -193,7 +193,7 @@ struct Show: ParsableCommand {
         let state = try openJournal(url, runID).load()
         if let host {
             guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
-            let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(RolloutEngine.fileName(host)).log")
+            let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(FileName.host(host)).log")
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? "(no log: the host never started)\n"
             guard let step else {
                 print(text, terminator: "")

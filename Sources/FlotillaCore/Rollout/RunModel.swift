@@ -5,8 +5,8 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
     public var name: String
     /// The shell command (for `fetch-audit-logs`, the remote glob fetched over SFTP).
     public var command: String
-    /// `PlanStep.Kind` raw value for upgrade steps, `command` for runbook steps.
-    public var kind: String
+    /// The plan step's kind for upgrade steps, `command` for runbook steps, `health`.
+    public var kind: StepKind
     /// `st2_cluster` (or another host variable): run once per distinct value of it.
     public var oncePer: String?
     /// What stdout must be (trimmed), for version checks.
@@ -19,7 +19,7 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
     /// two different once-per-cluster steps.
     public var stage: String?
 
-    public init(name: String, command: String, kind: String = "command", oncePer: String? = nil, expect: String? = nil,
+    public init(name: String, command: String, kind: StepKind = .command, oncePer: String? = nil, expect: String? = nil,
                 become: Bool = false, timeout: Double? = nil, stage: String? = nil) {
         self.name = name
         self.command = command

@@ -133,7 +133,7 @@ public struct Runbook: Sendable {
             command += rest
             var oncePerValue: String?
             if let group = step.oncePer { oncePerValue = group }
-            result.append(RunStep(name: step.name, command: command, kind: "command", oncePer: oncePerValue,
+            result.append(RunStep(name: step.name, command: command, kind: .command, oncePer: oncePerValue,
                                   become: step.become ?? become, timeout: step.timeout))
         }
         return result

@@ -1,24 +1,7 @@
 /// One step of a host's upgrade plan: an exact command and how its result is judged.
 public struct PlanStep: Sendable, Equatable, Hashable {
-    public enum Kind: String, Sendable {
-        /// `st2 key list -j`: stdout is saved on the controller.
-        case backupKeyValue = "backup-kv"
-        /// The audit logs fetched over SFTP; `command` is the remote glob.
-        case fetchAuditLogs = "fetch-audit-logs"
-        case stop
-        /// `st2ctl status` must list no running component.
-        case confirmStopped = "confirm-stopped"
-        case upgradePackages = "upgrade-packages"
-        case mistralDB = "mistral-db"
-        case migration
-        case reload
-        case start
-        /// stdout must equal `expect` (the pinned package version).
-        case verifyVersion = "verify-version"
-        /// `st2ctl status` must list every component running that the installed packages
-        /// (`expect`, space-separated) provide.
-        case verifyServices = "verify-services"
-    }
+    /// The step kinds of a plan (and of a run): ``StepKind``.
+    public typealias Kind = StepKind
 
     public var name: String
     public var command: String

@@ -1,0 +1,210 @@
+import Foundation
+
+// One host's run: its steps in order, each claimed for its cluster when it runs once per
+// cluster, run over a session opened (or reopened) for it, and recorded before the next.
+extension RolloutEngine {
+    /// A host's run as it goes: its session, and how it ends.
+    struct HostRun {
+        let index: Int
+        let host: RunHost
+        let log: HostLog
+        var connection: (any HostConnection)?
+        /// Whether a step ran (or was done before a resume): a host that cannot be reached
+        /// then failed, rather than being unreachable.
+        var ranAStep: Bool
+        var status = HostRunStatus.succeeded
+        var error: String?
+
+        mutating func end(_ status: HostRunStatus, _ error: String) {
+            self.status = status
+            self.error = error
+        }
+    }
+
+    /// Where a host stands with a step that runs once per cluster.
+    enum ClusterClaim {
+        /// The step is not a once-per-cluster step.
+        case unclaimed
+        /// This host runs it, holding the cluster's lock until it is recorded.
+        case held(AsyncSemaphore, group: String, value: String)
+        /// Another host of the cluster ran it; recorded as skipped here.
+        case doneElsewhere
+
+        func release() async {
+            if case .held(let lock, _, _) = self { await lock.release() }
+        }
+    }
+
+    func runHost(_ index: Int) async {
+        let host = record.hosts[index]
+        let started = clock.now
+        _ = await durably("the start of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: .running, error: nil, at: started) }
+        progress(.hostStarted(host.name))
+        let log = HostLog(settings.runDirectory.appendingPathComponent("logs/\(FileName.host(host.name)).log"), clock: clock)
+        if let problem = log.problem {
+            settings.logger.warning("no host log", metadata: ["run.id": "\(record.id)", "host.name": "\(host.name)", "error": "\(problem)"])
+        }
+        let finished = done[index] ?? []
+        var run = HostRun(index: index, host: host, log: log, ranAStep: !finished.isEmpty)
+        for (number, step) in host.steps.enumerated() where !finished.contains(number) {
+            if stopAfterCurrentStep {
+                run.end(.cancelled, "stopped before '\(step.name)' (--on-halt stop)")
+                break
+            }
+            let claim = await claimClusterStep(step, number: number, of: run)
+            if case .doneElsewhere = claim { continue }
+            var goOn = await connectIfNeeded(&run, before: step)
+            if goOn { goOn = await executeAndRecord(step, number: number, &run, claim: claim) }
+            await claim.release()
+            if !goOn { break }
+        }
+        await run.connection?.close()
+        log.close()
+        await hostDone(index, status: run.status, error: run.error, seconds: clock.now.timeIntervalSince(started))
+    }
+
+    /// Once per cluster: the first host of the cluster to get there runs the step, under the
+    /// cluster's lock; the others wait for it and skip the step once it is recorded done.
+    func claimClusterStep(_ step: RunStep, number: Int, of run: HostRun) async -> ClusterClaim {
+        guard let group = step.oncePer else { return .unclaimed }
+        let value = run.host.groups[group] ?? run.host.name
+        let lock = clusterLock("\(group)=\(value)")
+        await lock.acquire()
+        let doneBy: String?
+        do {
+            doneBy = try journal.clusterStepDoneBy(group: group, value: value, step: step.clusterKey)
+        } catch {
+            // Running it again is what a host of a fresh cluster does: the safe side of not knowing.
+            run.log.note("cannot read whether '\(step.name)' ran elsewhere in \(group)=\(value) (\(error)); running it here")
+            doneBy = nil
+        }
+        guard let doneBy else { return .held(lock, group: group, value: value) }
+        await recordNotRun(run.host.name, number, .skipped, "done on \(doneBy) (once per \(group))", log: run.log)
+        await lock.release()
+        return .doneElsewhere
+    }
+
+    func clusterLock(_ key: String) -> AsyncSemaphore {
+        if let lock = clusterLocks[key] { return lock }
+        let lock = AsyncSemaphore(permits: 1)
+        clusterLocks[key] = lock
+        return lock
+    }
+
+    /// Opens the host's session unless it has one; false, with the host's end set, when
+    /// it cannot.
+    func connectIfNeeded(_ run: inout HostRun, before step: RunStep) async -> Bool {
+        if run.connection == nil {
+            switch await connect(run.index, log: run.log) {
+            case .success(let opened):
+                run.connection = opened
+            case .failure(let failure):
+                if run.ranAStep {
+                    run.end(.failed, "lost the connection before '\(step.name)': \(failure.message)")
+                } else {
+                    run.end(.unreachable, failure.message)
+                }
+                return false
+            }
+        }
+        run.ranAStep = true
+        return true
+    }
+
+    /// Connects, retrying with backoff while the failure is one that retrying may cure.
+    nonisolated func connect(_ index: Int, log: HostLog) async -> Result<any HostConnection, TransportError> {
+        var delay = settings.reconnectBackoff
+        var attempt = 0
+        while true {
+            do {
+                return .success(try await transport.connect(index))
+            } catch let error as TransportError {
+                attempt += 1
+                guard error.retryable, attempt <= settings.reconnectAttempts else { return .failure(error) }
+                log.note("connect failed (\(error.message)); retry \(attempt) of \(settings.reconnectAttempts) in \(delay) s")
+                settings.logger.info("reconnecting", metadata: ["host.index": "\(index)", "attempt": "\(attempt)", "error": "\(error.message)"])
+                // `try?`: only cancellation ends the wait early, and host tasks are never
+                // cancelled; the next attempt then comes sooner, which is harmless.
+                try? await clock.sleep(for: delay)
+                delay *= 2
+            } catch {
+                return .failure(TransportError(.other, "\(error)"))
+            }
+        }
+    }
+
+    /// Runs one step over the host's open session and records it; false when the host
+    /// stops here (the step failed, or the journal cannot be written), with its end set.
+    func executeAndRecord(_ step: RunStep, number: Int, _ run: inout HostRun, claim: ClusterClaim) async -> Bool {
+        let host = run.host
+        let stepStart = clock.now
+        guard await durably("the start of '\(step.name)' on \(host.name)", { [journal] in try journal.stepStarted(host: host.name, step: number, at: stepStart) }) else {
+            run.end(.cancelled, "not started '\(step.name)': the journal cannot be written")
+            return false
+        }
+        progress(.stepStarted(host: host.name, step: step.name))
+        settings.logger.debug("step started", metadata: [
+            "run.id": "\(record.id)", "host.name": "\(host.name)", "step.index": "\(number)", "step.name": "\(step.name)",
+            "step.command": "\(step.command)", "batch.index": "\(batchOf[run.index].map(String.init) ?? "-")",
+        ])
+        run.log.begin(step, number: number)
+        let result = await perform(step, &run)
+        let finishedAt = clock.now
+        let seconds = finishedAt.timeIntervalSince(stepStart)
+        run.log.end(result.status, outcome: result.outcome, message: result.message, seconds: seconds)
+        let recorded = await durably("the end of '\(step.name)' on \(host.name)") { [journal] in
+            try journal.stepFinished(host: host.name, step: number, status: result.status, exitStatus: result.outcome?.exitStatus,
+                                     stdoutTail: result.outcome?.stdoutTail ?? "", stderrTail: result.outcome?.stderrTail ?? "",
+                                     error: result.message, at: finishedAt, durationMS: Int(seconds * 1000))
+        }
+        progress(.stepFinished(host: host.name, step: step.name, status: result.status, seconds: seconds))
+        settings.logger.debug("step finished", metadata: [
+            "run.id": "\(record.id)", "host.name": "\(host.name)", "step.index": "\(number)", "step.name": "\(step.name)",
+            "step.status": "\(result.status.rawValue)", "step.exit_status": "\(result.outcome?.exitStatus.map(String.init) ?? "-")",
+            "step.duration_ms": "\(Int(seconds * 1000))",
+        ])
+        if result.status == .succeeded, case .held(_, let group, let value) = claim {
+            _ = await durably("the cluster step") { [journal] in
+                try journal.clusterStepDone(group: group, value: value, step: step.clusterKey, byHost: host.name, at: finishedAt)
+            }
+        }
+        if !recorded {
+            run.end(.cancelled, "stopped after '\(step.name)': the journal cannot be written")
+            return false
+        }
+        guard result.status == .succeeded else {
+            run.end(.failed, "step '\(step.name)' failed: \(result.message ?? "exit \(result.outcome?.exitStatus.map(String.init) ?? "?")")")
+            if result.outcome == nil {
+                // The session broke mid-step: the step is never retried blindly, and the
+                // broken session is closed, not left open.
+                await run.connection?.close()
+                run.connection = nil
+            }
+            return false
+        }
+        return true
+    }
+
+    /// Runs the step by its kind's handler. A session found gone before the command
+    /// started (the host was idle between steps) is replaced and the step run over the
+    /// new one: the command never ran.
+    func perform(_ step: RunStep, _ run: inout HostRun) async -> StepResult {
+        let handler = handlers[step.kind]
+        let context = StepContext(host: run.host, log: run.log, settings: settings, clock: clock)
+        guard let connection = run.connection else { return StepResult(.failed, nil, "no session") }
+        var result = await handler.perform(step, on: connection, context: context)
+        guard result.didNotStart else { return result }
+        run.log.note("the session was lost before '\(step.name)' started (\(result.message ?? "")); reconnecting")
+        await connection.close()
+        run.connection = nil
+        switch await connect(run.index, log: run.log) {
+        case .success(let opened):
+            run.connection = opened
+            result = await handler.perform(step, on: opened, context: context)
+        case .failure(let failure):
+            result.message = "lost the connection before '\(step.name)' and could not reconnect: \(failure.message)"
+        }
+        if result.didNotStart { result.status = .failed }
+        return result
+    }
+}

@@ -1,0 +1,47 @@
+/// What a step is, which decides how the engine runs and judges it: the kinds of an
+/// upgrade plan, `command` (a runbook step) and `health` (`--health`).
+///
+/// An open set of raw strings rather than a closed enum: the raw value is what journals
+/// store, so a journal written by another flotilla, or with a kind this one does not
+/// know, still opens (an unknown kind runs as a plain command, judged by its exit
+/// status). The raw values below are the ones journals hold today; never change them.
+public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public var rawValue: String
+
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(stringLiteral value: String) { rawValue = value }
+
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(String.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+
+    public var description: String { rawValue }
+
+    /// A plain shell command, judged by its exit status (runbook steps).
+    public static let command: StepKind = "command"
+    /// `--health CMD`: must exit 0 (for `--healthy-for`, that long in a row).
+    public static let health: StepKind = "health"
+
+    /// `st2 key list -j`: stdout is saved on the controller.
+    public static let backupKeyValue: StepKind = "backup-kv"
+    /// The audit logs fetched over SFTP; the step's command is the remote glob.
+    public static let fetchAuditLogs: StepKind = "fetch-audit-logs"
+    public static let stop: StepKind = "stop"
+    /// `st2ctl status` must list no running component.
+    public static let confirmStopped: StepKind = "confirm-stopped"
+    public static let upgradePackages: StepKind = "upgrade-packages"
+    public static let mistralDB: StepKind = "mistral-db"
+    public static let migration: StepKind = "migration"
+    public static let reload: StepKind = "reload"
+    public static let start: StepKind = "start"
+    /// stdout must equal the step's `expect` (the pinned package version).
+    public static let verifyVersion: StepKind = "verify-version"
+    /// `st2ctl status` must list every component running that the installed packages
+    /// (the step's `expect`, space-separated) provide.
+    public static let verifyServices: StepKind = "verify-services"
+}
