@@ -96,7 +96,7 @@ enum Console {
                 throw ValidationError("will not write \(path): it is a symbolic link owned by uid \(info.st_uid), not by you, and could point anywhere")
             }
             let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw FlotillaError(.software, "cannot write \(path): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             try FileHandle(fileDescriptor: fd, closeOnDealloc: false).write(contentsOf: Data(text.utf8))
             return
@@ -107,7 +107,7 @@ enum Console {
             try FileHandle(fileDescriptor: fd, closeOnDealloc: false).write(contentsOf: Data(text.utf8))
         } catch {
             unlink(temporary)
-            throw ValidationError("cannot write \(path): \(error)")
+            throw FlotillaError(.software, "cannot write \(path): \(error)")
         }
         try replace(path, with: temporary)
     }
@@ -132,7 +132,7 @@ enum Console {
         let name = (path as NSString).lastPathComponent
         var template = Array(((directory.isEmpty ? "." : directory) + "/.\(name).XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FlotillaError(.software, "cannot write \(path): \(String(cString: strerror(errno)))") }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         fchmod(fd, 0o600)
         return (fd, template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
@@ -142,7 +142,7 @@ enum Console {
         guard rename(temporary, path) == 0 else {
             let message = String(cString: strerror(errno))
             unlink(temporary)
-            throw ValidationError("cannot write \(path): \(message)")
+            throw FlotillaError(.software, "cannot write \(path): \(message)")
         }
     }
 

@@ -100,6 +100,8 @@ public final class Journal {
                                    "cannot move the new run into \(PrivateFiles.display(destination)): \(PrivateFiles.errorText(number))")
             }
         } catch {
+            // The creation's error is the one to report; a hidden staging dir left behind is
+            // never listed as a run.
             try? FileManager.default.removeItem(at: staging)
             throw error
         }
