@@ -3,6 +3,7 @@ import FlotillaCore
 import Foundation
 import Logging
 import SSH
+import Synchronization
 
 /// Creates or reopens a run, and drives it to its end: engine, signals, control socket,
 /// progress, result.
@@ -47,9 +48,11 @@ struct RolloutRunner {
         // --verbose logs go straight to stderr: line-per-event output then, no status area to garble.
         let printer = ProgressPrinter(record: record, quiet: output.quiet, terminal: output.verbose ? nil : ProgressPrinter.Terminal.standardError(),
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
+        let stopping = StopAtOnce()
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
                                    transport: SSHTransport(targets: targets), settings: settings, done: done,
-                                   progress: { printer.show($0) }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
+                                   // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
+                                   progress: { if !stopping.isStopping { printer.show($0) } }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(
             first: { signal in
                 printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to stop at once)") }
@@ -58,7 +61,7 @@ struct RolloutRunner {
             second: { signal in
                 printer.finish()
                 Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
-                Self.stopAtOnce(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
+                stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
         let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id) { command in
             guard let event = ControlServer.event(command, hosts: record.hosts.map(\.name)) else {
@@ -74,6 +77,8 @@ struct RolloutRunner {
             Console.warn("live control is unavailable: \(error)")
         }
         let outcome = await engine.run()
+        // Stopping at once: that path records the stop and exits; nothing more to report.
+        if stopping.isStopping { await stopping.wait() }
         printer.finish()
         control.stop()
         if let problem = await engine.journalProblem {
@@ -101,24 +106,6 @@ struct RolloutRunner {
         if output.json { FileHandle.standardOutput.write(Data(json.utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))
-    }
-
-    /// The second signal: the engine records the run as stopped and closes the channels
-    /// of the steps in flight; then the process exits 3, without waiting for those steps
-    /// (and after at most `deadline` seconds, should closing hang).
-    static func stopAtOnce(_ engine: RolloutEngine, reason: String, deadline: Double = 5) {
-        DispatchQueue.global().asyncAfter(deadline: .now() + deadline) {
-            Console.warn("the channels in flight did not close within \(Int(deadline)) s; exiting anyway")
-            exit(ExitStatus.stopped.rawValue)
-        }
-        Task {
-            do {
-                try await engine.stopAtOnce(reason: reason)
-            } catch {
-                Console.error("cannot record the stop in the journal (\(error)); resume still re-runs the steps recorded as running")
-            }
-            exit(ExitStatus.stopped.rawValue)
-        }
     }
 }
 
@@ -159,6 +146,40 @@ extension Targets {
         copy.options = order.map { options[$0] }
         copy.jumps = order.map { jumps[$0] }
         return copy
+    }
+}
+
+/// The second signal: the engine records the run as stopped and closes the channels of
+/// the steps in flight; then the process exits 3, without waiting for those steps (and
+/// after at most `deadline` seconds, should closing hang).
+final class StopAtOnce: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    /// Whether the stop began.
+    var isStopping: Bool { task.withLock { $0 != nil } }
+
+    /// Begins the stop (once; later calls do nothing).
+    func start(_ engine: RolloutEngine, reason: String, deadline: Double = 5) {
+        task.withLock { task in
+            guard task == nil else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + deadline) {
+                Console.warn("the channels in flight did not close within \(Int(deadline)) s; exiting anyway")
+                exit(ExitStatus.stopped.rawValue)
+            }
+            task = Task {
+                do {
+                    try await engine.stopAtOnce(reason: reason)
+                } catch {
+                    Console.error("cannot record the stop in the journal (\(error)); resume still re-runs the steps recorded as running")
+                }
+                exit(ExitStatus.stopped.rawValue)
+            }
+        }
+    }
+
+    /// Returns when the stop ended, which is never: it exits the process.
+    func wait() async {
+        await task.withLock { $0 }?.value
     }
 }
 
