@@ -35,13 +35,13 @@ final class ControlServer: @unchecked Sendable {
     func start() throws {
         unlink(path.path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FlotillaError(.software, "socket: \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
             close(fd)
-            throw ValidationError("the control socket path is too long: \(path.path)")
+            throw FlotillaError(.software, "the control socket path is too long: \(path.path)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             for (index, byte) in bytes.enumerated() { buffer[index] = byte }
@@ -55,7 +55,7 @@ final class ControlServer: @unchecked Sendable {
         guard bound == 0, listen(fd, 8) == 0 else {
             let message = String(cString: strerror(errno))
             close(fd)
-            throw ValidationError("cannot listen on \(path.path): \(message)")
+            throw FlotillaError(.software, "cannot listen on \(path.path): \(message)")
         }
         self.fd = fd
         let thread = Thread { [self] in acceptLoop(fd) }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import FlotillaCore
+import Foundation
 import SSH
 
 @main
@@ -24,4 +26,89 @@ struct Flotilla: AsyncParsableCommand {
         version: "flotilla \(version) (libssh2 \(LibSSH2.version))",
         subcommands: [Hosts.self, Ping.self, Exec.self, Facts.self, Plan.self, Upgrade.self, RunRunbook.self, Resume.self, Runs.self, Show.self, Ctl.self, Report.self]
     )
+
+    /// Parses and runs the command; every error that ends it goes through
+    /// ``FlotillaError/exit(for:)``, the one place errors become exit statuses.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: FlotillaError.exit(for: error))
+        }
+    }
+}
+
+/// The exit statuses of SPEC §1.
+enum ExitStatus: Int32, Sendable {
+    /// Every targeted host ended at the goal.
+    case success = 0
+    /// The run finished; some hosts failed or were refused, below the threshold.
+    case someHostsFailed = 1
+    /// Halted by the failure threshold.
+    case halted = 2
+    /// Stopped by the operator or the maintenance window; resumable.
+    case stopped = 3
+    /// A bad flag or value, an unknown run or host.
+    case usage = 64
+    /// Bad input data: inventory, pattern, runbook, catalog.
+    case dataError = 65
+    /// Nothing could be reached.
+    case unavailable = 69
+    /// flotilla itself failed: a file it must write or read, a journal it cannot open.
+    case software = 70
+    /// Another controller holds the state dir or some of the hosts.
+    case locked = 75
+}
+
+/// An error a command ends with: what to print (without the `flotilla: error: ` prefix)
+/// and the exit status.
+struct FlotillaError: Error, CustomStringConvertible {
+    var status: ExitStatus
+    var message: String
+    var description: String { message }
+
+    init(_ status: ExitStatus, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    /// The error to exit with for `error`: argument-parser's own (usage, help, an
+    /// explicit `ExitCode`) as they are; flotilla's errors with their status, their
+    /// message printed here; anything else is an internal error (70), never 1 (which
+    /// means some hosts failed).
+    static func exit(for error: any Error) -> any Error {
+        if error is ExitCode { return error }
+        let mapped: FlotillaError
+        switch error {
+        case let error as FlotillaError: mapped = error
+        case let error as InventoryError: mapped = FlotillaError(.dataError, error.description)
+        case let error as LockError: mapped = FlotillaError(.locked, error.message)
+        case let error as JournalError: mapped = journal(error)
+        case let error as RolloutFlags.FlagError: mapped = FlotillaError(.usage, error.message)
+        case let error as ResumePlan.Refusal: mapped = FlotillaError(.usage, error.message)
+        default:
+            // argument-parser's errors (usage, --help, CleanExit) exit with their own status;
+            // it gives every other error 1.
+            if Flotilla.exitCode(for: error) != .failure { return error }
+            mapped = FlotillaError(.software, "internal error: \(error)")
+        }
+        Console.error(mapped.message)
+        return ExitCode(mapped.status.rawValue)
+    }
+
+    /// A journal error: naming a run that is not there is a usage error; a journal or
+    /// state dir that cannot be read or written is flotilla's failure (70), but an unsafe
+    /// state dir is refused as a usage error, as always.
+    static func journal(_ error: JournalError) -> FlotillaError {
+        switch error.code {
+        case .noRuns, .unknownRun, .unsafePath, .unsupportedSchema: FlotillaError(.usage, error.message)
+        case .invalidTransition where error.path == nil: FlotillaError(.usage, error.message) // a malformed run id
+        default: FlotillaError(.software, error.message)
+        }
+    }
 }

@@ -83,15 +83,14 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: \(message)\n".utf8))
     }
 
-    /// ``PrivateFiles/writeOwnerOnly(_:to:)``, its failure as a usage error (the path
-    /// came from the command line).
+    /// ``PrivateFiles/writeOwnerOnly(_:to:)``, its failure as an I/O error (70).
     static func writeOwnerOnly(_ text: String, to path: String) throws {
-        do { try PrivateFiles.writeOwnerOnly(text, to: path) } catch { throw ValidationError(error.message) }
+        do { try PrivateFiles.writeOwnerOnly(text, to: path) } catch { throw FlotillaError(.software, error.message) }
     }
 
-    /// ``PrivateFiles/createOwnerOnly(_:)``, its failure as a usage error.
+    /// ``PrivateFiles/createOwnerOnly(_:)``, its failure as an I/O error (70).
     static func createOwnerOnly(_ path: String) throws -> Int32 {
-        do { return try PrivateFiles.createOwnerOnly(path) } catch { throw ValidationError(error.message) }
+        do { return try PrivateFiles.createOwnerOnly(path) } catch { throw FlotillaError(.software, error.message) }
     }
 
     static let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()

@@ -194,8 +194,8 @@ final class ProgressPrinter: @unchecked Sendable {
         if let reason = state.haltReason { head.append(" (\(reason))") }
         head.append(": " + parts.joined(separator: ", "))
         var lines = [head]
-        if ["halted", "stopped"].contains(state.state) {
-            lines.append(line(now, "continue with: flotilla resume \(state.record.id)" + (state.record.options["state-dir"].map { " --state-dir \($0)" } ?? "")))
+        if [.halted, .stopped].contains(state.state) {
+            lines.append(line(now, "continue with: flotilla resume \(state.record.id)" + (state.record.options.stateDir.map { " --state-dir \($0)" } ?? "")))
         }
         lock.withLock { redraw(lines, now: now) }
     }

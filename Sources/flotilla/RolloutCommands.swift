@@ -50,8 +50,8 @@ struct RolloutOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Time limit of each step without its own (default: none).", valueName: "duration"))
     var stepTimeout: String?
 
-    /// The flags as text, as the run's record keeps them.
-    var stored: [String: String] {
+    /// The flags as typed, keyed by flag name.
+    var flags: [String: String] {
         var options: [String: String] = ["max-fail": maxFail, "unreachable-counts": unreachableCounts, "on-halt": onHalt]
         options["batch"] = batch
         options["canary"] = canary.map(String.init)
@@ -70,19 +70,21 @@ struct RolloutOptions: ParsableArguments {
 
     func validate() throws {
         do {
-            _ = try batch.map(BatchSpec.init(parsing:))
-        } catch let error as BatchSpec.ParseError {
-            throw ValidationError("--batch: \(error.message)")
-        }
-        if let canary, canary < 1 { throw ValidationError("--canary must be at least 1") }
-        do {
-            try RolloutFlags.check(stored)
+            _ = try RunOptions(flags: flags)
         } catch let error as RolloutFlags.FlagError {
             throw ValidationError(error.message)
         }
     }
 
-    func batchSpec() throws -> BatchSpec? { try batch.map(BatchSpec.init(parsing:)) }
+    /// The run's options: these flags (checked by `validate()`), and what `resume` needs
+    /// to select and reach the same hosts again.
+    func runOptions(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws -> RunOptions {
+        var options = try RunOptions(flags: flags)
+        options.selection = selection.arguments
+        options.connection = connection.arguments
+        options.stateDir = output.stateDir
+        return options
+    }
 }
 
 /// The state dir: journals, logs, artifacts, locks, the control socket.
@@ -165,37 +167,18 @@ struct Upgrade: AsyncParsableCommand {
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
         try locks.lockHosts(targets)
+        var options = try rollout.runOptions(selection, connection, output)
+        options.forceStop = forceStop
         let results = try await FactsGathering.gather(targets, gather, packages: catalog.packages)
-        var hosts: [RunHost] = []
-        let groupVariables = Set(["st2_cluster"] + rollout.maxPer.compactMap { try? RolloutFlags.maxPer($0).variable })
-        var upgrading: [String] = []
-        for (index, result) in results.enumerated() {
-            let host = targets.hosts[index]
+        let hosts = results.enumerated().map { index, result in
             let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
-            var steps = plan.steps.map { step in
-                RunStep(name: step.name, command: step.command, kind: step.kind, oncePer: step.oncePer, expect: step.expect,
-                        become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString)
-            }
-            if plan.action == .upgrade, let health = rollout.health {
-                steps.append(RunStep(name: "health check", command: health, kind: .health, become: false))
-            }
-            let skip: String? = switch plan.action {
-            case .upgrade: nil
-            case .skip: plan.reason
-            case .refuse: "refused: \(plan.reason ?? "")"
-            case .unreachable: "unreachable: \(plan.reason ?? "")"
-            }
-            if plan.action == .upgrade { upgrading.append(host.name) }
-            hosts.append(RunHost(name: host.name, address: targets.settings[index].address, batch: nil,
-                                 groups: RunLocks.groups(host, groupVariables), fromVersion: plan.fromVersion,
-                                 toVersion: plan.toVersion, steps: steps, skipReason: skip))
+            return RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: plan,
+                                          target: target.releaseString, health: options.health, groupVariables: options.groupVariables)
         }
-        var options = rollout.stored
-        if forceStop { options["force-stop"] = "yes" }
-        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
-            .start(kind: "stackstorm-upgrade", name: nil, target: target.releaseString, hosts: hosts, batchable: upgrading,
-                   spec: try rollout.batchSpec(), canary: rollout.canary, options: options,
-                   knownFailures: Self.knownFailures(catalog))
+        let now = Date()
+        let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .stackstormUpgrade, name: nil, target: target.releaseString,
+                                       createdAt: now, hosts: hosts, options: options)
+        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: Self.knownFailures(catalog))
     }
 
     static func knownFailures(_ catalog: MigrationCatalog) -> [RolloutEngine.KnownFailure] {
@@ -235,24 +218,20 @@ struct RunRunbook: AsyncParsableCommand {
     var runbook: String
 
     func run() async throws {
-        var book: Runbook?
-        try Console.run { book = try Runbook.load(path: runbook) }
+        let book = try Runbook.load(path: runbook)
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
-        let groupVariables = Set(book!.steps.compactMap(\.oncePer) + rollout.maxPer.compactMap { try? RolloutFlags.maxPer($0).variable })
-        var hosts: [RunHost] = []
-        try Console.run {
-            for (index, host) in targets.hosts.enumerated() {
-                var steps = try book!.steps(for: host, become: targets.settings[index].become)
-                if let health = rollout.health { steps.append(RunStep(name: "health check", command: health, kind: .health)) }
-                hosts.append(RunHost(name: host.name, address: targets.settings[index].address, batch: nil,
-                                     groups: RunLocks.groups(host, groupVariables), steps: steps))
-            }
+        let options = try rollout.runOptions(selection, connection, output)
+        let hosts = try targets.hosts.enumerated().map { index, host in
+            RunBuilder.runbookHost(host, address: targets.settings[index].address,
+                                   steps: try book.steps(for: host, become: targets.settings[index].become),
+                                   health: options.health, groupVariables: options.groupVariables)
         }
         try locks.lockHosts(targets)
-        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
-            .start(kind: "runbook", name: book!.name, target: nil, hosts: hosts, batchable: hosts.map(\.name),
-                   spec: try rollout.batchSpec(), canary: rollout.canary, options: rollout.stored, knownFailures: [])
+        let now = Date()
+        let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .runbook, name: book.name, target: nil, createdAt: now,
+                                       hosts: hosts, options: options)
+        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [])
     }
 }
 
@@ -264,33 +243,11 @@ final class RunLocks {
 
     init(stateDir: URL) throws {
         self.stateDir = stateDir
-        do {
-            stateLock = try StateDirLock.acquire(stateDir: stateDir)
-        } catch let error as LockError {
-            Console.error(error.message)
-            throw ExitCode(75)
-        } catch {
-            Console.error("\(error)")
-            throw ExitCode(64)
-        }
+        stateLock = try StateDirLock.acquire(stateDir: stateDir)
     }
 
     func lockHosts(_ targets: Targets, runID: String? = nil) throws {
         let list = zip(targets.hosts, targets.settings).map { HostLocks.Target(name: $0.name, address: $1.address, port: $1.port) }
-        do {
-            hostLocks = try HostLocks.acquire(list, stateDir: stateDir, runID: runID)
-        } catch let error as LockError {
-            Console.error(error.message)
-            throw ExitCode(75)
-        }
-    }
-
-    /// The host's values of the variables a run groups by.
-    static func groups(_ host: Inventory.Host, _ variables: Set<String>) -> [String: String] {
-        var groups: [String: String] = [:]
-        for variable in variables {
-            if let value = host.variables[variable]?.value.scalarText { groups[variable] = value }
-        }
-        return groups
+        hostLocks = try HostLocks.acquire(list, stateDir: stateDir, runID: runID)
     }
 }

@@ -3,6 +3,7 @@ import FlotillaCore
 import Foundation
 import Logging
 import SSH
+import Synchronization
 
 /// Creates or reopens a run, and drives it to its end: engine, signals, control socket,
 /// progress, result.
@@ -10,72 +11,48 @@ struct RolloutRunner {
     let targets: Targets
     let locks: RunLocks
     let output: RunOutputOptions
-    let selection: InventoryOptions
-    let connection: ConnectionOptions
 
-    /// Creates the run (batches, record, journal) and executes it.
-    func start(kind: String, name: String?, target: String?, hosts: [RunHost], batchable: [String], spec: BatchSpec?,
-               canary: Int?, options: [String: String], knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        var hosts = hosts
-        let batches = BatchSpec.batches(count: batchable.count, spec: spec, canary: canary, targeted: hosts.count)
-            .map { $0.map { batchable[$0] } }
-        let position = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1.name, $0) })
-        for (index, batch) in batches.enumerated() {
-            for name in batch { hosts[position[name]!].batch = index }
-        }
-        var options = options
-        options["selection"] = Self.encode(selection.arguments)
-        options["connection"] = Self.encode(connection.arguments)
-        options["state-dir"] = output.stateDir
-        let now = Date()
-        let record = RunRecord(id: RunRecord.newID(at: now), kind: kind, name: name, targetVersion: target, createdAt: now,
-                               hosts: hosts, batches: batches, options: options)
+    /// Creates the run's journal (with the hosts it never starts recorded as such) and
+    /// executes the run.
+    func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
         let journal: Journal
         do {
             journal = try Journal.create(stateDir: locks.stateDir, run: record)
             try locks.stateLock.record(runID: record.id)
         } catch {
-            Console.error("cannot create the run's journal: \(error)")
-            throw ExitCode(70)
+            throw FlotillaError(.software, "cannot create the run's journal: \(error)")
         }
-        var preset: [Int: RolloutPolicy.HostResult] = [:]
-        for (index, host) in hosts.enumerated() {
-            guard let reason = host.skipReason else { continue }
-            let unreachable = reason.hasPrefix("unreachable:")
-            if unreachable { preset[index] = .unreachable }
-            try? journal.hostStatus(host: host.name, status: unreachable ? .unreachable : .skipped, error: reason, at: now)
+        let notStarted = RunBuilder.notStarted(record)
+        do {
+            _ = try journal.batch(notStarted.map { host in
+                { try journal.hostStatus(host: record.hosts[host.index].name, status: host.status, error: host.error, at: record.createdAt) }
+            }).compactMap { $0 }.first.map { throw $0 }
+        } catch {
+            throw FlotillaError(.software, "cannot record the hosts not started in the journal \(journal.file.path): \(error)")
         }
-        Console.note("run \(record.id): \(batchable.count) host\(batchable.count == 1 ? "" : "s") in \(batches.count) batch\(batches.count == 1 ? "" : "es")"
-                     + (hosts.count > batchable.count ? ", \(hosts.count - batchable.count) not started (skipped, refused or unreachable)" : "")
+        let batchable = record.hosts.count - notStarted.count
+        Console.note("run \(record.id): \(batchable) host\(batchable == 1 ? "" : "s") in \(record.batches.count) batch\(record.batches.count == 1 ? "" : "es")"
+                     + (notStarted.isEmpty ? "" : ", \(notStarted.count) not started (skipped, refused or unreachable)")
                      + "; journal \(journal.file.path)")
-        try await execute(record: record, journal: journal, preset: preset, done: [:], knownFailures: knownFailures)
+        try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures)
     }
 
     /// Runs (or continues) a run to its end and exits with SPEC §1's status.
     func execute(record: RunRecord, journal: sending Journal, preset: [Int: RolloutPolicy.HostResult], done: [Int: Set<Int>],
                  knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        let options = record.options
-        let config: RolloutPolicy.Config
-        do {
-            config = try RolloutFlags.config(options, record: record, now: Date())
-        } catch let error as RolloutFlags.FlagError {
-            throw ValidationError(error.message)
-        }
-        var settings = RolloutEngine.Settings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"))
-        settings.stepTimeout = try options["step-timeout"].map { try RolloutFlags.duration($0, flag: "--step-timeout") }
-        settings.health = options["health"]
-        settings.healthyFor = try options["healthy-for"].map { try RolloutFlags.duration($0, flag: "--healthy-for") } ?? 0
-        settings.healthDeadline = try options["health-deadline"].map { try RolloutFlags.duration($0, flag: "--health-deadline") } ?? 300
-        settings.forceStop = options["force-stop"] == "yes"
-        settings.knownFailures = knownFailures
+        let config = try record.options.policyConfig(for: record, now: Date())
+        var settings = record.options.engineSettings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"),
+                                                     knownFailures: knownFailures)
         settings.logger = Console.logger(label: "flotilla.engine", verbose: output.verbose)
 
         // --verbose logs go straight to stderr: line-per-event output then, no status area to garble.
         let printer = ProgressPrinter(record: record, quiet: output.quiet, terminal: output.verbose ? nil : ProgressPrinter.Terminal.standardError(),
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
+        let stopping = StopAtOnce()
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
                                    transport: SSHTransport(targets: targets), settings: settings, done: done,
-                                   progress: { printer.show($0) }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
+                                   // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
+                                   progress: { if !stopping.isStopping { printer.show($0) } }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(
             first: { signal in
                 printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to stop at once)") }
@@ -84,7 +61,7 @@ struct RolloutRunner {
             second: { signal in
                 printer.finish()
                 Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
-                exit(3)
+                stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
         let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id) { command in
             guard let event = ControlServer.event(command, hosts: record.hosts.map(\.name)) else {
@@ -100,18 +77,19 @@ struct RolloutRunner {
             Console.warn("live control is unavailable: \(error)")
         }
         let outcome = await engine.run()
+        // Stopping at once: that path records the stop and exits; nothing more to report.
+        if stopping.isStopping { await stopping.wait() }
         printer.finish()
         control.stop()
         if let problem = await engine.journalProblem {
             Console.error("\(problem)\nthe run stopped; free the space or fix the state dir, then: flotilla resume \(record.id) --state-dir \(output.stateDir)")
         }
-        _ = signals
+        withExtendedLifetime(signals) {}
         let state: JournalState
         do {
             state = try await engine.state()
         } catch {
-            Console.error("cannot read the journal back: \(error)")
-            throw ExitCode(70)
+            throw FlotillaError(.software, "cannot read the journal back: \(error)")
         }
         let json = RunResult.json(state).rendered() + "\n"
         // A report that cannot be written does not hide how the run went: the exit code
@@ -129,20 +107,12 @@ struct RolloutRunner {
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))
     }
-
-    static func encode(_ arguments: [String]) -> String {
-        JSONValue.strings(arguments).rendered()
-    }
-
-    static func decode(_ text: String?) -> [String] {
-        guard let text, let data = text.data(using: .utf8), let list = try? JSONSerialization.jsonObject(with: data) as? [String] else { return [] }
-        return list
-    }
 }
 
 extension InventoryOptions {
     /// The arguments that select the same hosts again (for `resume`).
     var arguments: [String] {
+        // `sources` throws only when no inventory is given, which selecting the hosts refused already.
         let sources = (try? self.sources) ?? inventory
         return sources.flatMap { ["-i", URL(fileURLWithPath: $0).standardizedFileURL.path] } + (limit.map { ["--limit", $0] } ?? [])
             + ["--ssh-config", sshConfig]
@@ -176,6 +146,40 @@ extension Targets {
         copy.options = order.map { options[$0] }
         copy.jumps = order.map { jumps[$0] }
         return copy
+    }
+}
+
+/// The second signal: the engine records the run as stopped and closes the channels of
+/// the steps in flight; then the process exits 3, without waiting for those steps (and
+/// after at most `deadline` seconds, should closing hang).
+final class StopAtOnce: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    /// Whether the stop began.
+    var isStopping: Bool { task.withLock { $0 != nil } }
+
+    /// Begins the stop (once; later calls do nothing).
+    func start(_ engine: RolloutEngine, reason: String, deadline: Double = 5) {
+        task.withLock { task in
+            guard task == nil else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + deadline) {
+                Console.warn("the channels in flight did not close within \(Int(deadline)) s; exiting anyway")
+                exit(ExitStatus.stopped.rawValue)
+            }
+            task = Task {
+                do {
+                    try await engine.stopAtOnce(reason: reason)
+                } catch {
+                    Console.error("cannot record the stop in the journal (\(error)); resume still re-runs the steps recorded as running")
+                }
+                exit(ExitStatus.stopped.rawValue)
+            }
+        }
+    }
+
+    /// Returns when the stop ended, which is never: it exits the process.
+    func wait() async {
+        await task.withLock { $0 }?.value
     }
 }
 

@@ -2,16 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import Foundation
 
-/// Opens a run's journal, with errors an operator can act on.
-func openJournal(_ stateDir: URL, _ run: String?) throws -> Journal {
-    do {
-        return try Journal.open(stateDir: stateDir, runID: run)
-    } catch {
-        Console.error("\(error)")
-        throw ExitCode(64)
-    }
-}
-
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Continue an interrupted, halted, stopped or window-paused run from its journal.",
@@ -45,50 +35,27 @@ struct Resume: AsyncParsableCommand {
 
     func run() async throws {
         let locks = try RunLocks(stateDir: output.stateURL)
-        let journal = try openJournal(output.stateURL, runID)
-        var state = try journal.load()
-        var record = state.record
-        guard state.state != "succeeded", state.state != "completed_with_failures" || retryFailed else {
-            Console.error("run \(record.id) already finished (\(state.state)); nothing to resume"
-                          + (state.state == "completed_with_failures" ? " (--retry-failed runs its failed hosts again)" : ""))
-            throw ExitCode(64)
-        }
+        let journal = try Journal.open(stateDir: output.stateURL, runID: runID)
+        let plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
+                                  maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") })
+        let record = plan.record
         try locks.stateLock.record(runID: record.id)
-        if let maxFail {
-            do {
-                _ = try RolloutFlags.threshold(maxFail, flag: "--max-fail")
-            } catch let error as RolloutFlags.FlagError {
-                throw ValidationError(error.message)
-            }
-            record.options["max-fail"] = maxFail
-        }
-        let selection = try InventoryOptions.parse(RolloutRunner.decode(record.options["selection"]))
-        let connection = try ConnectionOptions.parse(RolloutRunner.decode(record.options["connection"]))
+        let selection = try InventoryOptions.parse(record.options.selection)
+        let connection = try ConnectionOptions.parse(record.options.connection)
         let targets = try Targets(selection, connection).ordered(record.hosts.map(\.name))
         try locks.lockHosts(targets, runID: record.id)
 
-        var preset: [Int: RolloutPolicy.HostResult] = [:]
-        var done: [Int: Set<Int>] = [:]
-        var retried: [String] = []
-        for (index, host) in state.hosts.enumerated() {
-            let finishedSteps = Set(host.steps.filter { $0.status == .succeeded || $0.status == .skipped }.map(\.index))
-            done[index] = finishedSteps
-            switch host.status {
-            case .succeeded: preset[index] = .succeeded
-            case .unreachable where record.hosts[index].batch == nil: preset[index] = .unreachable
-            case .failed, .unreachable:
-                if retryFailed { retried.append(host.name) } else { preset[index] = host.status == .failed ? .failed : .unreachable }
-            case .skipped: preset[index] = .succeeded
-            default: break
-            }
+        let message = "resumed by pid \(getpid())" + (plan.retried.isEmpty ? "" : "; retrying \(plan.retried.joined(separator: ", "))")
+        do {
+            try journal.event(kind: "resume", message: message, at: Date())
+        } catch {
+            throw FlotillaError(.software, "cannot record the resume in the journal: \(error)")
         }
-        let inFlight = state.hosts.flatMap { host in host.steps.filter { $0.status == .running }.map { "\(host.name): \($0.name)" } }
-        try? journal.event(kind: "resume", message: "resumed by pid \(getpid())" + (retried.isEmpty ? "" : "; retrying \(retried.joined(separator: ", "))"), at: Date())
-        Console.note("resuming run \(record.id) (\(state.state)); " + (inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(inFlight.joined(separator: "; "))"))
-        state.record = record
-        let knownFailures = record.kind == "stackstorm-upgrade" ? Upgrade.knownFailures(try TargetOptions.loadCatalog(nil)) : []
-        try await RolloutRunner(targets: targets, locks: locks, output: output, selection: selection, connection: connection)
-            .execute(record: record, journal: journal, preset: preset, done: done, knownFailures: knownFailures)
+        Console.note("resuming run \(record.id) (\(plan.state.rawValue)); "
+                     + (plan.inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(plan.inFlight.joined(separator: "; "))"))
+        let knownFailures = record.kind == .stackstormUpgrade ? Upgrade.knownFailures(try TargetOptions.loadCatalog(nil)) : []
+        try await RolloutRunner(targets: targets, locks: locks, output: output)
+            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, knownFailures: knownFailures)
     }
 }
 
@@ -111,20 +78,14 @@ struct Runs: ParsableCommand {
 
     func run() throws {
         let url = state.url
-        let runs: [RunSummary]
-        do {
-            runs = try Journal.listRuns(stateDir: url).reversed()
-        } catch {
-            Console.error("\(error)")
-            throw ExitCode(64)
-        }
+        let runs: [RunSummary] = try Journal.listRuns(stateDir: url).reversed()
         let stamp = ISO8601DateFormatter()
         if json {
             let items: [JSONValue] = runs.map { run in
                 .object([
-                    ("run_id", .string(run.id)), ("kind", .string(run.kind)), ("name", .string(run.name)),
+                    ("run_id", .string(run.id)), ("kind", .string(run.kind?.rawValue ?? "")), ("name", .string(run.name)),
                     ("target_version", .string(run.targetVersion)), ("created_at", .string(stamp.string(from: run.createdAt))),
-                    ("state", .string(run.state)), ("halt_reason", .string(run.haltReason)),
+                    ("state", .string(run.state?.rawValue ?? "unreadable")), ("halt_reason", .string(run.haltReason)),
                     ("hosts", .object(HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { (s.rawValue, .int($0)) } })),
                     ("problem", .string(run.problem)),
                 ])
@@ -139,8 +100,8 @@ struct Runs: ParsableCommand {
         var rows = [["RUN", "KIND", "TARGET", "CREATED", "STATE", "HOSTS"]]
         for run in runs {
             let counts = HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { "\($0) \(s.rawValue)" } }.joined(separator: ", ")
-            rows.append([run.id, run.name ?? run.kind, run.targetVersion ?? "-", stamp.string(from: run.createdAt),
-                         run.problem.map { "unreadable: \($0)" } ?? run.state + (run.haltReason.map { " (\($0))" } ?? ""), counts])
+            rows.append([run.id, run.name ?? run.kind?.rawValue ?? "", run.targetVersion ?? "-", stamp.string(from: run.createdAt),
+                         run.problem.map { "unreadable: \($0)" } ?? (run.state?.rawValue ?? "") + (run.haltReason.map { " (\($0))" } ?? ""), counts])
         }
         print(TextTable.render(rows), terminator: "")
     }
@@ -190,11 +151,20 @@ struct Show: ParsableCommand {
 
     func run() throws {
         let url = state.url
-        let state = try openJournal(url, runID).load()
+        let state = try Journal.open(stateDir: url, runID: runID).load()
         if let host {
             guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
             let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(FileName.host(host)).log")
-            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? "(no log: the host never started)\n"
+            let text: String
+            if FileManager.default.fileExists(atPath: log.path) {
+                do {
+                    text = try String(contentsOf: log, encoding: .utf8)
+                } catch {
+                    throw FlotillaError(.software, "cannot read \(log.path): \(error.localizedDescription)")
+                }
+            } else {
+                text = "(no log: the host never started)\n"
+            }
             guard let step else {
                 print(text, terminator: "")
                 return
@@ -214,7 +184,7 @@ struct Show: ParsableCommand {
         case .table: break
         }
         guard format == .table, !json else { return }
-        print("run \(state.record.id) (\(state.record.name ?? state.record.kind)\(state.record.targetVersion.map { " to \($0)" } ?? "")): \(RunResult.outcome(state.state))"
+        print("run \(state.record.id) (\(state.record.name ?? state.record.kind.rawValue)\(state.record.targetVersion.map { " to \($0)" } ?? "")): \(RunResult.outcome(state.state))"
               + (state.haltReason.map { " — \($0)" } ?? ""))
         var rows = [["HOST", "BATCH", "STATUS", "FROM", "TO", "STEPS", "ERROR"]]
         for (planned, host) in zip(state.record.hosts, state.hosts) {

@@ -139,8 +139,8 @@ import Testing
                 { _ = try RolloutFlags.duration(text, flag: "--pause") },
                 { _ = try RolloutFlags.window(text, now: now, timeZone: TimeZone(identifier: "UTC")!) },
                 { _ = try RolloutFlags.window(text, now: now, timeZone: TimeZone(identifier: "Europe/Berlin")!) },
-                { try RolloutFlags.check(["max-fail": text, "max-parallel": text, "unreachable-counts": text, "on-halt": text]) },
-                { try RolloutFlags.check(["pause": text, "healthy-for": text, "step-timeout": text, "max-per": text]) },
+                { _ = try RunOptions(flags: ["max-fail": text, "max-parallel": text, "unreachable-counts": text, "on-halt": text]) },
+                { _ = try RunOptions(flags: ["pause": text, "healthy-for": text, "step-timeout": text, "max-per": text]) },
             ]
             for check in checks {
                 do {

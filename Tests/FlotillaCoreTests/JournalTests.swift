@@ -28,6 +28,13 @@ private func mode(_ url: URL) -> mode_t? {
     return stat(url.path, &info) == 0 ? info.st_mode & 0o7777 : nil
 }
 
+private let sampleOptions = {
+    var options = RunOptions()
+    options.batch = BatchSpec(sizes: [.count(1)])
+    options.selection = ["-i", "/etc/flotilla/inventory.ini"]
+    return options
+}()
+
 /// Three hosts in two batches; st2-01 and st2-02 share a cluster with a once-per step.
 private func sampleRun(id: String = "20251121-160000-ab12", createdAt: Date = at(0)) -> RunRecord {
     let steps = [
@@ -36,16 +43,16 @@ private func sampleRun(id: String = "20251121-160000-ab12", createdAt: Date = at
         RunStep(name: "start services", command: "st2ctl start", kind: "start-services", become: true, timeout: 120),
     ]
     return RunRecord(
-        id: id, kind: "stackstorm-upgrade", name: "upgrade to 3.8.1", targetVersion: "3.8.1", createdAt: createdAt,
+        id: id, kind: .stackstormUpgrade, name: "upgrade to 3.8.1", targetVersion: "3.8.1", createdAt: createdAt,
         hosts: [
             RunHost(name: "st2-01", address: "10.0.0.11", batch: 0, groups: ["st2_cluster": "blue"], fromVersion: "3.7.0",
                     toVersion: "3.8.1", steps: steps),
             RunHost(name: "st2-02", address: "10.0.0.12", batch: 1, groups: ["st2_cluster": "blue"], fromVersion: "3.7.0",
                     toVersion: "3.8.1", steps: steps),
-            RunHost(name: "st2-03", address: "10.0.0.13", batch: nil, steps: [], skipReason: "already at 3.8.1"),
+            RunHost(name: "st2-03", address: "10.0.0.13", batch: nil, steps: [], skip: SkipCause(.atTarget, "already at 3.8.1")),
         ],
         batches: [["st2-01"], ["st2-02"]],
-        options: ["batch": "1", "max-fail": "0"])
+        options: sampleOptions)
 }
 
 /// Runs `body` and returns the JournalError it throws (recording an issue otherwise).
@@ -76,7 +83,7 @@ private func lockError(_ body: () throws -> Void, sourceLocation: Testing.Source
 /// Every kind of transition, in the order an engine would write them, with st2-02's
 /// "start services" left in flight.
 private func writeTransitions(_ journal: Journal) throws {
-    try journal.runStatus(state: "running", haltReason: nil, at: at(1))
+    try journal.runStatus(state: .running, haltReason: nil, at: at(1))
     try journal.event(kind: "resume", message: "started by alice", at: at(1))
     try journal.batchStarted(index: 0, at: at(2))
     try journal.hostStatus(host: "st2-01", status: .running, error: nil, at: at(2))
@@ -116,21 +123,21 @@ private func writeTransitions(_ journal: Journal) throws {
 
         let fresh = try journal.load()
         #expect(fresh.record == run)
-        #expect(fresh.state == "created")
+        #expect(fresh.state == .created)
         #expect(fresh.hosts.map(\.status) == [.notStarted, .notStarted, .notStarted])
         #expect(fresh.hosts[0].steps.map(\.status) == [.pending, .pending, .pending])
         #expect(fresh.hosts[2].steps.isEmpty)
         #expect(fresh.batches.map(\.hosts) == [["st2-01"], ["st2-02"]])
 
         try writeTransitions(journal)
-        try journal.runStatus(state: "halted", haltReason: "max-fail 0 exceeded: 1 host failed", at: at(20))
+        try journal.runStatus(state: .halted, haltReason: "max-fail 0 exceeded: 1 host failed", at: at(20))
         journal.close()
 
         // A new process would do this: open by id, read everything back.
         let reopened = try Journal.open(stateDir: scratch.stateDir, runID: run.id)
         let state = try reopened.load()
         #expect(state.record == run)
-        #expect(state.state == "halted")
+        #expect(state.state == .halted)
         #expect(state.haltReason == "max-fail 0 exceeded: 1 host failed")
         #expect(state.startedAt == at(1))
         #expect(state.finishedAt == at(20))
@@ -180,17 +187,17 @@ private func writeTransitions(_ journal: Journal) throws {
         let scratch = try Scratch()
         let journal = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
         try writeTransitions(journal)
-        try journal.runStatus(state: "stopped", haltReason: "SIGTERM", at: at(15))
+        try journal.runStatus(state: .stopped, haltReason: "SIGTERM", at: at(15))
 
         // The resume: same run, host and batch start again, the in-flight step is run anew.
-        try journal.runStatus(state: "running", haltReason: nil, at: at(30))
+        try journal.runStatus(state: .running, haltReason: nil, at: at(30))
         try journal.batchStarted(index: 1, at: at(30))
         try journal.hostStatus(host: "st2-02", status: .running, error: nil, at: at(31))
         try journal.stepStarted(host: "st2-02", step: 2, at: at(32))
         try journal.stepFinished(host: "st2-02", step: 2, status: .succeeded, exitStatus: 0, stdoutTail: "started", stderrTail: "",
                                  error: nil, at: at(33), durationMS: 1000)
         let state = try journal.load()
-        #expect(state.state == "running" && state.haltReason == nil && state.startedAt == at(1) && state.finishedAt == nil)
+        #expect(state.state == .running && state.haltReason == nil && state.startedAt == at(1) && state.finishedAt == nil)
         #expect(state.batches[1].startedAt == at(11))
         let host = try #require(state.host("st2-02"))
         #expect(host.startedAt == at(11))
@@ -231,7 +238,7 @@ private func writeTransitions(_ journal: Journal) throws {
         #expect(try journal.load().clusterSteps.map(\.at) == [at(6)])
         // Nothing refused was written.
         let state = try journal.load()
-        #expect(state.state == "running")
+        #expect(state.state == .running)
         #expect(state.host("st2-01")?.steps[0].attempts == 1)
     }
 
@@ -259,7 +266,7 @@ private func writeTransitions(_ journal: Journal) throws {
         // Ids sort the other way round from creation times: creation time decides.
         let old = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-c", createdAt: at(100)))
         try old.hostStatus(host: "st2-01", status: .succeeded, error: nil, at: at(101))
-        try old.runStatus(state: "completed_with_failures", haltReason: nil, at: at(102))
+        try old.runStatus(state: .completedWithFailures, haltReason: nil, at: at(102))
         _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-a", createdAt: at(300)))
         _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-b", createdAt: at(200)))
 
@@ -270,11 +277,11 @@ private func writeTransitions(_ journal: Journal) throws {
         let runs = try Journal.listRuns(stateDir: scratch.stateDir)
         #expect(runs.map(\.id) == ["run-c", "run-b", "run-a"])
         let first = try #require(runs.first)
-        #expect(first.kind == "stackstorm-upgrade" && first.targetVersion == "3.8.1" && first.name == "upgrade to 3.8.1")
-        #expect(first.createdAt == at(100) && first.state == "completed_with_failures" && first.finishedAt == at(102))
+        #expect(first.kind == .stackstormUpgrade && first.targetVersion == "3.8.1" && first.name == "upgrade to 3.8.1")
+        #expect(first.createdAt == at(100) && first.state == .completedWithFailures && first.finishedAt == at(102))
         #expect(first.hostCounts == [.succeeded: 1, .notStarted: 2] && first.hostCount == 3)
         #expect(first.problem == nil)
-        #expect(runs[2].state == "created" && runs[2].hostCounts == [.notStarted: 3])
+        #expect(runs[2].state == .created && runs[2].hostCounts == [.notStarted: 3])
     }
 
     @Test func openExplainsMissingRuns() throws {
@@ -304,7 +311,7 @@ private func writeTransitions(_ journal: Journal) throws {
         let runs = try Journal.listRuns(stateDir: scratch.stateDir)
         #expect(runs.map(\.id).sorted() == ["broken", "good"])
         let listed = try #require(runs.first { $0.id == "broken" })
-        #expect(listed.state == "unreadable")
+        #expect(listed.state == nil && listed.kind == nil)
         #expect(listed.problem?.hasPrefix("run broken cannot be read: ") == true)
         #expect(journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: "broken") }?.code == .notAJournal)
         // Its directory is newer than the good run's creation time, so it is the latest,
@@ -394,11 +401,72 @@ private func writeTransitions(_ journal: Journal) throws {
 
         // A journal from a newer flotilla is refused, not misread.
         let raw = try SQLiteDatabase(path: file.path, mode: .readWrite)
-        try raw.execute("PRAGMA user_version = 2")
+        try raw.execute("PRAGMA user_version = 3")
         raw.close()
         let newer = journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: nil) }
         #expect(newer?.code == .unsupportedSchema)
-        #expect(newer?.message == "\(file.path) was written by a newer flotilla (journal schema 2; this one reads up to 1)")
+        #expect(newer?.message == "\(file.path) was written by a newer flotilla (journal schema 3; this one reads up to 2)")
+    }
+
+    /// A journal of schema 1 (options as flag texts, skip causes as the text users read),
+    /// as the previous flotilla wrote it, opens, loads with typed options and causes, and
+    /// takes transitions (resume writes to it), staying schema 1.
+    @Test func aSchemaOneJournalStillOpensAndResumes() throws {
+        let scratch = try Scratch()
+        var run = sampleRun()
+        run.hosts[2].skip = SkipCause(.refused, "crossing 3.3 removes Mistral")
+        let journal = try Journal.create(stateDir: scratch.stateDir, run: run)
+        try journal.runStatus(state: .stopped, haltReason: "SIGINT", at: at(5))
+        let file = journal.file
+        journal.close()
+
+        // Rewrite the record exactly as schema 1 stored it.
+        let steps = String(decoding: try JSONEncoder().encode(run.hosts[0].steps), as: UTF8.self)
+        let old = """
+            {"batches":[["st2-01"],["st2-02"]],"createdAt":\(at(0).timeIntervalSinceReferenceDate),"hosts":[\
+            {"address":"10.0.0.11","batch":0,"fromVersion":"3.7.0","groups":{"st2_cluster":"blue"},"name":"st2-01","steps":\(steps),"toVersion":"3.8.1"},\
+            {"address":"10.0.0.12","batch":1,"fromVersion":"3.7.0","groups":{"st2_cluster":"blue"},"name":"st2-02","steps":\(steps),"toVersion":"3.8.1"},\
+            {"address":"10.0.0.13","groups":{},"name":"st2-03","skipReason":"refused: crossing 3.3 removes Mistral","steps":[]}],\
+            "id":"\(run.id)","kind":"stackstorm-upgrade","name":"upgrade to 3.8.1","options":{"batch":"1","max-fail":"0",\
+            "selection":"[\\"-i\\",\\"\\/etc\\/flotilla\\/inventory.ini\\"]","on-halt":"drain","unreachable-counts":"yes"},\
+            "targetVersion":"3.8.1"}
+            """
+        let raw = try SQLiteDatabase(path: file.path, mode: .readWrite)
+        try raw.run("UPDATE run SET record_json = ?", .text(old))
+        try raw.execute("PRAGMA user_version = 1")
+        raw.close()
+
+        let reopened = try Journal.open(stateDir: scratch.stateDir, runID: nil)
+        #expect(reopened.schema == 1)
+        let state = try reopened.load()
+        #expect(state.record == run)
+        #expect(state.record.hosts[2].skipReason == "refused: crossing 3.3 removes Mistral")
+        #expect(state.record.options.selection == ["-i", "/etc/flotilla/inventory.ini"])
+        let plan = try ResumePlan(state, retryFailed: false, maxFail: .count(1))
+        #expect(plan.record.options.maxFail == .count(1) && plan.state == .stopped)
+        try reopened.runStatus(state: .running, haltReason: nil, at: at(6))
+        try reopened.stepStarted(host: "st2-01", step: 0, at: at(7))
+        #expect(try reopened.load().state == .running)
+        #expect(try reopened.database.query("PRAGMA user_version") { $0.int64(0) }.first == 1)
+    }
+
+    /// After `seal`, the run is recorded stopped and no transition of that connection
+    /// lands: a step in flight stays `running`, for resume to run it again.
+    @Test func aSealedJournalKeepsTheStepsInFlightRunning() throws {
+        let scratch = try Scratch()
+        let journal = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
+        try journal.runStatus(state: .running, haltReason: nil, at: at(1))
+        try journal.stepStarted(host: "st2-01", step: 0, at: at(2))
+        try journal.seal(state: .stopped, reason: "SIGINT twice", at: at(3))
+        #expect(journalError {
+            try journal.stepFinished(host: "st2-01", step: 0, status: .failed, exitStatus: nil, stdoutTail: "", stderrTail: "",
+                                     error: "cancelled", at: at(4), durationMS: 1)
+        }?.code == .invalidTransition)
+        #expect(journalError { _ = try journal.batch([{ try journal.hostStatus(host: "st2-01", status: .failed, error: nil, at: at(4)) }]) }?.code
+                == .invalidTransition)
+        let state = try journal.load()
+        #expect(state.state == .stopped && state.haltReason == "SIGINT twice" && state.events.map(\.message) == ["SIGINT twice"])
+        #expect(state.hosts[0].steps[0].status == .running && state.hosts[0].status == .notStarted)
     }
 
     // MARK: - Durability
@@ -415,9 +483,9 @@ private func writeTransitions(_ journal: Journal) throws {
                                 error: nil, at: at(3), durationMS: 1000)
         #expect(try reader.load().host("st2-01")?.steps[0].stdoutTail == "ok")
         try writer.event(kind: "signal", message: "SIGTERM", at: at(4))
-        try writer.runStatus(state: "stopped", haltReason: "SIGTERM", at: at(4))
+        try writer.runStatus(state: .stopped, haltReason: "SIGTERM", at: at(4))
         let seen = try reader.load()
-        #expect(seen.state == "stopped" && seen.events.map(\.message) == ["SIGTERM"])
+        #expect(seen.state == .stopped && seen.events.map(\.message) == ["SIGTERM"])
         #expect(seen == (try writer.load()))
     }
 

@@ -77,11 +77,11 @@ import Testing
         let hosts = names.enumerated().map { index, name in
             RunHost(name: name, address: "10.0.0.\(11 + index)", batch: batchOf[name], groups: ["st2_cluster": "main"],
                     fromVersion: name == "edge-01" ? nil : "3.6.0", toVersion: name == "edge-01" ? nil : "3.8.1", steps: plan,
-                    skipReason: name == "edge-01" ? refusal : nil)
+                    skip: name == "edge-01" ? SkipCause(text: refusal) : nil)
         }
-        let record = RunRecord(id: "20261121-153000-ab12", kind: "stackstorm-upgrade", targetVersion: "3.8.1", createdAt: at(-5),
+        let record = RunRecord(id: "20261121-153000-ab12", kind: .stackstormUpgrade, targetVersion: "3.8.1", createdAt: at(-5),
                                hosts: hosts, batches: [["st2-01"], ["st2-02", "st2-03", "st2-04", "st2-05"], ["st2-06"]],
-                               options: ["max-fail": "1"])
+                               options: { var options = RunOptions(); options.maxFail = .count(1); return options }())
         var unreachable = notRun("st2-04", .unreachable, error: "connect to 10.0.0.14 port 22: Connection timed out")
         unreachable.startedAt = at(70)
         unreachable.finishedAt = at(80)
@@ -95,7 +95,7 @@ import Testing
             notRun("edge-01", .skipped),
         ]
         return JournalState(
-            record: record, state: "halted", haltReason: haltReason, startedAt: at(0), finishedAt: at(135), hosts: states,
+            record: record, state: .halted, haltReason: haltReason, startedAt: at(0), finishedAt: at(135), hosts: states,
             batches: [JournalState.Batch(index: 0, hosts: ["st2-01"], startedAt: at(1), finishedAt: at(68)),
                       JournalState.Batch(index: 1, hosts: record.batches[1], startedAt: at(70), finishedAt: at(131)),
                       JournalState.Batch(index: 2, hosts: ["st2-06"], startedAt: nil, finishedAt: nil)],
@@ -112,11 +112,11 @@ import Testing
         let hosts = [
             RunHost(name: "a-1", address: "10.1.0.1", batch: 0, steps: book),
             RunHost(name: "a-2", address: "10.1.0.2", batch: 0, steps: book),
-            RunHost(name: "old-1", address: "10.1.0.3", batch: nil, steps: [], skipReason: "already at 3.8.1"),
-            RunHost(name: "gone-1", address: "10.1.0.4", batch: nil, steps: [], skipReason: "unreachable: ssh: no route\n\tto host\r"),
+            RunHost(name: "old-1", address: "10.1.0.3", batch: nil, steps: [], skip: SkipCause(.atTarget, "already at 3.8.1")),
+            RunHost(name: "gone-1", address: "10.1.0.4", batch: nil, steps: [], skip: SkipCause(.unreachable, "ssh: no route\n\tto host\r")),
         ]
-        let record = RunRecord(id: "20261122-080000-0001", kind: "runbook", name: "rotate \"logs\"", targetVersion: nil,
-                               createdAt: at(0), hosts: hosts, batches: [["a-1", "a-2"]], options: [:])
+        let record = RunRecord(id: "20261122-080000-0001", kind: .runbook, name: "rotate \"logs\"", targetVersion: nil,
+                               createdAt: at(0), hosts: hosts, batches: [["a-1", "a-2"]], options: RunOptions())
         func step(_ index: Int, _ status: StepRunStatus, start: Double?, ms: Int?, stdout: String = "") -> JournalState.Step {
             JournalState.Step(index: index, name: book[index].name, status: status, exitStatus: status == .succeeded ? 0 : nil,
                               stdoutTail: stdout, stderrTail: "", error: nil, startedAt: start.map(at),
@@ -131,7 +131,7 @@ import Testing
             JournalState.Host(name: "old-1", status: .skipped, error: nil, startedAt: nil, finishedAt: nil, steps: []),
             JournalState.Host(name: "gone-1", status: .unreachable, error: nil, startedAt: nil, finishedAt: nil, steps: []),
         ]
-        return JournalState(record: record, state: "stopped", haltReason: "stopped by the operator (flotilla ctl stop)",
+        return JournalState(record: record, state: .stopped, haltReason: "stopped by the operator (flotilla ctl stop)",
                             startedAt: at(0.5), finishedAt: nil, hosts: states,
                             batches: [JournalState.Batch(index: 0, hosts: ["a-1", "a-2"], startedAt: at(1), finishedAt: nil)],
                             clusterSteps: [], events: [], artifacts: [])
@@ -139,10 +139,10 @@ import Testing
 
     /// Created and never started.
     static func createdRun() -> JournalState {
-        let record = RunRecord(id: "20261123-000000-ffff", kind: "runbook", name: "noop", targetVersion: nil, createdAt: at(0),
+        let record = RunRecord(id: "20261123-000000-ffff", kind: .runbook, name: "noop", targetVersion: nil, createdAt: at(0),
                                hosts: [RunHost(name: "n-1", address: "10.2.0.1", batch: 0, steps: [RunStep(name: "true", command: "true")])],
-                               batches: [["n-1"]], options: [:])
-        return JournalState(record: record, state: "created", haltReason: nil, startedAt: nil, finishedAt: nil,
+                               batches: [["n-1"]], options: RunOptions())
+        return JournalState(record: record, state: .created, haltReason: nil, startedAt: nil, finishedAt: nil,
                             hosts: [JournalState.Host(name: "n-1", status: .notStarted, error: nil, startedAt: nil, finishedAt: nil,
                                                       steps: [JournalState.Step(index: 0, name: "true", status: .pending, exitStatus: nil,
                                                                                 stdoutTail: "", stderrTail: "", error: nil, startedAt: nil,

@@ -16,8 +16,8 @@ import FlotillaCore
         let runHosts = names.map { name in
             RunHost(name: name, address: "127.0.0.1", batch: batches.firstIndex { $0.contains(name) }, steps: [])
         }
-        return RunRecord(id: "20261121-153000-ab12", kind: "stackstorm-upgrade", targetVersion: "3.8.1", createdAt: t0,
-                         hosts: runHosts, batches: batches, options: [:])
+        return RunRecord(id: "20261121-153000-ab12", kind: .stackstormUpgrade, targetVersion: "3.8.1", createdAt: t0,
+                         hosts: runHosts, batches: batches, options: RunOptions())
     }
 
     // MARK: The frame

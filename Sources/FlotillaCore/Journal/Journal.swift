@@ -29,23 +29,32 @@ public final class Journal {
     /// The database file.
     public let file: URL
     let database: SQLiteDatabase
+    /// The schema of this file (``schemaVersion``, or 1 for a journal an older flotilla
+    /// wrote: the tables are the same, only the stored record differs).
+    public let schema: Int
+    /// Set by ``seal(state:reason:at:)``: every later transition is refused.
+    private var sealed = false
 
-    /// The schema this code writes and reads; stored as `PRAGMA user_version`.
-    public static let schemaVersion = 1
+    /// The schema this code writes; it reads this one and every older one. Stored as
+    /// `PRAGMA user_version`.
+    /// - 1: the record's `options` are a map of flag texts, a host's skip cause is the
+    ///   text users read (`skipReason`).
+    /// - 2: `options` are a ``RunOptions``, a host's skip cause a ``SkipCause`` (`skip`).
+    public static let schemaVersion = 2
     /// `PRAGMA application_id` of every journal ("Flot"), so a stray database is not taken
     /// for one.
     static let applicationID: Int64 = 0x466C_6F74
     static let fileName = "journal.sqlite"
-    /// The states ``runStatus(state:haltReason:at:)`` accepts.
-    public static let runStates: Set<String> = ["running", "halted", "stopped", "succeeded", "completed_with_failures"]
-    static let initialState = "created"
+    /// The states ``runStatus(state:haltReason:at:)`` accepts: all but `created`.
+    public static let runStates = Set(RunState.allCases).subtracting([.created])
     /// Step statuses that are final: a step recorded so is never started again.
     static let doneStepStatuses: Set<StepRunStatus> = [.succeeded, .skipped]
 
-    private init(database: SQLiteDatabase, file: URL, runID: String) {
+    private init(database: SQLiteDatabase, file: URL, runID: String) throws {
         self.database = database
         self.file = file
         self.runID = runID
+        schema = Int(try database.query("PRAGMA user_version") { $0.int64(0) }.first.flatMap { $0 } ?? 0)
     }
 
     /// Closes the database (idempotent; also done on deinit). Transitions after it throw.
@@ -91,12 +100,14 @@ public final class Journal {
                                    "cannot move the new run into \(PrivateFiles.display(destination)): \(PrivateFiles.errorText(number))")
             }
         } catch {
+            // The creation's error is the one to report; a hidden staging dir left behind is
+            // never listed as a run.
             try? FileManager.default.removeItem(at: staging)
             throw error
         }
         try PrivateFiles.syncDirectory(runs)
         let file = destination.appendingPathComponent(fileName)
-        return Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: run.id)
+        return try Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: run.id)
     }
 
     /// Opens the journal of run `runID` in `stateDir`, or of the latest run there (by
@@ -135,7 +146,7 @@ public final class Journal {
             throw JournalError(.notAJournal, path: file.path, "run \(id) has no journal (\(PrivateFiles.display(file)) is missing)")
         }
         try PrivateFiles.check(file, what: "journal", directory: false)
-        let journal = Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: id)
+        let journal = try Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: id)
         let recorded = try journal.database.query("SELECT id FROM run") { $0.text(0) }
         guard recorded == [id] else {
             throw JournalError(.notAJournal, path: file.path, "\(PrivateFiles.display(file)) is not the journal of run \(id)")
@@ -163,7 +174,8 @@ public final class Journal {
     /// them, durable when this returns. A transition that throws is undone alone (its
     /// error is returned in its place); the others still commit.
     public func batch(_ transitions: [() throws -> Void]) throws -> [Error?] {
-        try database.transaction {
+        try requireOpen()
+        return try database.transaction {
             transitions.map { transition in
                 do {
                     try database.transaction { try transition() }
@@ -181,7 +193,7 @@ public final class Journal {
     /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step, or a
     ///   step recorded as succeeded or skipped (a finished step is never run again).
     public func stepStarted(host: String, step: Int, at: Date) throws {
-        try database.transaction {
+        try transaction {
             let changed = try database.run("""
                 UPDATE step SET status = 'running', started_ms = ?, finished_ms = NULL, duration_ms = NULL,
                     exit_status = NULL, stdout_tail = '', stderr_tail = '', error = NULL, attempts = attempts + 1
@@ -201,7 +213,7 @@ public final class Journal {
         guard status != .pending, status != .running else {
             throw JournalError(.invalidTransition, path: file.path, "a step cannot finish as \(status.rawValue)")
         }
-        try database.transaction {
+        try transaction {
             let changed = try database.run("""
                 UPDATE step SET status = ?, exit_status = ?, stdout_tail = ?, stderr_tail = ?, error = ?,
                     finished_ms = ?, duration_ms = ?
@@ -224,7 +236,7 @@ public final class Journal {
         case .notStarted: times = "finished_ms = NULL"
         default: times = "finished_ms = ?1"
         }
-        try database.transaction {
+        try transaction {
             let changed = try database.run("UPDATE host SET \(times), status = ?2, error = ?3 WHERE name = ?4",
                                            Self.ms(at), .text(status.rawValue), .string(error), .text(host))
             if changed == 0 { throw unknownHost(host) }
@@ -236,7 +248,7 @@ public final class Journal {
     ///
     /// - Throws: ``JournalError`` `.invalidTransition` for an index the run does not have.
     public func batchStarted(index: Int, at: Date) throws {
-        try database.transaction {
+        try transaction {
             let changed = try database.run("UPDATE batch SET started_ms = COALESCE(started_ms, ?), finished_ms = NULL WHERE idx = ?",
                                            Self.ms(at), .int(index))
             if changed == 0 { throw unknownBatch(index) }
@@ -247,7 +259,7 @@ public final class Journal {
     ///
     /// - Throws: ``JournalError`` `.invalidTransition` for an index the run does not have.
     public func batchFinished(index: Int, at: Date) throws {
-        try database.transaction {
+        try transaction {
             let changed = try database.run("UPDATE batch SET finished_ms = ? WHERE idx = ?", Self.ms(at), .int(index))
             if changed == 0 { throw unknownBatch(index) }
         }
@@ -260,7 +272,7 @@ public final class Journal {
     /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or when another
     ///   host is already recorded for this step of this cluster.
     public func clusterStepDone(group: String, value: String, step: Int, byHost: String, at: Date) throws {
-        try database.transaction {
+        try transaction {
             try requireHost(byHost)
             if let done = try doneBy(group: group, value: value, step: step) {
                 guard done == byHost else {
@@ -283,21 +295,48 @@ public final class Journal {
     /// time), or a final one (`halted`, `stopped`, `succeeded`, `completed_with_failures`)
     /// which sets the finish time. `haltReason` replaces the previous one.
     ///
-    /// - Throws: ``JournalError`` `.invalidTransition` for another state.
-    public func runStatus(state: String, haltReason: String?, at: Date) throws {
+    /// - Throws: ``JournalError`` `.invalidTransition` for `created`.
+    public func runStatus(state: RunState, haltReason: String?, at: Date) throws {
         guard Self.runStates.contains(state) else {
             throw JournalError(.invalidTransition, path: file.path,
-                               "'\(state)' is not a run state (\(Self.runStates.sorted().joined(separator: ", ")))")
+                               "'\(state.rawValue)' is not a state a run goes to (\(Self.runStates.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
-        let times = state == "running" ? "started_ms = COALESCE(started_ms, ?1), finished_ms = NULL" : "finished_ms = ?1"
-        try database.transaction {
-            try database.run("UPDATE run SET \(times), state = ?2, halt_reason = ?3", Self.ms(at), .text(state), .string(haltReason))
+        let times = state == .running ? "started_ms = COALESCE(started_ms, ?1), finished_ms = NULL" : "finished_ms = ?1"
+        try transaction {
+            try database.run("UPDATE run SET \(times), state = ?2, halt_reason = ?3", Self.ms(at), .text(state.rawValue), .string(haltReason))
+        }
+    }
+
+    /// ``runStatus(state:haltReason:at:)`` with the state as text (`halted`).
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for a text that is not a state a
+    ///   run goes to.
+    public func runStatus(state text: String, haltReason: String?, at: Date) throws {
+        guard let state = RunState(rawValue: text), Self.runStates.contains(state) else {
+            throw JournalError(.invalidTransition, path: file.path,
+                               "'\(text)' is not a run state (\(Self.runStates.map(\.rawValue).sorted().joined(separator: ", ")))")
+        }
+        try runStatus(state: state, haltReason: haltReason, at: at)
+    }
+
+    /// Ends the run's record at once, for a controller that exits without waiting for
+    /// its steps in flight (a second SIGINT): records `state` (`stopped`) with `reason`
+    /// and an event, in one transaction, then refuses every later transition of this
+    /// connection. So the steps in flight stay `running` in the journal, whatever their
+    /// channels report while they are torn down, and resume runs them again.
+    ///
+    /// - Throws: as ``runStatus(state:haltReason:at:)``; the journal is sealed even then.
+    public func seal(state: RunState, reason: String, at: Date) throws {
+        defer { sealed = true }
+        try transaction {
+            try runStatus(state: state, haltReason: reason, at: at)
+            try event(kind: "signal", message: reason, at: at)
         }
     }
 
     /// Appends an operator or audit line (`kind`: `ctl`, `signal`, `resume`, ...).
     public func event(kind: String, message: String, at: Date) throws {
-        try database.transaction {
+        try transaction {
             try database.run("INSERT INTO event (at_ms, kind, message) VALUES (?, ?, ?)", Self.ms(at), .text(kind), .text(message))
         }
     }
@@ -306,7 +345,7 @@ public final class Journal {
     ///
     /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host.
     public func artifact(host: String, name: String, path: String) throws {
-        try database.transaction {
+        try transaction {
             try requireHost(host)
             try database.run("INSERT OR REPLACE INTO artifact (host, name, path) VALUES (?, ?, ?)", .text(host), .text(name), .text(path))
         }
@@ -328,9 +367,12 @@ public final class Journal {
             }
             let record: RunRecord
             do {
-                record = try JSONDecoder().decode(RunRecord.self, from: Data(run.0.utf8))
+                record = try Self.decodeRecord(Data(run.0.utf8), schema: schema)
             } catch {
                 throw JournalError(.notAJournal, path: file.path, "the run record in \(file.path) cannot be read: \(error)")
+            }
+            guard let state = RunState(rawValue: run.1) else {
+                throw JournalError(.notAJournal, path: file.path, "run \(record.id) has an unknown state '\(run.1)'")
             }
             var steps: [String: [JournalState.Step]] = [:]
             for (host, step) in try database.query("""
@@ -370,7 +412,7 @@ public final class Journal {
             let artifacts = try database.query("SELECT host, name, path FROM artifact ORDER BY host, name") {
                 JournalState.Artifact(host: $0.text(0) ?? "", name: $0.text(1) ?? "", path: $0.text(2) ?? "")
             }
-            return JournalState(record: record, state: run.1, haltReason: run.2, startedAt: Self.date(run.3),
+            return JournalState(record: record, state: state, haltReason: run.2, startedAt: Self.date(run.3),
                                 finishedAt: Self.date(run.4), hosts: hosts, batches: batches, clusterSteps: clusterSteps,
                                 events: events, artifacts: artifacts)
         }
@@ -378,7 +420,7 @@ public final class Journal {
 
     // MARK: - Schema
 
-    /// Version 1. Times are INTEGER milliseconds since 1970 (UTC), readable with
+    /// Versions 1 and 2 (see ``schemaVersion``). Times are INTEGER milliseconds since 1970 (UTC), readable with
     /// `datetime(x / 1000, 'unixepoch')`. `run.record_json` is the whole RunRecord as JSON;
     /// `host`, `step` and `batch` have one row each, made at creation, so a transition is
     /// a single-row UPDATE.
@@ -460,8 +502,8 @@ public final class Journal {
         let json = String(decoding: try encoder.encode(run), as: UTF8.self)
         try database.run("""
             INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, .text(run.id), .text(run.kind), .string(run.name), .string(run.targetVersion), ms(run.createdAt), .text(json),
-            .text(initialState))
+            """, .text(run.id), .text(run.kind.rawValue), .string(run.name), .string(run.targetVersion), ms(run.createdAt), .text(json),
+            .text(RunState.created.rawValue))
         for (position, host) in run.hosts.enumerated() {
             do {
                 try database.run("INSERT INTO host (name, position, address, batch, status) VALUES (?, ?, ?, ?, ?)",
@@ -530,8 +572,11 @@ public final class Journal {
                 let rows = try database.query("""
                     SELECT id, kind, name, target_version, created_ms, state, halt_reason, started_ms, finished_ms FROM run
                     """) { row in
-                    RunSummary(id: row.text(0) ?? "", kind: row.text(1) ?? "", name: row.text(2), targetVersion: row.text(3),
-                               createdAt: date(row.int64(4)) ?? Date(timeIntervalSince1970: 0), state: row.text(5) ?? "",
+                    guard let kind = RunKind(rawValue: row.text(1) ?? ""), let state = RunState(rawValue: row.text(5) ?? "") else {
+                        throw JournalError(.notAJournal, path: file.path, "run \(id) has an unknown kind or state")
+                    }
+                    return RunSummary(id: row.text(0) ?? "", kind: kind, name: row.text(2), targetVersion: row.text(3),
+                               createdAt: date(row.int64(4)) ?? Date(timeIntervalSince1970: 0), state: state,
                                haltReason: row.text(6), startedAt: date(row.int64(7)), finishedAt: date(row.int64(8)),
                                hostCounts: counts.reduce(into: [:]) { if let status = $1.0 { $0[status, default: 0] += $1.1 } },
                                journal: file, problem: nil)
@@ -542,14 +587,28 @@ public final class Journal {
                 return summary
             }
         } catch {
+            // Only for the listing's order: an unreadable directory sorts first.
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory.path)
             let modified = attributes?[.modificationDate] as? Date ?? Date(timeIntervalSince1970: 0)
-            return RunSummary(id: id, kind: "", createdAt: modified, state: "unreadable", hostCounts: [:], journal: file,
+            return RunSummary(id: id, kind: nil, createdAt: modified, state: nil, hostCounts: [:], journal: file,
                               problem: "run \(id) cannot be read: \(error)")
         }
     }
 
     // MARK: - Helpers
+
+    /// A transition's transaction; refused once the journal is sealed.
+    @discardableResult
+    private func transaction<T>(_ body: () throws -> T) throws -> T {
+        try requireOpen()
+        return try database.transaction(body)
+    }
+
+    private func requireOpen() throws {
+        if sealed {
+            throw JournalError(.invalidTransition, path: file.path, "run \(runID) was stopped at once; its journal takes no more transitions")
+        }
+    }
 
     private static func checkStateDir(_ stateDir: URL, runs: URL) throws {
         guard PrivateFiles.exists(stateDir) else { throw noRuns(stateDir) }
@@ -631,3 +690,45 @@ public final class Journal {
 
 @available(*, unavailable, message: "a Journal is confined to one actor or thread")
 extension Journal: Sendable {}
+
+// MARK: - The stored record, by schema
+
+extension Journal {
+    /// The run record stored in a journal of `schema`.
+    ///
+    /// - Throws: `DecodingError`, or ``RolloutFlags/FlagError`` for schema 1 options that
+    ///   no longer parse.
+    static func decodeRecord(_ json: Data, schema: Int) throws -> RunRecord {
+        guard schema == 1 else { return try JSONDecoder().decode(RunRecord.self, from: json) }
+        let old = try JSONDecoder().decode(RecordV1.self, from: json)
+        let hosts = old.hosts.map { host in
+            RunHost(name: host.name, address: host.address, batch: host.batch, groups: host.groups, fromVersion: host.fromVersion,
+                    toVersion: host.toVersion, steps: host.steps, skip: host.skipReason.map(SkipCause.init(text:)))
+        }
+        return RunRecord(id: old.id, kind: old.kind, name: old.name, targetVersion: old.targetVersion, createdAt: old.createdAt,
+                         hosts: hosts, batches: old.batches, options: try RunOptions(flags: old.options))
+    }
+
+    /// The record as schema 1 stored it.
+    struct RecordV1: Codable {
+        var id: String
+        var kind: RunKind
+        var name: String?
+        var targetVersion: String?
+        var createdAt: Date
+        var hosts: [HostV1]
+        var batches: [[String]]
+        var options: [String: String]
+    }
+
+    struct HostV1: Codable {
+        var name: String
+        var address: String
+        var batch: Int?
+        var groups: [String: String]
+        var fromVersion: String?
+        var toVersion: String?
+        var steps: [RunStep]
+        var skipReason: String?
+    }
+}

@@ -8,9 +8,7 @@ import Foundation
 /// controller is gone, its result is lost and resume runs it again.
 public struct JournalState: Sendable, Equatable {
     public var record: RunRecord
-    /// `created` (nothing started yet), `running`, `halted`, `stopped`, `succeeded` or
-    /// `completed_with_failures`.
-    public var state: String
+    public var state: RunState
     public var haltReason: String?
     /// The first time the run was recorded `running`.
     public var startedAt: Date?
@@ -97,14 +95,15 @@ public struct JournalState: Sendable, Equatable {
 /// One line of `flotilla runs`: a run as its journal describes it.
 public struct RunSummary: Sendable, Equatable {
     public var id: String
-    public var kind: String
+    /// nil when `problem` is set.
+    public var kind: RunKind?
     public var name: String?
     public var targetVersion: String?
     /// The run's creation time; for an unreadable journal, its directory's modification
     /// time.
     public var createdAt: Date
-    /// As in ``JournalState/state``; `unreadable` when `problem` is set.
-    public var state: String
+    /// As in ``JournalState/state``; nil when `problem` is set.
+    public var state: RunState?
     public var haltReason: String?
     public var startedAt: Date?
     public var finishedAt: Date?

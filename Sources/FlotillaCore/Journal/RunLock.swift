@@ -49,12 +49,15 @@ public struct LockHolder: Codable, Sendable, Equatable, CustomStringConvertible 
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
+        // Encoding strings, numbers and a date into JSON cannot fail.
         return Array((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
     }
 
     static func decode(_ bytes: [UInt8]) -> LockHolder? {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
+        // nil is the answer for a lock file left half-written or by another program: its
+        // holder is unknown, and the lock itself (flock) still decides.
         return try? decoder.decode(LockHolder.self, from: Data(bytes))
     }
 }

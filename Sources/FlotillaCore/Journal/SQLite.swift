@@ -143,6 +143,8 @@ final class SQLiteDatabase {
                 try execute("RELEASE part")
                 return value
             } catch {
+                // The body's error is the one to report; a failed rollback of a savepoint
+                // leaves the outer transaction to roll back.
                 try? execute("ROLLBACK TO part")
                 try? execute("RELEASE part")
                 throw error
@@ -154,6 +156,8 @@ final class SQLiteDatabase {
             try execute("COMMIT")
             return value
         } catch {
+            // The body's error is the one to report; SQLite rolls back a transaction whose
+            // ROLLBACK failed when the connection closes.
             try? execute("ROLLBACK")
             throw error
         }

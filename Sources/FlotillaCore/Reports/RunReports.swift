@@ -48,13 +48,13 @@ public enum RunReports {
         case .cancelled:
             return "cancelled" + (host.error.map { ": \($0)" } ?? "")
         case .notStarted:
-            guard state.startedAt != nil || state.state != "created" else { return nil }
-            return ["halted", "stopped"].contains(state.state)
-                ? "not started: the run \(state.state)" + (state.haltReason.map { ": \($0)" } ?? "")
+            guard state.startedAt != nil || state.state != .created else { return nil }
+            return [.halted, .stopped].contains(state.state)
+                ? "not started: the run \(state.state.rawValue)" + (state.haltReason.map { ": \($0)" } ?? "")
                 : nil
         case .running:
             let step = host.steps.first { $0.status == .running }
-            if state.state == "running" { return step.map { "running step '\($0.name)'" } ?? "running" }
+            if state.state == .running { return step.map { "running step '\($0.name)'" } ?? "running" }
             return "interrupted" + (step.map { ": step '\($0.name)' was in flight; flotilla resume runs it again" } ?? "")
         }
     }
@@ -134,7 +134,7 @@ public enum RunReports {
     public static func junit(_ state: JournalState) -> String {
         let entries = entries(state)
         let run = runSpan(state)
-        let kind = state.record.kind.isEmpty ? "run" : state.record.kind
+        let kind = state.record.kind.rawValue
         var totals = (tests: 0, failures: 0, errors: 0, skipped: 0)
         var suites = ""
 
@@ -159,7 +159,7 @@ public enum RunReports {
                 + " skipped=\"\(counts.skipped)\" time=\"\(String(format: "%.3f", Double(ms) / 1000))\""
                 + (stamp(start).map { " timestamp=\"\($0)\"" } ?? "") + ">\n"
             suites += "    <properties>\n"
-            var properties = [("run_id", state.record.id), ("kind", state.record.kind)]
+            var properties = [("run_id", state.record.id), ("kind", state.record.kind.rawValue)]
             if let name = state.record.name { properties.append(("name", name)) }
             if let target = state.record.targetVersion { properties.append(("target_version", target)) }
             properties.append(("outcome", RunResult.outcome(state.state)))
@@ -281,7 +281,7 @@ public enum RunReports {
         let run = runSpan(state)
         let counts = state.hostCounts
         var out = "# flotilla run \(cell(state.record.id))\n\n"
-        var what = state.record.name.map { "\(cell($0)) (\(cell(state.record.kind)))" } ?? cell(state.record.kind)
+        var what = state.record.name.map { "\(cell($0)) (\(cell(state.record.kind.rawValue)))" } ?? cell(state.record.kind.rawValue)
         if let target = state.record.targetVersion { what += ", target \(cell(target))" }
         out += "- **Run:** \(what)\n"
         out += "- **Outcome:** \(RunResult.outcome(state.state))" + (state.haltReason.map { ": \(cell($0))" } ?? "") + "\n"

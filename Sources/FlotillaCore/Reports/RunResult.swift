@@ -9,10 +9,10 @@ public enum RunResult {
     }
 
     /// SPEC's outcome word for a journal state.
-    public static func outcome(_ state: String) -> String {
+    public static func outcome(_ state: RunState) -> String {
         switch state {
-        case "succeeded", "completed_with_failures", "halted", "stopped": return state
-        default: return "stopped" // running or created: the controller is gone or still at work
+        case .succeeded, .completedWithFailures, .halted, .stopped: return state.rawValue
+        case .created, .running: return RunState.stopped.rawValue // the controller is gone or still at work
         }
     }
 
@@ -51,7 +51,7 @@ public enum RunResult {
             ("cancelled", .int(counts[.cancelled] ?? 0)),
         ])
         return .object([
-            ("run_id", .string(record.id)), ("kind", .string(record.kind)), ("name", .string(record.name)),
+            ("run_id", .string(record.id)), ("kind", .string(record.kind.rawValue)), ("name", .string(record.name)),
             ("target_version", .string(record.targetVersion)), ("outcome", .string(outcome(journal.state))),
             ("halt_reason", .string(journal.haltReason)), ("started_at", stamp(journal.startedAt ?? record.createdAt)),
             ("finished_at", stamp(journal.finishedAt)), ("batches", .array(batches)), ("hosts", .array(hosts)),
@@ -63,14 +63,14 @@ public enum RunResult {
     /// started host unreachable, 1 some host failed, unreachable or refused, else 0.
     public static func exitCode(_ journal: JournalState) -> Int32 {
         switch journal.state {
-        case "halted": return 2
-        case "succeeded", "completed_with_failures": break
-        default: return 3
+        case .halted: return 2
+        case .succeeded, .completedWithFailures: break
+        case .created, .running, .stopped: return 3
         }
         let started = journal.hosts.filter { $0.status != .skipped && $0.status != .notStarted }
         if !started.isEmpty, started.allSatisfy({ $0.status == .unreachable }) { return 69 }
         let refused = zip(journal.record.hosts, journal.hosts).contains { planned, state in
-            state.status == .skipped && (planned.skipReason ?? "").hasPrefix("refused:")
+            state.status == .skipped && planned.skip?.kind == .refused
         }
         if refused || journal.hosts.contains(where: { [.failed, .unreachable, .cancelled].contains($0.status) }) { return 1 }
         return 0

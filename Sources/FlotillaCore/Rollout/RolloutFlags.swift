@@ -1,7 +1,6 @@
 import Foundation
 
-/// The rolling flags of SPEC §5 as text (as typed, and as stored in a run's record so
-/// `resume` continues under the same rules), parsed into the policy's configuration.
+/// Parsers of the rolling flags of SPEC §5 as typed (``RunOptions`` holds them parsed).
 public enum RolloutFlags {
     public struct FlagError: Error, CustomStringConvertible {
         public var message: String
@@ -86,41 +85,11 @@ public enum RolloutFlags {
         throw FlagError("--window '\(text)': no such window")
     }
 
-    /// The policy configuration for a run, from its stored flags.
-    public static func config(_ options: [String: String], record: RunRecord, now: Date) throws -> RolloutPolicy.Config {
-        let index = Dictionary(uniqueKeysWithValues: record.hosts.enumerated().map { ($1.name, $0) })
-        var config = RolloutPolicy.Config(batches: record.batches.map { $0.compactMap { index[$0] } }, targeted: record.hosts.count)
-        config.canary = options["canary"] != nil
-        if let text = options["max-parallel"] {
-            guard let value = Int(text), value >= 1 else { throw FlagError("--max-parallel '\(text)' must be a number of hosts, at least 1") }
-            config.maxParallel = value
-        }
-        for item in (options["max-per"] ?? "").split(separator: ",") {
-            let (variable, limit) = try maxPer(String(item))
-            config.maxPer.append(RolloutPolicy.MaxPer(variable: variable, limit: limit, values: record.hosts.map { $0.groups[variable] }))
-        }
-        if let text = options["max-fail"] { config.maxFail = try threshold(text, flag: "--max-fail") }
-        if let text = options["max-fail-batch"] { config.maxFailBatch = try percent(text, flag: "--max-fail-batch") }
-        if let text = options["unreachable-counts"] {
-            guard ["yes", "no"].contains(text) else { throw FlagError("--unreachable-counts must be yes or no") }
-            config.unreachableCounts = text == "yes"
-        }
-        if let text = options["on-halt"] {
-            guard let mode = RolloutPolicy.OnHalt(rawValue: text) else { throw FlagError("--on-halt must be drain or stop") }
-            config.onHalt = mode
-        }
-        if let text = options["pause"] { config.pause = try duration(text, flag: "--pause") }
-        config.confirm = options["confirm"] == "yes"
-        if let text = options["window"] { config.window = try window(text, now: now) }
-        return config
-    }
-
-    /// Checks every stored flag without building a configuration (for `validate()`).
-    public static func check(_ options: [String: String]) throws {
-        let record = RunRecord(id: "check", kind: "check", targetVersion: nil, createdAt: Date(), hosts: [], batches: [], options: [:])
-        _ = try config(options, record: record, now: Date())
-        for flag in ["healthy-for", "health-deadline", "step-timeout"] {
-            if let text = options[flag] { _ = try duration(text, flag: "--\(flag)") }
+    /// A threshold as its flag text: `3` or `10%` (what ``threshold(_:flag:)`` reads).
+    public static func text(_ threshold: RolloutPolicy.Threshold) -> String {
+        switch threshold {
+        case .count(let count): String(count)
+        case .percent(let percent): percent == percent.rounded() ? "\(Int(percent))%" : "\(percent)%"
         }
     }
 }

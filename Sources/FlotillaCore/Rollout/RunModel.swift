@@ -65,6 +65,49 @@ public enum StepRunStatus: String, Sendable, Codable, CaseIterable {
     case cancelled
 }
 
+/// Why a host of a run is never started. Rendered (``text``) as users see it in `show`,
+/// the reports and the run result's `reason`: `already at 3.8.1 (st2 3.8.1-1)`,
+/// `refused: ...`, `unreachable: ...`.
+public struct SkipCause: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        /// The plan has nothing to do: the host is already at the target.
+        case atTarget = "at_target"
+        /// The plan refused the host (SPEC §4): it does not count against `--max-fail`.
+        case refused
+        /// Facts could not be gathered: the host counts as unreachable.
+        case unreachable
+    }
+
+    public var kind: Kind
+    /// The planner's or the transport's words, without the `refused: ` prefix.
+    public var reason: String
+
+    public init(_ kind: Kind, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    /// `already at ...` as is, else the kind as a prefix: `refused: REASON`.
+    public var text: String {
+        switch kind {
+        case .atTarget: reason
+        case .refused: "refused: \(reason)"
+        case .unreachable: "unreachable: \(reason)"
+        }
+    }
+
+    /// The cause a rendered text stands for (journals of schema 1 stored only the text).
+    public init(text: String) {
+        if text.hasPrefix("refused: ") {
+            self.init(.refused, String(text.dropFirst("refused: ".count)))
+        } else if text.hasPrefix("unreachable: ") {
+            self.init(.unreachable, String(text.dropFirst("unreachable: ".count)))
+        } else {
+            self.init(.atTarget, text)
+        }
+    }
+}
+
 /// A host as a run sees it: who it is, its batch, its cluster and its steps.
 public struct RunHost: Sendable, Codable, Equatable {
     public var name: String
@@ -76,11 +119,14 @@ public struct RunHost: Sendable, Codable, Equatable {
     public var fromVersion: String?
     public var toVersion: String?
     public var steps: [RunStep]
-    /// For hosts that are not run: `refused: ...` or `already at 3.8.1`.
-    public var skipReason: String?
+    /// For hosts that are not run: why.
+    public var skip: SkipCause?
+
+    /// The skip cause as users read it (`refused: ...`, `already at 3.8.1`).
+    public var skipReason: String? { skip?.text }
 
     public init(name: String, address: String, batch: Int?, groups: [String: String] = [:], fromVersion: String? = nil,
-                toVersion: String? = nil, steps: [RunStep], skipReason: String? = nil) {
+                toVersion: String? = nil, steps: [RunStep], skip: SkipCause? = nil) {
         self.name = name
         self.address = address
         self.batch = batch
@@ -88,7 +134,41 @@ public struct RunHost: Sendable, Codable, Equatable {
         self.fromVersion = fromVersion
         self.toVersion = toVersion
         self.steps = steps
-        self.skipReason = skipReason
+        self.skip = skip
+    }
+}
+
+/// What a run does: the StackStorm upgrade or a runbook. The raw values are what the
+/// journal, `runs` and the run result (`kind`) show.
+public enum RunKind: String, Sendable, Codable, CaseIterable {
+    case stackstormUpgrade = "stackstorm-upgrade"
+    case runbook
+}
+
+/// Where a run stands, as its journal records it (SPEC §6 `outcome` for the final ones).
+public enum RunState: String, Sendable, Codable, CaseIterable {
+    /// Recorded, nothing started yet.
+    case created
+    case running
+    case succeeded
+    case completedWithFailures = "completed_with_failures"
+    /// A failure threshold was crossed, or the operator aborted.
+    case halted
+    /// A signal, the window or the operator stopped it; resumable.
+    case stopped
+
+    /// Whether the run reached its end: nothing is left to resume (but `--retry-failed`
+    /// after `completed_with_failures`).
+    public var isFinished: Bool { self == .succeeded || self == .completedWithFailures }
+
+    /// The state a policy outcome leaves the run in, and its reason.
+    public init(_ outcome: RolloutPolicy.Outcome) {
+        switch outcome {
+        case .succeeded: self = .succeeded
+        case .completedWithFailures: self = .completedWithFailures
+        case .halted: self = .halted
+        case .stopped: self = .stopped
+        }
     }
 }
 
@@ -97,20 +177,19 @@ public struct RunHost: Sendable, Codable, Equatable {
 public struct RunRecord: Sendable, Codable, Equatable {
     /// `20261121-153000-ab12`.
     public var id: String
-    /// `stackstorm-upgrade` or `runbook`.
-    public var kind: String
+    public var kind: RunKind
     public var name: String?
     public var targetVersion: String?
     public var createdAt: Date
     public var hosts: [RunHost]
     /// Host names per batch, in start order.
     public var batches: [[String]]
-    /// The command-line options the run was started with (policy and connection flags,
-    /// never secrets), so `resume` continues under the same rules.
-    public var options: [String: String]
+    /// The options the run was started with (policy and connection flags, never
+    /// secrets), so `resume` continues under the same rules.
+    public var options: RunOptions
 
-    public init(id: String, kind: String, name: String? = nil, targetVersion: String?, createdAt: Date, hosts: [RunHost],
-                batches: [[String]], options: [String: String]) {
+    public init(id: String, kind: RunKind, name: String? = nil, targetVersion: String?, createdAt: Date, hosts: [RunHost],
+                batches: [[String]], options: RunOptions) {
         self.id = id
         self.kind = kind
         self.name = name

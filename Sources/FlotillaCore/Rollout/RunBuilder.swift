@@ -1,0 +1,96 @@
+import Foundation
+
+/// Builds a new run from what the commands found: hosts with their steps (from upgrade
+/// plans or a runbook) or the reason they are not started, batches, and the results the
+/// run starts with for the hosts it never starts.
+public enum RunBuilder {
+    /// The host's values of the variables a run groups by (`st2_cluster`, `--max-per`
+    /// variables, runbook `once_per`); variables the host lacks or that are not scalars
+    /// are left out.
+    public static func groups(_ host: Inventory.Host, _ variables: Set<String>) -> [String: String] {
+        var groups: [String: String] = [:]
+        for variable in variables {
+            if let value = host.variables[variable]?.value.scalarText { groups[variable] = value }
+        }
+        return groups
+    }
+
+    /// A host of a StackStorm upgrade run: the plan's steps (under sudo), then the health
+    /// check when there is one; or, for a host the plan does not upgrade, why not.
+    ///
+    /// - Parameters:
+    ///   - target: the release of the run (`3.8.1`), the stage of steps after the hops.
+    ///   - groupVariables: the `--max-per` variables (`st2_cluster` is always added).
+    public static func upgradeHost(_ host: Inventory.Host, address: String, plan: HostPlan, target: String, health: String?,
+                                   groupVariables: [String]) -> RunHost {
+        var steps = plan.steps.map { step in
+            RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect,
+                    become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target)
+        }
+        if plan.action == .upgrade, let health {
+            steps.append(RunStep(name: "health check", command: health, kind: "health", become: false))
+        }
+        let skip: SkipCause? = switch plan.action {
+        case .upgrade: nil
+        case .skip: SkipCause(.atTarget, plan.reason ?? "already at \(target)")
+        case .refuse: SkipCause(.refused, plan.reason ?? "")
+        case .unreachable: SkipCause(.unreachable, plan.reason ?? "")
+        }
+        return RunHost(name: host.name, address: address, batch: nil, groups: groups(host, Set(["st2_cluster"] + groupVariables)),
+                       fromVersion: plan.fromVersion, toVersion: plan.toVersion, steps: steps, skip: skip)
+    }
+
+    /// A host of a runbook run: the runbook's steps for it, then the health check when
+    /// there is one.
+    ///
+    /// - Parameter groupVariables: the `--max-per` variables (the steps' `once_per`
+    ///   variables are added).
+    public static func runbookHost(_ host: Inventory.Host, address: String, steps: [RunStep], health: String?,
+                                   groupVariables: [String]) -> RunHost {
+        var steps = steps
+        let variables = Set(steps.compactMap(\.oncePer) + groupVariables)
+        if let health { steps.append(RunStep(name: "health check", command: health, kind: "health")) }
+        return RunHost(name: host.name, address: address, batch: nil, groups: groups(host, variables), steps: steps)
+    }
+
+    /// A new run's record: the hosts without a skip cause, in their order, split into
+    /// batches by `options` (canary, then `--batch`; percentages of all `hosts`).
+    public static func record(id: String, kind: RunKind, name: String?, target: String?, createdAt: Date, hosts: [RunHost],
+                              options: RunOptions) -> RunRecord {
+        var hosts = hosts
+        let batchable = hosts.indices.filter { hosts[$0].skip == nil }
+        let batches = BatchSpec.batches(count: batchable.count, spec: options.batch, canary: options.canary, targeted: hosts.count)
+            .map { $0.map { batchable[$0] } }
+        for (batch, members) in batches.enumerated() {
+            for index in members { hosts[index].batch = batch }
+        }
+        return RunRecord(id: id, kind: kind, name: name, targetVersion: target, createdAt: createdAt, hosts: hosts,
+                         batches: batches.map { $0.map { hosts[$0].name } }, options: options)
+    }
+
+    /// How a host the run never starts is recorded when the run is created.
+    public struct NotStarted: Sendable, Equatable {
+        /// Its index in the record's hosts.
+        public var index: Int
+        /// `unreachable` or `skipped`.
+        public var status: HostRunStatus
+        /// The skip cause as users read it.
+        public var error: String
+    }
+
+    /// The hosts with a skip cause, and the status each is recorded with.
+    public static func notStarted(_ record: RunRecord) -> [NotStarted] {
+        record.hosts.enumerated().compactMap { index, host in
+            guard let skip = host.skip else { return nil }
+            return NotStarted(index: index, status: skip.kind == .unreachable ? .unreachable : .skipped, error: skip.text)
+        }
+    }
+
+    /// What the policy starts with: unreachable hosts count (as `--unreachable-counts`
+    /// says); skipped and refused ones are in no batch and do not count.
+    public static func presetResults(_ record: RunRecord) -> [Int: RolloutPolicy.HostResult] {
+        var preset: [Int: RolloutPolicy.HostResult] = [:]
+        for host in notStarted(record) where host.status == .unreachable { preset[host.index] = .unreachable }
+        return preset
+    }
+}
