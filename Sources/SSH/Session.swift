@@ -127,6 +127,9 @@ public actor SSHSession {
             try await loop.wait(for: fd, events: events, until: deadline)
         } catch is EventLoop.TimedOut {
             throw fail(.timeout, operation, "\(operation) timed out")
+        } catch is EventLoop.Closed {
+            // close() ran meanwhile (the actor is reentrant): libssh2's session is freed.
+            throw fail(.disconnected, operation, "the session was closed")
         }
     }
 
@@ -211,7 +214,7 @@ public actor SSHSession {
         var channelClosed = false
         defer {
             buffer.deallocate()
-            Glibc.close(socket)
+            loop.close(socket)
             _ = libssh2_channel_close(channel)
             _ = libssh2_channel_free(channel)
         }
@@ -637,7 +640,7 @@ public actor SSHSession {
             self.raw = nil
         }
         if fd >= 0 {
-            Glibc.close(fd)
+            loop.close(fd)
             fd = -1
         }
         if let jump {
@@ -648,6 +651,8 @@ public actor SSHSession {
 
     deinit {
         // A backstop for sessions dropped without close(): nothing else can use them now.
+        // No task waits on the socket (a waiting task keeps its session alive), so the
+        // loop holds no registration of it, and a plain close is enough off the loop.
         if let raw {
             if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
             libssh2_session_set_blocking(raw, 1)
