@@ -87,6 +87,29 @@ public actor SSHSession {
         return session
     }
 
+    /// Connects, runs `body` with the session, and closes it however `body` ends:
+    /// returning, throwing, or cancelled.
+    public static func withSession<T>(_ options: Options, through jumps: [Options] = [], on loop: EventLoop = .next(),
+                                      isolation: isolated (any Actor)? = #isolation,
+                                      _ body: (SSHSession) async throws -> T) async throws -> T {
+        try await connect(options, through: jumps, on: loop).closing(body)
+    }
+
+    /// Runs `body` with this session, then closes it however `body` ends: returning,
+    /// throwing, or cancelled. (``deinit`` frees a session dropped without closing, but
+    /// only when its last reference goes, which may be long after.)
+    public func closing<T>(isolation: isolated (any Actor)? = #isolation,
+                           _ body: (SSHSession) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            await close()
+            return result
+        } catch {
+            await close()
+            throw error
+        }
+    }
+
     private var host: String { options.name }
 
     func fail(_ code: SSHError.Code, _ operation: String, _ message: String, rc: Int32? = nil) -> SSHError {

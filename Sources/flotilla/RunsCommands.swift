@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlotillaCore
+import FlotillaSSH
 import Foundation
 
 /// Opens a run's journal, with errors an operator can act on.

@@ -9,7 +9,7 @@ import Testing
 /// are fixed (the event loop re-arms a reused descriptor number; a download closes its
 /// file once); see EventLoopTests and PartialFileTests.
 @Suite struct SFTPTests {
-    static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
+    static func options(_ lab: TestLab, host: String) throws -> SSHSession.Options {
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
         let vars = try #require(inventory.host(named: host)?.variables)
         var options = SSHSession.Options(name: host, address: vars["ansible_host"]!.value.scalarText!,
@@ -18,7 +18,42 @@ import Testing
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
         options.connectTimeout = .seconds(30)
-        return try await SSHSession.connect(options)
+        return options
+    }
+
+    static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
+        try await SSHSession.connect(options(lab, host: host))
+    }
+
+    /// A scoped session is closed however its body ends: a later command finds it closed.
+    @Test func withSessionClosesWhenTheBodyThrowsOrIsCancelled() async throws {
+        struct Stop: Error {}
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let options = try Self.options(lab, host: "deb")
+        let (started, startedContinuation) = AsyncStream.makeStream(of: SSHSession.self)
+        let thrown = Task {
+            try await SSHSession.withSession(options) { session in
+                startedContinuation.yield(session)
+                throw Stop()
+            }
+        }
+        let cancelled = Task {
+            try await SSHSession.withSession(options) { session in
+                startedContinuation.yield(session)
+                return try await session.run("sleep 600")
+            }
+        }
+        var sessions: [SSHSession] = []
+        for await session in started {
+            sessions.append(session)
+            if sessions.count == 2 { break }
+        }
+        cancelled.cancel()
+        await #expect(throws: Stop.self) { try await thrown.value }
+        await #expect(throws: (any Error).self) { try await cancelled.value }
+        for session in sessions {
+            await #expect { _ = try await session.run("true") } throws: { ($0 as? SSHError)?.code == .notStarted }
+        }
     }
 
     @Test func stdinReachesTheCommandAndStreamsStaySeparate() async throws {
