@@ -30,10 +30,11 @@ let package = Package(
             dependencies: ["CSQLite", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources/stackstorm-migrations.yaml"), .copy("Resources/Reports")]
         ),
+        .target(name: "FlotillaSSH", dependencies: ["SSH", "FlotillaCore"]),
         .executableTarget(
             name: "flotilla",
             dependencies: [
-                "SSH", "FlotillaCore",
+                "SSH", "FlotillaCore", "FlotillaSSH",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -46,8 +47,8 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH"]),
-        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH"]),
+        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH", "FlotillaSSH"]),
+        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH", "FlotillaSSH"]),
         .testTarget(name: "CLITests", dependencies: ["flotilla", "flotilla-lab"]),
     ],
     swiftLanguageModes: [.v6]

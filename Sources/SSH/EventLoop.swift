@@ -53,7 +53,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK))
         precondition(epoll >= 0 && wakeFD >= 0, "cannot create the event loop: \(String(cString: strerror(errno)))")
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(fd: wakeFD))
-        epoll_ctl(epoll, EPOLL_CTL_ADD, wakeFD, &event)
+        precondition(epoll_ctl(epoll, EPOLL_CTL_ADD, wakeFD, &event) == 0, "cannot watch the event loop's wake-up descriptor")
         let box = Unmanaged.passRetained(self)
         var thread = pthread_t()
         let created = pthread_create(&thread, nil, { argument in
@@ -123,20 +123,50 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         }
     }
 
+    /// The descriptor was closed through ``close(_:)`` while a task waited on it.
+    public struct Closed: Error {}
+
+    /// Closes `fd` after taking it out of the loop: a task still waiting on it is woken
+    /// with ``Closed``, and epoll and the loop's tables forget it before its number can be
+    /// reused by the next socket. Call it on the loop's thread (from a session), for every
+    /// descriptor that was ever waited on here.
+    public func close(_ fd: Int32) {
+        precondition(EventLoop.current === self, "a descriptor is closed on the loop that watches it")
+        guard fd >= 0 else { return }
+        var touched: Set<Int32> = []
+        for id in waitersByFD[fd] ?? [] { touched.formUnion(resume(id, throwing: Closed())) }
+        waitersByFD[fd] = nil
+        touched.forEach(updateInterest)
+        Glibc.close(fd)
+    }
+
+    /// Makes epoll's registration of `fd` match what its waiters want.
+    ///
+    /// The table is keyed by descriptor number, and a number outlives its file: closed
+    /// behind the loop's back (a double close elsewhere in the process), the file leaves
+    /// epoll and the next socket gets the same number. So a wanted registration is always
+    /// re-issued, not trusted from the table: MOD falls back to ADD when epoll no longer
+    /// knows the descriptor, ADD to MOD when it still does, and a descriptor epoll refuses
+    /// wakes its waiters to find out why.
     private func updateInterest(_ fd: Int32) {
         guard fd >= 0 else { return }
         let wanted = (waitersByFD[fd] ?? []).reduce(UInt32(0)) { $0 | (waiters[$1]?.events(on: fd) ?? 0) }
-        let current = interest[fd]
         var event = epoll_event(events: wanted, data: epoll_data_t(fd: fd))
         if wanted == 0 {
-            if current != nil { epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event) }
+            // The result does not matter: a descriptor already closed has left epoll by itself.
+            if interest[fd] != nil { _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event) }
             interest[fd] = nil
             waitersByFD[fd] = nil
-        } else if current == nil {
-            if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0 { failWaiters(on: fd) } else { interest[fd] = wanted }
-        } else if current != wanted {
-            epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
+            return
+        }
+        let (first, fallback, retryOn) = interest[fd] == nil
+            ? (EPOLL_CTL_ADD, EPOLL_CTL_MOD, EEXIST)
+            : (EPOLL_CTL_MOD, EPOLL_CTL_ADD, ENOENT)
+        if epoll_ctl(epoll, first, fd, &event) == 0 || (errno == retryOn && epoll_ctl(epoll, fallback, fd, &event) == 0) {
             interest[fd] = wanted
+        } else {
+            interest[fd] = nil
+            failWaiters(on: fd)
         }
     }
 

@@ -17,11 +17,12 @@ extension SSHSession {
         var attributes = LIBSSH2_SFTP_ATTRIBUTES()
         let statted = try await retry("sftp stat", until: deadline) { libssh2_sftp_fstat_ex(handle, &attributes, 0) }
         let mode = statted == 0 && attributes.flags & UInt(LIBSSH2_SFTP_ATTR_PERMISSIONS) != 0 ? mode_t(attributes.permissions & 0o7777) : 0o600
-        let temporary = Self.partialName(for: localPath)
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
+        var partial: PartialFile
+        do {
+            partial = try PartialFile(beside: localPath)
+        } catch {
             _ = libssh2_sftp_close_handle(handle)
-            throw fail(.sftp, "download", "cannot create \(temporary): \(String(cString: strerror(errno)))")
+            throw fail(.sftp, "download", error.message)
         }
         var total = 0
         do {
@@ -34,25 +35,14 @@ extension SSHSession {
                 }
                 if count == 0 { break }
                 guard count > 0 else { throw sftpFailure(sftp, "reading \(remotePath)", count) }
-                var offset = 0
-                while offset < Int(count) {
-                    let written = Glibc.write(fd, buffer.baseAddress!.advanced(by: offset), Int(count) - offset)
-                    guard written > 0 else { throw fail(.sftp, "download", "cannot write \(temporary): \(String(cString: strerror(errno)))") }
-                    offset += written
-                }
+                try partial.write(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(count)]))
                 total += Int(count)
             }
             _ = try await retry("sftp close", until: deadline) { libssh2_sftp_close_handle(handle) }
-            guard fchmod(fd, mode) == 0, fsync(fd) == 0, Glibc.close(fd) == 0 else {
-                throw fail(.sftp, "download", "cannot finish \(temporary): \(String(cString: strerror(errno)))")
-            }
-            guard Glibc.rename(temporary, localPath) == 0 else {
-                throw fail(.sftp, "download", "cannot rename \(temporary) to \(localPath): \(String(cString: strerror(errno)))")
-            }
+            try partial.commit(mode: mode)
         } catch {
-            Glibc.close(fd)
-            unlink(temporary)
-            throw error
+            partial.discard()
+            throw (error as? PartialFile.Failure).map { fail(.sftp, "download", $0.message) } ?? error
         }
         return total
     }
@@ -111,7 +101,7 @@ extension SSHSession {
     }
 
     /// A hidden name beside `path` for the bytes in transit (`dir/.name.partial-1a2b3c4d`).
-    private static func partialName(for path: String) -> String {
+    static func partialName(for path: String) -> String {
         let directory = (path as NSString).deletingLastPathComponent
         return (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).partial-\(UUID().uuidString.prefix(8))"
     }
@@ -154,5 +144,58 @@ extension SSHSession {
         case let code: "the server answered SFTP status \(code)"
         }
         return fail(.sftp, "sftp", "\(what): \(reason)", rc: rc)
+    }
+}
+
+/// The local side of a download: a new owner-only file beside the target that holds the
+/// bytes until they are complete, then is renamed into place. It owns its descriptor and
+/// closes it exactly once: a second close would close whatever took that number
+/// meanwhile, such as another session's socket, which then silently leaves epoll.
+struct PartialFile {
+    struct Failure: Error { var message: String }
+
+    let path: String
+    let target: String
+    private(set) var fd: Int32
+    /// How the descriptor is closed; tests count the calls.
+    var closeDescriptor: (Int32) -> Int32 = { Glibc.close($0) }
+
+    init(beside target: String) throws(Failure) {
+        self.target = target
+        path = SSHSession.partialName(for: target)
+        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(message: "cannot create \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = Glibc.write(fd, bytes.baseAddress!.advanced(by: offset), bytes.count - offset)
+            guard written > 0 else { throw Failure(message: "cannot write \(path): \(String(cString: strerror(errno)))") }
+            offset += written
+        }
+    }
+
+    /// Sets the mode, syncs, closes and renames the file over the target.
+    mutating func commit(mode: mode_t) throws(Failure) {
+        let finished = fchmod(fd, mode) == 0 && fsync(fd) == 0
+        let reason = String(cString: strerror(errno))
+        let closed = closeOnce() == 0
+        guard finished, closed else { throw Failure(message: "cannot finish \(path): \(finished ? String(cString: strerror(errno)) : reason)") }
+        guard Glibc.rename(path, target) == 0 else {
+            throw Failure(message: "cannot rename \(path) to \(target): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Closes the file if still open and removes it.
+    mutating func discard() {
+        _ = closeOnce()  // cleaning up after an error already reported: its own failure adds nothing
+        unlink(path)
+    }
+
+    private mutating func closeOnce() -> Int32 {
+        guard fd >= 0 else { return 0 }
+        defer { fd = -1 }
+        return closeDescriptor(fd)
     }
 }

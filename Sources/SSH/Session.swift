@@ -87,6 +87,29 @@ public actor SSHSession {
         return session
     }
 
+    /// Connects, runs `body` with the session, and closes it however `body` ends:
+    /// returning, throwing, or cancelled.
+    public static func withSession<T>(_ options: Options, through jumps: [Options] = [], on loop: EventLoop = .next(),
+                                      isolation: isolated (any Actor)? = #isolation,
+                                      _ body: (SSHSession) async throws -> T) async throws -> T {
+        try await connect(options, through: jumps, on: loop).closing(body)
+    }
+
+    /// Runs `body` with this session, then closes it however `body` ends: returning,
+    /// throwing, or cancelled. (``deinit`` frees a session dropped without closing, but
+    /// only when its last reference goes, which may be long after.)
+    public func closing<T>(isolation: isolated (any Actor)? = #isolation,
+                           _ body: (SSHSession) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            await close()
+            return result
+        } catch {
+            await close()
+            throw error
+        }
+    }
+
     private var host: String { options.name }
 
     func fail(_ code: SSHError.Code, _ operation: String, _ message: String, rc: Int32? = nil) -> SSHError {
@@ -127,6 +150,9 @@ public actor SSHSession {
             try await loop.wait(for: fd, events: events, until: deadline)
         } catch is EventLoop.TimedOut {
             throw fail(.timeout, operation, "\(operation) timed out")
+        } catch is EventLoop.Closed {
+            // close() ran meanwhile (the actor is reentrant): libssh2's session is freed.
+            throw fail(.disconnected, operation, "the session was closed")
         }
     }
 
@@ -211,7 +237,7 @@ public actor SSHSession {
         var channelClosed = false
         defer {
             buffer.deallocate()
-            Glibc.close(socket)
+            loop.close(socket)
             _ = libssh2_channel_close(channel)
             _ = libssh2_channel_free(channel)
         }
@@ -637,7 +663,7 @@ public actor SSHSession {
             self.raw = nil
         }
         if fd >= 0 {
-            Glibc.close(fd)
+            loop.close(fd)
             fd = -1
         }
         if let jump {
@@ -648,6 +674,8 @@ public actor SSHSession {
 
     deinit {
         // A backstop for sessions dropped without close(): nothing else can use them now.
+        // No task waits on the socket (a waiting task keeps its session alive), so the
+        // loop holds no registration of it, and a plain close is enough off the loop.
         if let raw {
             if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
             libssh2_session_set_blocking(raw, 1)

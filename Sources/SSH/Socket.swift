@@ -57,7 +57,7 @@ enum TCP {
         }
         if status != 0 && errno != EINPROGRESS {
             let code = errno
-            close(fd)
+            loop.close(fd)
             throw failure(code, host)
         }
         if status != 0 {
@@ -65,7 +65,7 @@ enum TCP {
                 try await loop.wait(for: fd, events: .writable, until: deadline)
                 assert(EventLoop.current === loop, "woken on the session's loop")
             } catch {
-                close(fd)
+                loop.close(fd)
                 if error is EventLoop.TimedOut {
                     throw SSHError(code: .timeout, message: "TCP connection timed out", host: host, operation: "connect")
                 }
@@ -75,7 +75,7 @@ enum TCP {
             var size = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &size)
             if code != 0 {
-                close(fd)
+                loop.close(fd)
                 throw failure(code, host)
             }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlotillaCore
+import FlotillaSSH
 import Foundation
 
 struct Resume: AsyncParsableCommand {

@@ -73,6 +73,121 @@ import Testing
         #expect(write(b[1], "y", 1) == 1)
         try await waited
     }
+
+    /// The mechanism of the stalls once seen in the shared test process: a descriptor the
+    /// loop watches is closed behind its back (a double close elsewhere in the process)
+    /// while a task waits on it; epoll drops the closed file, the next socket gets the
+    /// same number, and the loop, keying its table by number, believed it still watched
+    /// it: the new socket's waiter slept until its deadline (the connect timeout).
+    @Test func aReusedDescriptorNumberIsWatchedAfterTheOldOneWasClosedUnderAWaiter() async throws {
+        let old = try Self.socketPair()
+        defer { close(old[1]) }
+        let number = old[0]
+        let probe = OnLoop(loop)
+        let stale = await probe.startWaiting(on: number)
+        close(number)  // behind the loop's back, its waiter still registered
+        let fresh = try Self.socketPair()
+        defer { close(fresh[1]) }
+        #expect(dup2(fresh[0], number) == number)  // the number reused, as the next socket() would
+        defer { close(number) }
+        close(fresh[0])
+        #expect(write(fresh[1], "x", 1) == 1)
+        // A bound, not a wait: ready at once, this returns at once; before the fix it
+        // threw TimedOut after the whole 20 s.
+        try await loop.wait(for: number, events: .readable, until: .now + .seconds(20))
+        stale.cancel()
+        _ = await stale.result  // woken by the new socket's data or cancelled: either ends it
+    }
+
+    /// A descriptor closed through the loop wakes the task still waiting on it, and the
+    /// loop forgets it, so its number is free for the next socket.
+    @Test func closingThroughTheLoopWakesItsWaiter() async throws {
+        let pair = try Self.socketPair()
+        defer { close(pair[1]) }
+        let probe = OnLoop(loop)
+        let waiter = await probe.startWaiting(on: pair[0], until: .now + .seconds(20))
+        await probe.close(pair[0])
+        await #expect(throws: EventLoop.Closed.self) { try await waiter.value }
+    }
+
+    static func socketPair() throws -> [Int32] {
+        var fds: [Int32] = [-1, -1]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        return fds
+    }
+}
+
+/// The local side of a download closes its file exactly once, whatever fails.
+@Suite struct PartialFileTests {
+    /// Before the fix, a download whose rename failed closed its descriptor a second time
+    /// on the way out, closing whatever had taken that number meanwhile: in a busy
+    /// process, another session's socket.
+    @Test func aFailedRenameClosesTheFileOnlyOnce() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("partial-\(UUID().uuidString)")
+        let target = dir.appendingPathComponent("target")
+        try FileManager.default.createDirectory(at: target.appendingPathComponent("inside"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }  // a temporary directory: leftovers are harmless
+        var partial = try PartialFile(beside: target.path)
+        // Counted, not observed through a reused number: making another descriptor take
+        // the number here would race with the other tests of this process.
+        let closes = Closes()
+        partial.closeDescriptor = { closes.record($0) }
+        let number = partial.fd
+        try Array("bytes".utf8).withUnsafeBytes { try partial.write($0) }
+        #expect { try partial.commit(mode: 0o600) } throws: { error in
+            (error as? PartialFile.Failure)?.message.contains("cannot rename") == true
+        }
+        partial.discard()
+        #expect(closes.closed == [number], "the descriptor is closed once, however the download ends")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["target"], "no partial file is left")
+    }
+
+    @Test func aWriteFailureClosesTheFileOnce() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("partial-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }  // a temporary directory: leftovers are harmless
+        var partial = try PartialFile(beside: dir.appendingPathComponent("target").path)
+        let closes = Closes()
+        partial.closeDescriptor = { closes.record($0) }
+        let number = partial.fd
+        partial.discard()
+        partial.discard()
+        #expect(closes.closed == [number])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    /// Closes descriptors for real and remembers which.
+    final class Closes {
+        var closed: [Int32] = []
+        func record(_ fd: Int32) -> Int32 {
+            closed.append(fd)
+            return close(fd)
+        }
+    }
+}
+
+/// Runs on a loop (as a session does), so the waits it starts register in the order
+/// they are started.
+private actor OnLoop {
+    let loop: EventLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    init(_ loop: EventLoop) { self.loop = loop }
+
+    /// Starts a task waiting for `fd` to be readable; returns once the loop has
+    /// registered it (a later wait on a ready descriptor has returned).
+    func startWaiting(on fd: Int32, until deadline: ContinuousClock.Instant? = nil) async -> Task<Void, any Error> {
+        let waiter = Task { try await self.loop.wait(for: fd, events: .readable, until: deadline) }
+        var ready: [Int32] = [-1, -1]
+        socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ready)
+        defer { close(ready[0]); close(ready[1]) }
+        _ = write(ready[1], "x", 1)
+        // Jobs run in order on the loop: the waiter's registration is queued first.
+        let barrier = Task { try await self.loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
+        _ = await barrier.result
+        return waiter
+    }
+
+    func close(_ fd: Int32) { loop.close(fd) }
 }
 
 /// known_hosts through libssh2, read once per file: each host sees the lines about it

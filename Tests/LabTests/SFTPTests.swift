@@ -4,31 +4,12 @@ import SSH
 import Testing
 @testable import flotilla_lab
 
-/// Runs `SFTPTests` in a test process of its own. In the shared process, beside some 300
-/// tests that spawn hundreds of processes and block the task pool, an in-process session's
-/// connection now and then made no progress for over 90 s (both a TCP connect and a key
-/// exchange were seen stalled, on an idle event loop); the cause is not found, and the
-/// flotilla binary, which runs nothing else, never showed it (up to 1,000 hosts).
-@Suite struct SFTPInItsOwnProcess {
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] == nil))
-    func sshModuleTestsPass() throws {
-        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        var environment = ProcessInfo.processInfo.environment
-        environment["FLOTILLA_SSH_MODULE_TESTS"] = "1"
-        let result = try runProcess([exe, "--testing-library", "swift-testing", "--filter", "SFTPTests"], environment: environment)
-        let output = result.stdout + result.stderr
-        #expect(result.status == 0, "\(output.suffix(6000))")
-        for test in ["stdinReachesTheCommandAndStreamsStaySeparate", "roundTripKeepsBytesAndModeAndLeavesNoPartialFile"] {
-            #expect(output.contains("Test \(test)() passed"), "\(output.suffix(6000))")
-        }
-    }
-}
-
-/// The SSH module itself on a lab host: SFTP transfers, stdin and output streams. Run by
-/// `SFTPInItsOwnProcess`.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
-struct SFTPTests {
-    static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
+/// The SSH module itself on a lab host: SFTP transfers, stdin and output streams. It
+/// runs in the shared test process: the stalls that once sent it to a process of its own
+/// are fixed (the event loop re-arms a reused descriptor number; a download closes its
+/// file once); see EventLoopTests and PartialFileTests.
+@Suite struct SFTPTests {
+    static func options(_ lab: TestLab, host: String) throws -> SSHSession.Options {
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
         let vars = try #require(inventory.host(named: host)?.variables)
         var options = SSHSession.Options(name: host, address: vars["ansible_host"]!.value.scalarText!,
@@ -37,7 +18,42 @@ struct SFTPTests {
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
         options.connectTimeout = .seconds(30)
-        return try await SSHSession.connect(options)
+        return options
+    }
+
+    static func session(_ lab: TestLab, host: String) async throws -> SSHSession {
+        try await SSHSession.connect(options(lab, host: host))
+    }
+
+    /// A scoped session is closed however its body ends: a later command finds it closed.
+    @Test func withSessionClosesWhenTheBodyThrowsOrIsCancelled() async throws {
+        struct Stop: Error {}
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let options = try Self.options(lab, host: "deb")
+        let (started, startedContinuation) = AsyncStream.makeStream(of: SSHSession.self)
+        let thrown = Task {
+            try await SSHSession.withSession(options) { session in
+                startedContinuation.yield(session)
+                throw Stop()
+            }
+        }
+        let cancelled = Task {
+            try await SSHSession.withSession(options) { session in
+                startedContinuation.yield(session)
+                return try await session.run("sleep 600")
+            }
+        }
+        var sessions: [SSHSession] = []
+        for await session in started {
+            sessions.append(session)
+            if sessions.count == 2 { break }
+        }
+        cancelled.cancel()
+        await #expect(throws: Stop.self) { try await thrown.value }
+        await #expect(throws: (any Error).self) { try await cancelled.value }
+        for session in sessions {
+            await #expect { _ = try await session.run("true") } throws: { ($0 as? SSHError)?.code == .notStarted }
+        }
     }
 
     @Test func stdinReachesTheCommandAndStreamsStaySeparate() async throws {
@@ -84,6 +100,26 @@ struct SFTPTests {
         }
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: back.deletingLastPathComponent().path)
         #expect(leftovers == ["payload"], "no partial download is left behind: \(leftovers)")
+        await session.close()
+    }
+
+    /// A download whose rename fails (the target is a non-empty directory) says so, leaves
+    /// no partial file, and closes nothing but its own file: the sessions still work.
+    @Test func aFailedRenameLeavesOtherSessionsWorking() async throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let session = try await Self.session(lab, host: "deb")
+        let other = try await Self.session(lab, host: "el7")
+        let target = lab.dir.appendingPathComponent("occupied")
+        try FileManager.default.createDirectory(at: target.appendingPathComponent("inside"), withIntermediateDirectories: true)
+        _ = try await session.run("printf data > /tmp/small")
+        await #expect { _ = try await session.download("/tmp/small", to: target.path) } throws: { error in
+            (error as? SSHError)?.code == .sftp && "\(error)".contains("cannot rename")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target.path) == ["inside"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: lab.dir.path).allSatisfy { !$0.contains(".partial-") })
+        #expect(try await other.run("echo alive").stdout.text == "alive\n")
+        #expect(try await session.run("echo alive").stdout.text == "alive\n")
+        await other.close()
         await session.close()
     }
 }

@@ -31,9 +31,8 @@ private let reapOrphanedLabs: Void = {
 }()
 
 /// Each lab gets its own loopback /24 (a big one several in a row), so tests run in
-/// parallel without clashing. A test process started by a test (`SFTPInItsOwnProcess`)
-/// takes its blocks from another range.
-private let addressBlocks = AddressBlocks(base: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] == nil ? 90 : 120)
+/// parallel without clashing.
+private let addressBlocks = AddressBlocks(base: 90)
 private final class AddressBlocks: @unchecked Sendable {
     // @unchecked: `next` is only touched while holding `lock`.
     private let lock = NSLock()
