@@ -243,8 +243,8 @@ final class EngineHarness: @unchecked Sendable {
         for (index, batch) in batches.enumerated() {
             for host in batch { hosts[host].batch = index }
         }
-        record = RunRecord(id: "20260101-000000-e001", kind: "runbook", name: "engine test", targetVersion: nil, createdAt: clock.now,
-                           hosts: hosts, batches: batches.map { $0.map { hosts[$0].name } }, options: [:])
+        record = RunRecord(id: "20260101-000000-e001", kind: .runbook, name: "engine test", targetVersion: nil, createdAt: clock.now,
+                           hosts: hosts, batches: batches.map { $0.map { hosts[$0].name } }, options: RunOptions())
         var config = RolloutPolicy.Config(batches: batches, targeted: hosts.count)
         configure(&config)
         var settings = RolloutEngine.Settings(runDirectory: stateDir.appendingPathComponent("runs/\(record.id)"))

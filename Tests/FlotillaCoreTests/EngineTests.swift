@@ -40,7 +40,7 @@ import Testing
         let lastOfCanary = try #require(ran.lastIndex { $0.host == 0 })
         #expect(ran.prefix(through: lastOfCanary).allSatisfy { $0.host == 0 })
         let state = try await run.state()
-        #expect(state.state == "succeeded")
+        #expect(state.state == .succeeded)
         #expect(state.hosts.map(\.status) == [.succeeded, .succeeded, .succeeded])
         #expect(state.hosts.allSatisfy { $0.steps.allSatisfy { $0.status == .succeeded && $0.attempts == 1 } })
         #expect(state.batches.allSatisfy { $0.startedAt != nil && $0.finishedAt != nil })
@@ -57,7 +57,7 @@ import Testing
         #expect(!run.transport.events.all.contains { $0 == .connected(host: 2, session: 3) || $0 == .connected(host: 3, session: 3) })
         #expect(run.transport.commands(2).isEmpty && run.transport.commands(3).isEmpty)
         let state = try await run.state()
-        #expect(state.state == "halted" && state.haltReason == reason)
+        #expect(state.state == .halted && state.haltReason == reason)
         #expect(state.hosts.map(\.status) == [.failed, .succeeded, .notStarted, .notStarted])
         #expect(state.hosts[0].error == "step 'one' failed: exit 1: disk full")
         #expect(state.hosts[0].steps.map(\.status) == [.failed, .pending])
@@ -231,7 +231,7 @@ import Testing
         var done: [Int: Set<Int>] = [:]
         let run = try EngineHarness(hosts: [host("a", ["one", "two", "three"])], batches: [[0]], resume: { journal in
             // What a controller killed during step two left behind.
-            try journal.runStatus(state: "running", haltReason: nil, at: started)
+            try journal.runStatus(state: .running, haltReason: nil, at: started)
             try journal.batchStarted(index: 0, at: started)
             try journal.hostStatus(host: "a", status: .running, error: nil, at: started)
             try journal.stepStarted(host: "a", step: 0, at: started)

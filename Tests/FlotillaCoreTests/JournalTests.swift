@@ -228,7 +228,7 @@ private func writeTransitions(_ journal: Journal) throws {
             == .invalidTransition)
         #expect(journalError { try journal.hostStatus(host: "nope", status: .failed, error: nil, at: at(40)) }?.code == .invalidTransition)
         #expect(journalError { try journal.batchStarted(index: 2, at: at(40)) }?.message == "run \(journal.runID) has no batch 2")
-        #expect(journalError { try journal.runStatus(state: "paused", haltReason: nil, at: at(40)) }?.code == .invalidTransition)
+        #expect(journalError { try journal.runStatus(state: .created, haltReason: nil, at: at(40)) }?.code == .invalidTransition)
         let cluster = journalError {
             try journal.clusterStepDone(group: "st2_cluster", value: "blue", step: 1, byHost: "st2-02", at: at(40))
         }

@@ -307,18 +307,6 @@ public final class Journal {
         }
     }
 
-    /// ``runStatus(state:haltReason:at:)`` with the state as text (`halted`).
-    ///
-    /// - Throws: ``JournalError`` `.invalidTransition` for a text that is not a state a
-    ///   run goes to.
-    public func runStatus(state text: String, haltReason: String?, at: Date) throws {
-        guard let state = RunState(rawValue: text), Self.runStates.contains(state) else {
-            throw JournalError(.invalidTransition, path: file.path,
-                               "'\(text)' is not a run state (\(Self.runStates.map(\.rawValue).sorted().joined(separator: ", ")))")
-        }
-        try runStatus(state: state, haltReason: haltReason, at: at)
-    }
-
     /// Ends the run's record at once, for a controller that exits without waiting for
     /// its steps in flight (a second SIGINT): records `state` (`stopped`) with `reason`
     /// and an event, in one transaction, then refuses every later transition of this

@@ -131,7 +131,7 @@ public actor RolloutEngine {
         events = continuation
         var outcome = RolloutPolicy.Outcome.stopped("no events")
         let begun = clock.now
-        recordNow("the start of the run") { [journal] in try journal.runStatus(state: "running", haltReason: nil, at: begun) }
+        recordNow("the start of the run") { [journal] in try journal.runStatus(state: .running, haltReason: nil, at: begun) }
         continuation.yield(.begin)
         loop: for await event in stream {
             let now = clock.now
@@ -170,11 +170,11 @@ public actor RolloutEngine {
         continuation.finish()
         events = nil
         for task in hostTasks.values { await task.value }
-        let (state, reason): (String, String?) = switch outcome {
-        case .succeeded: ("succeeded", nil)
-        case .completedWithFailures: ("completed_with_failures", nil)
-        case .halted(let why): ("halted", why)
-        case .stopped(let why): ("stopped", why)
+        let (state, reason): (RunState, String?) = switch outcome {
+        case .succeeded: (.succeeded, nil)
+        case .completedWithFailures: (.completedWithFailures, nil)
+        case .halted(let why): (.halted, why)
+        case .stopped(let why): (.stopped, why)
         }
         let ended = clock.now
         recordNow("the end of the run") { [journal] in try journal.runStatus(state: state, haltReason: reason, at: ended) }

@@ -24,11 +24,11 @@ public enum RunBuilder {
     public static func upgradeHost(_ host: Inventory.Host, address: String, plan: HostPlan, target: String, health: String?,
                                    groupVariables: [String]) -> RunHost {
         var steps = plan.steps.map { step in
-            RunStep(name: step.name, command: step.command, kind: step.kind.rawValue, oncePer: step.oncePer, expect: step.expect,
+            RunStep(name: step.name, command: step.command, kind: step.kind, oncePer: step.oncePer, expect: step.expect,
                     become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target)
         }
         if plan.action == .upgrade, let health {
-            steps.append(RunStep(name: "health check", command: health, kind: "health", become: false))
+            steps.append(RunStep(name: "health check", command: health, kind: .health, become: false))
         }
         let skip: SkipCause? = switch plan.action {
         case .upgrade: nil
@@ -49,7 +49,7 @@ public enum RunBuilder {
                                    groupVariables: [String]) -> RunHost {
         var steps = steps
         let variables = Set(steps.compactMap(\.oncePer) + groupVariables)
-        if let health { steps.append(RunStep(name: "health check", command: health, kind: "health")) }
+        if let health { steps.append(RunStep(name: "health check", command: health, kind: .health)) }
         return RunHost(name: host.name, address: address, batch: nil, groups: groups(host, variables), steps: steps)
     }
 
