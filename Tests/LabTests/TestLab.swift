@@ -31,8 +31,19 @@ private let reapOrphanedLabs: Void = {
 }()
 
 /// Each lab gets its own loopback /24 (a big one several in a row), so tests run in
-/// parallel without clashing.
-private let addressBlocks = AddressBlocks(base: 90)
+/// parallel without clashing; each test process its own range of second octets (ten of
+/// them, 2,500 blocks), claimed by an exclusive lock on a file that the kernel releases
+/// when the process ends, so test processes running side by side never share a block.
+private let addressBlocks = AddressBlocks(base: claimAddressRange())
+
+private func claimAddressRange() -> Int {
+    for range in 0..<16 {
+        let fd = open("/tmp/flotilla-lab-tests-range-\(range).lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 { return 90 + range * 10 } // held (fd left open) until the process exits
+        if fd >= 0 { close(fd) }
+    }
+    fatalError("sixteen test processes already hold every range of lab addresses")
+}
 private final class AddressBlocks: @unchecked Sendable {
     // @unchecked: `next` is only touched while holding `lock`.
     private let lock = NSLock()
