@@ -171,6 +171,7 @@ final class KnownHosts {
 public enum PrivateKeyFile {
     /// Whether a private key file holds an RSA key (PEM or OpenSSH format).
     public static func isRSA(_ path: String) -> Bool {
+        // Only a hint for a refusal's message: an unreadable file is reported by libssh2.
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
         if text.contains("BEGIN RSA PRIVATE KEY") { return true }
         // The public half (with its key type) is stored unencrypted.
@@ -179,6 +180,7 @@ public enum PrivateKeyFile {
 
     /// Whether a private key file is passphrase-protected (OpenSSH or PEM format).
     public static func isEncrypted(_ path: String) -> Bool {
+        // An unreadable file is not known to be encrypted: using it then says why it failed.
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
         if text.contains("ENCRYPTED") { return true }
         guard let data = openSSHKey(text), data.count > 19 else { return false }

@@ -92,6 +92,8 @@ extension SSHSession {
             try await rename(sftp, temporary, to: remotePath, until: deadline)
         } catch {
             _ = libssh2_sftp_close_handle(handle)
+            // Best effort: the transfer's own error is the one to report, and a leftover
+            // hidden partial file is harmless (never under the final name).
             _ = try? await retry("sftp unlink", until: deadline) {
                 libssh2_sftp_unlink_ex(sftp, temporary, UInt32(temporary.utf8.count))
             }

@@ -411,85 +411,117 @@ public actor SSHSession {
 
     // MARK: Authentication
 
+    /// Tries, in order, ssh-agent identities, key files and the password, as the server
+    /// allows; a failure names every reason, led by the most telling kind.
     private func authenticate(until deadline: ContinuousClock.Instant) async throws {
-        let user = options.user
-        let userLength = UInt32(user.utf8.count)
-        let list: UnsafeMutablePointer<CChar>? = try await retry("authentication", until: deadline) {
-            libssh2_userauth_list(raw, user, userLength)
-        }
-        if list == nil {
-            if libssh2_userauth_authenticated(raw) != 0 { return }
-            throw fail(.disconnected, "authentication", "the server closed the session: \(lastError())")
-        }
-        let methods = Set(String(cString: list!).split(separator: ",").map(String.init))
+        guard let methods = try await offeredMethods(until: deadline) else { return }
         var failures: [(SSHError.Code, String)] = []
-
         if methods.contains("publickey") {
-            if options.useAgent, let socket = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"], !socket.isEmpty {
-                if try await agentAuthentication(user: user, until: deadline) { return }
-                failures.append((.authDenied, "no ssh-agent identity was accepted"))
-            }
-            let explicit = !options.identityFiles.isEmpty
-            let files = explicit ? options.identityFiles : Self.defaultIdentityFiles()
-            for file in files {
-                guard FileManager.default.isReadableFile(atPath: file) else {
-                    failures.append((.keyFile, "no such private key file: \(file)"))
-                    continue
-                }
-                let passphrase = options.passphrase
-                let rc = try await retry("authentication", until: deadline) {
-                    libssh2_userauth_publickey_fromfile_ex(raw, user, userLength, nil, file, passphrase)
-                }
-                switch rc {
-                case 0:
-                    return
-                case LIBSSH2_ERROR_FILE:
-                    if PrivateKeyFile.isEncrypted(file) {
-                        failures.append(passphrase == nil
-                            ? (.passphrase, "\(file) is encrypted and no passphrase was given (--key-passphrase-file)")
-                            : (.passphrase, "wrong passphrase for \(file)"))
-                    } else {
-                        failures.append((.keyFile, "cannot use private key \(file): \(Self.cannotOpen(file) ?? lastError())"))
-                    }
-                case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
-                    if let reason = Self.cannotOpen(file) {
-                        // libssh2 could not read the key and called it a refusal.
-                        failures.append((.keyFile, "cannot use private key \(file): \(reason)"))
-                        continue
-                    }
-                    var reason = "key \(file) denied by the server"
-                    if PrivateKeyFile.isRSA(file) {
-                        reason += " (libssh2 \(LibSSH2.version) signs RSA keys with SHA-1 ssh-rsa, which OpenSSH 8.8 and later refuse unless PubkeyAcceptedAlgorithms +ssh-rsa: prefer an ed25519 or ECDSA key)"
-                    }
-                    failures.append((.authDenied, reason))
-                default:
-                    throw fail(.disconnected, "authentication", "public key authentication failed: \(lastError())", rc: rc)
-                }
-            }
+            if try await publicKeyAuthentication(until: deadline, failures: &failures) { return }
         }
         if let password = options.password {
             if methods.contains("password") {
-                let rc = try await retry("authentication", until: deadline) {
-                    libssh2_userauth_password_ex(raw, user, userLength, password, UInt32(password.utf8.count), nil)
-                }
-                if rc == 0 { return }
-                guard rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PASSWORD_EXPIRED else {
-                    throw fail(.disconnected, "authentication", "password authentication failed: \(lastError())", rc: rc)
-                }
-                failures.append((.authDenied, rc == LIBSSH2_ERROR_PASSWORD_EXPIRED ? "the password has expired" : "password denied by the server"))
+                if try await passwordAuthentication(password, until: deadline, failures: &failures) { return }
             } else {
                 failures.append((.noAuthMethod, "a password was given but the server does not accept passwords"))
             }
         }
-        let accepted = methods.sorted().joined(separator: ",")
+        throw authenticationFailure(failures, methods: methods)
+    }
+
+    /// The methods the server accepts for the user; nil when it let the user in with none.
+    private func offeredMethods(until deadline: ContinuousClock.Instant) async throws -> Set<String>? {
+        let user = options.user
+        let list: UnsafeMutablePointer<CChar>? = try await retry("authentication", until: deadline) {
+            libssh2_userauth_list(raw, user, UInt32(user.utf8.count))
+        }
+        guard let list else {
+            if libssh2_userauth_authenticated(raw) != 0 { return nil }
+            throw fail(.disconnected, "authentication", "the server closed the session: \(lastError())")
+        }
+        return Set(String(cString: list).split(separator: ",").map(String.init))
+    }
+
+    /// ssh-agent identities (when allowed and running), then the key files: the given
+    /// ones, else the default ones that exist. Records why each one failed.
+    private func publicKeyAuthentication(until deadline: ContinuousClock.Instant, failures: inout [(SSHError.Code, String)]) async throws -> Bool {
+        if options.useAgent, let socket = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"], !socket.isEmpty {
+            if try await agentAuthentication(user: options.user, until: deadline) { return true }
+            failures.append((.authDenied, "no ssh-agent identity was accepted"))
+        }
+        let files = options.identityFiles.isEmpty ? Self.defaultIdentityFiles() : options.identityFiles
+        for file in files {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                failures.append((.keyFile, "no such private key file: \(file)"))
+                continue
+            }
+            if let failure = try await keyFileAuthentication(file, until: deadline) {
+                failures.append(failure)
+            } else {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Offers one key file; returns why it failed, or nil when it let us in.
+    private func keyFileAuthentication(_ file: String, until deadline: ContinuousClock.Instant) async throws -> (SSHError.Code, String)? {
+        let user = options.user
+        let passphrase = options.passphrase
+        let rc = try await retry("authentication", until: deadline) {
+            libssh2_userauth_publickey_fromfile_ex(raw, user, UInt32(user.utf8.count), nil, file, passphrase)
+        }
+        switch rc {
+        case 0:
+            return nil
+        case LIBSSH2_ERROR_FILE:
+            if PrivateKeyFile.isEncrypted(file) {
+                return passphrase == nil
+                    ? (.passphrase, "\(file) is encrypted and no passphrase was given (--key-passphrase-file)")
+                    : (.passphrase, "wrong passphrase for \(file)")
+            }
+            return (.keyFile, "cannot use private key \(file): \(Self.cannotOpen(file) ?? lastError())")
+        case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
+            if let reason = Self.cannotOpen(file) {
+                // libssh2 could not read the key and called it a refusal.
+                return (.keyFile, "cannot use private key \(file): \(reason)")
+            }
+            var reason = "key \(file) denied by the server"
+            if PrivateKeyFile.isRSA(file) {
+                reason += " (libssh2 \(LibSSH2.version) signs RSA keys with SHA-1 ssh-rsa, which OpenSSH 8.8 and later refuse unless PubkeyAcceptedAlgorithms +ssh-rsa: prefer an ed25519 or ECDSA key)"
+            }
+            return (.authDenied, reason)
+        default:
+            throw fail(.disconnected, "authentication", "public key authentication failed: \(lastError())", rc: rc)
+        }
+    }
+
+    private func passwordAuthentication(_ password: String, until deadline: ContinuousClock.Instant,
+                                        failures: inout [(SSHError.Code, String)]) async throws -> Bool {
+        let user = options.user
+        let rc = try await retry("authentication", until: deadline) {
+            libssh2_userauth_password_ex(raw, user, UInt32(user.utf8.count), password, UInt32(password.utf8.count), nil)
+        }
+        if rc == 0 { return true }
+        guard rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PASSWORD_EXPIRED else {
+            throw fail(.disconnected, "authentication", "password authentication failed: \(lastError())", rc: rc)
+        }
+        failures.append((.authDenied, rc == LIBSSH2_ERROR_PASSWORD_EXPIRED ? "the password has expired" : "password denied by the server"))
+        return false
+    }
+
+    /// Every reason, coded by the most telling one: a passphrase or key file problem is
+    /// ours to fix before a refusal is worth looking at.
+    private func authenticationFailure(_ failures: [(SSHError.Code, String)], methods: Set<String>) -> SSHError {
+        let user = options.user
         guard !failures.isEmpty else {
-            throw fail(.noAuthMethod, "authentication", """
-                no credential to offer \(user)@\(options.address) (the server accepts \(accepted)): \
+            return fail(.noAuthMethod, "authentication", """
+                no credential to offer \(user)@\(options.address) (the server accepts \(methods.sorted().joined(separator: ","))): \
                 give a key (-i, ansible_ssh_private_key_file), an ssh-agent, or a password (--ask-pass)
                 """)
         }
         let code = [SSHError.Code.passphrase, .keyFile, .authDenied].first { code in failures.contains { $0.0 == code } } ?? .noAuthMethod
-        throw fail(code, "authentication", "authentication as \(user) failed: " + failures.map(\.1).joined(separator: "; "))
+        return fail(code, "authentication", "authentication as \(user) failed: " + failures.map(\.1).joined(separator: "; "))
     }
 
     /// Why `file` cannot be opened now, if it cannot: libssh2 says only "Unable to open"
@@ -653,6 +685,8 @@ public actor SSHSession {
         pumps = []
         if let raw {
             let deadline = ContinuousClock.now + .seconds(2)
+            // A courtesy to the server: the session is torn down below whether or not it is
+            // delivered (a broken connection, a passed deadline, a cancelled task).
             _ = try? await retry("disconnect", until: deadline) { flotilla_libssh2_session_disconnect(raw, "flotilla done") }
             // Shut the socket first: freeing then cannot wait on the network (which, for a
             // tunnelled session, would wait on this very loop), and the descriptor stays

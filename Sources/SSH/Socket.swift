@@ -7,6 +7,7 @@ enum TCP {
     /// The addresses of `host`: numeric addresses at once, names through getaddrinfo on
     /// a thread of its own (so a slow resolver never blocks an event loop or the pool).
     static func resolve(_ host: String, port: Int, isolation: isolated (any Actor)? = #isolation) async throws -> [sockaddr_storage] {
+        // Failing means only "not a numeric address": the resolver below decides.
         if let numeric = try? lookup(host, port: port, numericOnly: true) { return numeric }
         return try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
