@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlotillaCore
+import FlotillaSSH
 import Foundation
 import SSH
 
@@ -83,6 +84,8 @@ struct FlotillaError: Error, CustomStringConvertible {
     /// means some hosts failed).
     static func exit(for error: any Error) -> any Error {
         if error is ExitCode { return error }
+        // As argument-parser shows a usage error: the run's hosts must be selectable again.
+        if let error = error as? Targets.MissingHosts { return ValidationError(error.description) }
         let mapped: FlotillaError
         switch error {
         case let error as FlotillaError: mapped = error
@@ -91,6 +94,7 @@ struct FlotillaError: Error, CustomStringConvertible {
         case let error as JournalError: mapped = journal(error)
         case let error as RolloutFlags.FlagError: mapped = FlotillaError(.usage, error.message)
         case let error as ResumePlan.Refusal: mapped = FlotillaError(.usage, error.message)
+        case let error as MigrationCatalog.LoadError: mapped = FlotillaError(.dataError, "bad migration catalog: \(error)")
         default:
             // argument-parser's errors (usage, --help, CleanExit) exit with their own status;
             // it gives every other error 1.

@@ -170,23 +170,15 @@ struct Upgrade: AsyncParsableCommand {
         try locks.lockHosts(targets)
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
-        let results = try await FactsGathering.gather(targets, gather, packages: catalog.packages)
+        let results = await gather.facts(targets, packages: catalog.packages)
         let hosts = results.enumerated().map { index, result in
-            let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
-            return RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: plan,
+            RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: planner.plan(result),
                                           target: target.releaseString, health: options.health, groupVariables: options.groupVariables)
         }
         let now = Date()
         let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .stackstormUpgrade, name: nil, target: target.releaseString,
                                        createdAt: now, hosts: hosts, options: options)
-        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: Self.knownFailures(catalog))
-    }
-
-    static func knownFailures(_ catalog: MigrationCatalog) -> [RolloutEngine.KnownFailure] {
-        guard let known = catalog.mistral.knownFailure else { return [] }
-        let recovery = known.recovery.enumerated().map { "\($0 + 1). \($1)" }.joined(separator: " ")
-        return [RolloutEngine.KnownFailure(stepKind: .mistralDB, match: known.match,
-                                           explanation: "\(known.match): \(known.cause). Recovery: \(recovery)")]
+        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: catalog.knownFailures)
     }
 }
 
@@ -233,22 +225,5 @@ struct RunRunbook: AsyncParsableCommand {
         let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .runbook, name: book.name, target: nil, createdAt: now,
                                        hosts: hosts, options: options)
         try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [])
-    }
-}
-
-/// The state dir lock and the host locks of one controller.
-final class RunLocks {
-    let stateDir: URL
-    let stateLock: StateDirLock
-    var hostLocks: HostLocks?
-
-    init(stateDir: URL) throws {
-        self.stateDir = stateDir
-        stateLock = try StateDirLock.acquire(stateDir: stateDir)
-    }
-
-    func lockHosts(_ targets: Targets, runID: String? = nil) throws {
-        let list = zip(targets.hosts, targets.settings).map { HostLocks.Target(name: $0.name, address: $1.address, port: $1.port) }
-        hostLocks = try HostLocks.acquire(list, stateDir: stateDir, runID: runID)
     }
 }

@@ -92,19 +92,12 @@ struct RolloutRunner {
         } catch {
             throw FlotillaError(.software, "cannot read the journal back: \(error)")
         }
-        let json = RunResult.json(state).rendered() + "\n"
         // A report that cannot be written does not hide how the run went: the exit code
         // stays the run's, and the journal can render the report again.
-        for (path, format, render) in [(output.report, "json", { json }), (output.junit, "junit", { RunReports.junit(state) }),
-                                       (output.html, "html", { RunReports.html(state) })] {
-            guard let path else { continue }
-            do {
-                try Console.writeOwnerOnly(render(), to: path)
-            } catch {
-                Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
-            }
+        for (format, error) in RunReports.write(state, json: output.report, junit: output.junit, html: output.html) {
+            Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
         }
-        if output.json { FileHandle.standardOutput.write(Data(json.utf8)) }
+        if output.json { FileHandle.standardOutput.write(Data((RunResult.json(state).rendered() + "\n").utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))
     }
@@ -128,25 +121,6 @@ extension ConnectionOptions {
         if let keyPassphraseFile { arguments += ["--key-passphrase-file", URL(fileURLWithPath: keyPassphraseFile).standardizedFileURL.path] }
         if askPass { arguments.append("--ask-pass") }
         return arguments
-    }
-}
-
-extension Targets {
-    /// The targets in the order of `names` (a run's hosts).
-    /// - Throws: `ValidationError` naming hosts the inventory no longer has.
-    func ordered(_ names: [String]) throws -> Targets {
-        let position = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1.name, $0) })
-        let missing = names.filter { position[$0] == nil }
-        guard missing.isEmpty else {
-            throw ValidationError("the inventory no longer selects \(missing.joined(separator: ", ")), which the run has; restore them or pass -i/--limit selecting them")
-        }
-        var copy = self
-        let order = names.map { position[$0]! }
-        copy.hosts = order.map { hosts[$0] }
-        copy.settings = order.map { settings[$0] }
-        copy.options = order.map { options[$0] }
-        copy.jumps = order.map { jumps[$0] }
-        return copy
     }
 }
 

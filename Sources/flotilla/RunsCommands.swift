@@ -54,7 +54,7 @@ struct Resume: AsyncParsableCommand {
         }
         Console.note("resuming run \(record.id) (\(plan.state.rawValue)); "
                      + (plan.inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(plan.inFlight.joined(separator: "; "))"))
-        let knownFailures = record.kind == .stackstormUpgrade ? Upgrade.knownFailures(try TargetOptions.loadCatalog(nil)) : []
+        let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
         try await RolloutRunner(targets: targets, locks: locks, output: output)
             .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, knownFailures: knownFailures)
     }
