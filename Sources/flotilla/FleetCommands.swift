@@ -98,7 +98,7 @@ struct Facts: AsyncParsableCommand {
     }
 }
 
-/// Batch flags `plan` shares with the rolling commands.
+/// The batch flags of `plan`, `upgrade` and `run` (in ``RolloutOptions``).
 struct BatchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
     var batch: String?
@@ -171,8 +171,6 @@ struct Plan: AsyncParsableCommand {
 }
 
 struct Report: AsyncParsableCommand {
-    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, markdown, html }
-
     static let configuration = CommandConfiguration(
         abstract: "The fleet report: reachability, OS and st2 version spread, hosts behind a target, components, config drift.",
         discussion: """
@@ -201,7 +199,7 @@ struct Report: AsyncParsableCommand {
     var to: String?
 
     @Option(help: ArgumentHelp("table, json, markdown or html.", valueName: "format"))
-    var format: Format = .table
+    var format: FleetReport.Format = .table
 
     @Option(help: ArgumentHelp("Write the report to this file (owner-only) instead of stdout.", valueName: "path"))
     var output: String?
@@ -219,13 +217,7 @@ struct Report: AsyncParsableCommand {
         }
         let stamp = ISO8601DateFormatter().string(from: Date())
         let report = FleetReport(generatedAt: stamp, target: target, results: results, plans: plans)
-        let text: String
-        switch format {
-        case .table: text = report.text(markdown: false)
-        case .markdown: text = report.text(markdown: true)
-        case .json: text = report.json.rendered() + "\n"
-        case .html: text = report.html
-        }
+        let text = report.rendered(format)
         if let output {
             try Console.writeOwnerOnly(text, to: output)
             Console.note("report written to \(output)")
@@ -235,3 +227,5 @@ struct Report: AsyncParsableCommand {
         if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
     }
 }
+
+extension FleetReport.Format: ExpressibleByArgument {}

@@ -6,11 +6,7 @@ import SSH
 
 /// The rolling flags of SPEC §5, shared by `upgrade` and `run`.
 struct RolloutOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
-    var batch: String?
-
-    @Option(help: ArgumentHelp("A first batch of N hosts that must all succeed before anything else starts.", valueName: "n"))
-    var canary: Int?
+    @OptionGroup var batches: BatchOptions
 
     @Option(help: ArgumentHelp("Hosts in flight at once within a batch (default: the whole batch).", valueName: "n"))
     var maxParallel: Int?
@@ -54,8 +50,8 @@ struct RolloutOptions: ParsableArguments {
     /// The flags as typed, keyed by flag name.
     var flags: [String: String] {
         var options: [String: String] = ["max-fail": maxFail, "unreachable-counts": unreachableCounts, "on-halt": onHalt]
-        options["batch"] = batch
-        options["canary"] = canary.map(String.init)
+        options["batch"] = batches.batch
+        options["canary"] = batches.canary.map(String.init)
         options["max-parallel"] = maxParallel.map(String.init)
         if !maxPer.isEmpty { options["max-per"] = maxPer.joined(separator: ",") }
         options["max-fail-batch"] = maxFailBatch

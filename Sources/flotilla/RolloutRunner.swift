@@ -16,21 +16,8 @@ struct RolloutRunner {
     /// Creates the run's journal (with the hosts it never starts recorded as such) and
     /// executes the run.
     func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        let journal: Journal
-        do {
-            journal = try Journal.create(stateDir: locks.stateDir, run: record)
-            try locks.stateLock.record(runID: record.id)
-        } catch {
-            throw FlotillaError(.software, "cannot create the run's journal: \(error)")
-        }
+        let journal = try RunBuilder.createJournal(record, locks: locks)
         let notStarted = RunBuilder.notStarted(record)
-        do {
-            _ = try journal.batch(notStarted.map { host in
-                { try journal.hostStatus(host: record.hosts[host.index].name, status: host.status, error: host.error, at: record.createdAt) }
-            }).compactMap { $0 }.first.map { throw $0 }
-        } catch {
-            throw FlotillaError(.software, "cannot record the hosts not started in the journal \(journal.file.path): \(error)")
-        }
         let batchable = record.hosts.count - notStarted.count
         Console.note("run \(record.id): \(batchable) host\(batchable == 1 ? "" : "s") in \(record.batches.count) batch\(record.batches.count == 1 ? "" : "es")"
                      + (notStarted.isEmpty ? "" : ", \(notStarted.count) not started (skipped, refused or unreachable)")
@@ -64,13 +51,10 @@ struct RolloutRunner {
                 Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
                 stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
-        let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id) { command in
-            guard let event = ControlServer.event(command, hosts: record.hosts.map(\.name)) else {
-                return "error: unknown command '\(command)' (pause, continue, abort, skip HOST, set max-parallel N)"
-            }
+        let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id,
+                                    hosts: record.hosts.map(\.name)) { command, event in
             Task { await engine.send(event) }
             printer.note("control: \(command)")
-            return "ok"
         }
         do {
             try control.start()

@@ -50,4 +50,19 @@ import Testing
         server.stop()
         #expect(throws: ControlSocketError.self) { try ControlServer.request(stateDir: directory, "pause") }
     }
+
+    @Test func aRunsServerSendsEventsAndRefusesOtherLines() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) } // a leftover temp dir is harmless
+        let sent = Mutex<[RolloutPolicy.Event]>([])
+        let server = ControlServer(socket: directory.appendingPathComponent("ctl.sock"), runID: "20261121-153000-ab12",
+                                   hosts: Self.hosts) { _, event in sent.withLock { $0.append(event) } }
+        try server.start()
+        defer { server.stop() }
+        #expect(try ControlServer.request(stateDir: directory, "skip st2-03") == "ok")
+        #expect(try ControlServer.request(stateDir: directory, "skip st2-99")
+            == "error: unknown command 'skip st2-99' (pause, continue, abort, skip HOST, set max-parallel N)")
+        #expect(sent.withLock { $0 } == [.skip(2)])
+    }
 }

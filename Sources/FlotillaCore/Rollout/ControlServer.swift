@@ -20,6 +20,20 @@ public final class ControlServer: @unchecked Sendable {
         self.handle = handle
     }
 
+    /// A server for a run of `hosts`: a known command goes to `send` as its policy event
+    /// (with the line as typed) and is answered `ok`; any other is refused with the list
+    /// of commands.
+    public convenience init(socket path: URL, runID: String, hosts: [String],
+                            send: @escaping @Sendable (String, RolloutPolicy.Event) -> Void) {
+        self.init(socket: path, runID: runID) { command in
+            guard let event = Self.event(command, hosts: hosts) else {
+                return "error: unknown command '\(command)' (pause, continue, abort, skip HOST, set max-parallel N)"
+            }
+            send(command, event)
+            return "ok"
+        }
+    }
+
     /// Maps a command line to a policy event; nil for an unknown command or host.
     public static func event(_ command: String, hosts: [String]) -> RolloutPolicy.Event? {
         let words = command.split(separator: " ").map(String.init)
