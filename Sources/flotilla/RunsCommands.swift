@@ -138,27 +138,12 @@ struct Show: ParsableCommand {
         let url = state.url
         let state = try Journal.open(stateDir: url, runID: runID).load()
         if let host {
-            guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
-            let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(FileName.host(host)).log")
-            let text: String
-            if FileManager.default.fileExists(atPath: log.path) {
-                do {
-                    text = try String(contentsOf: log, encoding: .utf8)
-                } catch {
-                    throw FlotillaError(.software, "cannot read \(log.path): \(error.localizedDescription)")
-                }
-            } else {
-                text = "(no log: the host never started)\n"
+            do throws(HostLog.ReadError) {
+                print(try HostLog.read(stateDir: url, state: state, host: host, step: step), terminator: "")
+            } catch {
+                if error.isUnknownName { throw ValidationError(error.message) }
+                throw FlotillaError(.software, error.message)
             }
-            guard let step else {
-                print(text, terminator: "")
-                return
-            }
-            let steps = state.record.hosts.first { $0.name == host }?.steps ?? []
-            guard let number = Int(step).map({ $0 - 1 }) ?? steps.firstIndex(where: { $0.name == step }), steps.indices.contains(number) else {
-                throw ValidationError("host '\(host)' has no step '\(step)' (steps: \(steps.enumerated().map { "\($0 + 1) \($1.name)" }.joined(separator: ", ")))")
-            }
-            print(HostLog.section(of: text, step: number), terminator: "")
             return
         }
         switch json ? .json : format {
