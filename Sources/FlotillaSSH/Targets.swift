@@ -137,3 +137,41 @@ public struct Targets: Sendable {
         }
     }
 }
+
+extension Targets {
+    /// Hosts a run names that the inventory no longer selects.
+    public struct MissingHosts: Error, CustomStringConvertible {
+        public var names: [String]
+        public var description: String {
+            "the inventory no longer selects \(names.joined(separator: ", ")), which the run has; restore them or pass -i/--limit selecting them"
+        }
+    }
+
+    /// The targets in the order of `names` (a run's hosts).
+    /// - Throws: ``MissingHosts`` naming hosts the inventory no longer has.
+    public func ordered(_ names: [String]) throws -> Targets {
+        let position = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1.name, $0) })
+        let missing = names.filter { position[$0] == nil }
+        guard missing.isEmpty else { throw MissingHosts(names: missing) }
+        var copy = self
+        let order = names.map { position[$0]! }
+        copy.hosts = order.map { hosts[$0] }
+        copy.settings = order.map { settings[$0] }
+        copy.options = order.map { options[$0] }
+        copy.jumps = order.map { jumps[$0] }
+        return copy
+    }
+
+    /// What the host locks key on: name, address and port of each host.
+    public var lockTargets: [HostLocks.Target] {
+        zip(hosts, settings).map { HostLocks.Target(name: $0.name, address: $1.address, port: $1.port) }
+    }
+}
+
+extension RunLocks {
+    /// Locks every host of `targets` (all or none).
+    /// - Throws: `LockError` naming the hosts another controller holds.
+    public func lockHosts(_ targets: Targets, runID: String? = nil) throws {
+        try lockHosts(targets.lockTargets, runID: runID)
+    }
+}

@@ -39,16 +39,8 @@ struct TargetOptions: ParsableArguments {
         return version
     }
 
-    func loadCatalog() throws -> MigrationCatalog { try Self.loadCatalog(catalog) }
-
-    static func loadCatalog(_ catalog: String?) throws -> MigrationCatalog {
-        do {
-            return try catalog.map { try MigrationCatalog.load(from: URL(fileURLWithPath: $0)) } ?? MigrationCatalog.bundled()
-        } catch let error as MigrationCatalog.LoadError {
-            Console.error("bad migration catalog: \(error)")
-            throw ExitCode(65)
-        }
-    }
+    /// The catalog to plan with (a bad one: exit 65, see ``FlotillaError/exit(for:)``).
+    func loadCatalog() throws -> MigrationCatalog { try MigrationCatalog.load(path: catalog) }
 
     func planner(_ catalog: MigrationCatalog, target: StackStormVersion) -> UpgradePlanner {
         var options = UpgradePlanner.Options(target: target)
@@ -59,32 +51,14 @@ struct TargetOptions: ParsableArguments {
     }
 }
 
-/// Connects to every selected host and runs the facts probe (read-only, one round trip).
-enum FactsGathering {
-    static func gather(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ gather: GatherOptions,
-                       packages: [String]) async throws -> [HostFactsResult] {
-        try await self.gather(try Targets(selection, connection), gather, packages: packages)
+extension GatherOptions {
+    /// Facts of every host `selection` names, gathered as these flags say.
+    func facts(_ selection: InventoryOptions, _ connection: ConnectionOptions, packages: [String]) async throws -> [HostFactsResult] {
+        await facts(try Targets(selection, connection), packages: packages)
     }
 
-    static func gather(_ targets: Targets, _ gather: GatherOptions, packages: [String]) async throws -> [HostFactsResult] {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let count = targets.hosts.count
-        Console.note("gathering facts from \(count) host\(count == 1 ? "" : "s") (\(gather.forks) at once)")
-        let outcomes = await targets.run(FactsProbe.script(packages: packages), forks: gather.forks,
-                                         timeout: .milliseconds(Int(gather.timeout * 1000)), tailLimit: 8 * 1024 * 1024)
-        let results = outcomes.map { outcome -> HostFactsResult in
-            guard outcome.connected else {
-                return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: outcome.error ?? "unreachable",
-                                       facts: HostFacts(unreadable: outcome.error ?? "unreachable"))
-            }
-            let facts = FactsProbe.parse(output: outcome.stdout + outcome.stderr, exitStatus: outcome.exitStatus, error: outcome.error)
-            return HostFactsResult(name: outcome.name, address: outcome.address, unreachable: nil, facts: facts)
-        }
-        let unreachable = results.filter { $0.unreachable != nil }.count
-        Console.note(String(format: "facts from %d of %d hosts in %.1f s", results.count - unreachable, results.count,
-                            RemoteRun.milliseconds(clock.now - start) / 1000))
-        return results
+    func facts(_ targets: Targets, packages: [String]) async -> [HostFactsResult] {
+        await targets.gatherFacts(packages: packages, forks: forks, timeout: .milliseconds(Int(timeout * 1000)), note: Console.note)
     }
 }
 
@@ -115,8 +89,8 @@ struct Facts: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let catalog = try TargetOptions.loadCatalog(nil)
-        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
+        let catalog = try MigrationCatalog.bundled()
+        let results = try await gather.facts(selection, connection, packages: catalog.packages)
         let output = json ? FactsView.json(results).rendered() + "\n" : FactsView.table(results)
         FileHandle.standardOutput.write(Data(output.utf8))
         if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
@@ -124,7 +98,7 @@ struct Facts: AsyncParsableCommand {
     }
 }
 
-/// Batch flags `plan` shares with the rolling commands.
+/// The batch flags of `plan`, `upgrade` and `run` (in ``RolloutOptions``).
 struct BatchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
     var batch: String?
@@ -187,11 +161,8 @@ struct Plan: AsyncParsableCommand {
         let target = try TargetOptions.version(to)
         let catalog = try targetOptions.loadCatalog()
         let planner = targetOptions.planner(catalog, target: target)
-        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
-        let entries = results.map { result in
-            PlanView.Entry(name: result.name, address: result.address,
-                           plan: result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts))
-        }
+        let results = try await gather.facts(selection, connection, packages: catalog.packages)
+        let entries = results.map { PlanView.Entry(name: $0.name, address: $0.address, plan: planner.plan($0)) }
         let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary)
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
         if entries.allSatisfy({ $0.plan.action == .unreachable }) { throw ExitCode(69) }
@@ -200,8 +171,6 @@ struct Plan: AsyncParsableCommand {
 }
 
 struct Report: AsyncParsableCommand {
-    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, markdown, html }
-
     static let configuration = CommandConfiguration(
         abstract: "The fleet report: reachability, OS and st2 version spread, hosts behind a target, components, config drift.",
         discussion: """
@@ -230,7 +199,7 @@ struct Report: AsyncParsableCommand {
     var to: String?
 
     @Option(help: ArgumentHelp("table, json, markdown or html.", valueName: "format"))
-    var format: Format = .table
+    var format: FleetReport.Format = .table
 
     @Option(help: ArgumentHelp("Write the report to this file (owner-only) instead of stdout.", valueName: "path"))
     var output: String?
@@ -240,7 +209,7 @@ struct Report: AsyncParsableCommand {
     func run() async throws {
         let target = try to.map(TargetOptions.version)
         let catalog = try targetOptions.loadCatalog()
-        let results = try await FactsGathering.gather(selection, connection, gather, packages: catalog.packages)
+        let results = try await gather.facts(selection, connection, packages: catalog.packages)
         var plans: [String: HostPlan] = [:]
         if let target {
             let planner = targetOptions.planner(catalog, target: target)
@@ -248,13 +217,7 @@ struct Report: AsyncParsableCommand {
         }
         let stamp = ISO8601DateFormatter().string(from: Date())
         let report = FleetReport(generatedAt: stamp, target: target, results: results, plans: plans)
-        let text: String
-        switch format {
-        case .table: text = report.text(markdown: false)
-        case .markdown: text = report.text(markdown: true)
-        case .json: text = report.json.rendered() + "\n"
-        case .html: text = report.html
-        }
+        let text = report.rendered(format)
         if let output {
             try Console.writeOwnerOnly(text, to: output)
             Console.note("report written to \(output)")
@@ -264,3 +227,5 @@ struct Report: AsyncParsableCommand {
         if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
     }
 }
+
+extension FleetReport.Format: ExpressibleByArgument {}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlotillaCore
+import FlotillaSSH
 import Foundation
 import SSH
 
@@ -43,28 +44,6 @@ struct Flotilla: AsyncParsableCommand {
     }
 }
 
-/// The exit statuses of SPEC §1.
-enum ExitStatus: Int32, Sendable {
-    /// Every targeted host ended at the goal.
-    case success = 0
-    /// The run finished; some hosts failed or were refused, below the threshold.
-    case someHostsFailed = 1
-    /// Halted by the failure threshold.
-    case halted = 2
-    /// Stopped by the operator or the maintenance window; resumable.
-    case stopped = 3
-    /// A bad flag or value, an unknown run or host.
-    case usage = 64
-    /// Bad input data: inventory, pattern, runbook, catalog.
-    case dataError = 65
-    /// Nothing could be reached.
-    case unavailable = 69
-    /// flotilla itself failed: a file it must write or read, a journal it cannot open.
-    case software = 70
-    /// Another controller holds the state dir or some of the hosts.
-    case locked = 75
-}
-
 /// An error a command ends with: what to print (without the `flotilla: error: ` prefix)
 /// and the exit status.
 struct FlotillaError: Error, CustomStringConvertible {
@@ -83,6 +62,8 @@ struct FlotillaError: Error, CustomStringConvertible {
     /// means some hosts failed).
     static func exit(for error: any Error) -> any Error {
         if error is ExitCode { return error }
+        // As argument-parser shows a usage error: the run's hosts must be selectable again.
+        if let error = error as? Targets.MissingHosts { return ValidationError(error.description) }
         let mapped: FlotillaError
         switch error {
         case let error as FlotillaError: mapped = error
@@ -91,6 +72,8 @@ struct FlotillaError: Error, CustomStringConvertible {
         case let error as JournalError: mapped = journal(error)
         case let error as RolloutFlags.FlagError: mapped = FlotillaError(.usage, error.message)
         case let error as ResumePlan.Refusal: mapped = FlotillaError(.usage, error.message)
+        case let error as RunStartError: mapped = FlotillaError(.software, error.message)
+        case let error as MigrationCatalog.LoadError: mapped = FlotillaError(.dataError, "bad migration catalog: \(error)")
         default:
             // argument-parser's errors (usage, --help, CleanExit) exit with their own status;
             // it gives every other error 1.

@@ -40,54 +40,9 @@ struct Hosts: ParsableCommand {
             for (host, setting) in zip(hosts, settings) {
                 for problem in setting.problems { Console.warn("host \(host.name): \(problem)") }
             }
-            let output = json ? jsonText(hosts, settings) : table(hosts, settings)
+            let view = HostsView(hosts: hosts, settings: settings, variables: vars)
+            let output = json ? view.json : view.table
             FileHandle.standardOutput.write(Data(output.utf8))
         }
-    }
-
-    private func jsonText(_ hosts: [Inventory.Host], _ settings: [ConnectionSettings]) -> String {
-        let lines = zip(hosts, settings).map { host, setting in
-            var fields = [
-                "\"name\": " + JSONText.string(host.name),
-                "\"address\": " + JSONText.string(setting.address),
-                "\"port\": \(setting.port)",
-                "\"user\": " + JSONText.string(setting.user),
-                "\"groups\": [" + host.groups.map(JSONText.string).joined(separator: ", ") + "]",
-                "\"proxy_jump\": [" + setting.proxyJump.map { JSONText.string($0.description) }.joined(separator: ", ") + "]",
-                "\"identity_files\": [" + setting.identityFiles.map(JSONText.string).joined(separator: ", ") + "]",
-                "\"become\": \(setting.become)",
-                "\"become_user\": " + JSONText.string(setting.becomeUser),
-            ]
-            if vars {
-                let entries = host.variables.keys.sorted().map { key in
-                    JSONText.string(key) + ": " + host.variables[key]!.value.json(redacted: InventoryValue.isSecret(name: key))
-                }
-                fields.append("\"vars\": {" + entries.joined(separator: ", ") + "}")
-            }
-            return "  {" + fields.joined(separator: ", ") + "}"
-        }
-        return "{\"hosts\": [\n" + lines.joined(separator: ",\n") + "\n]}\n"
-    }
-
-    private func table(_ hosts: [Inventory.Host], _ settings: [ConnectionSettings]) -> String {
-        var rows = [["NAME", "ADDRESS", "PORT", "USER", "GROUPS"]]
-        let showJumps = settings.contains { !$0.proxyJump.isEmpty }
-        if showJumps { rows[0].append("VIA") }
-        for (host, setting) in zip(hosts, settings) {
-            var row = [host.name, setting.address, String(setting.port), setting.user, host.groups.joined(separator: ",")]
-            if showJumps { row.append(setting.proxyJump.map(\.description).joined(separator: ",")) }
-            rows.append(row)
-        }
-        var out = ""
-        for (index, line) in TextTable.lines(rows).enumerated() {
-            out += line + "\n"
-            if vars && index > 0 {
-                let host = hosts[index - 1]
-                for key in host.variables.keys.sorted() {
-                    out += "    \(key) = \(host.variables[key]!.value.json(redacted: InventoryValue.isSecret(name: key)))\n"
-                }
-            }
-        }
-        return out + "\(hosts.count) host\(hosts.count == 1 ? "" : "s")\n"
     }
 }

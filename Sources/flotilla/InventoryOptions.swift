@@ -40,15 +40,7 @@ struct InventoryOptions: ParsableArguments {
     func load() throws -> (inventory: Inventory, hosts: [Inventory.Host], sshConfig: SSHConfig?) {
         let inventory = try Inventory.load(sources: try sources)
         let selected = try inventory.select(limit)
-        var config: SSHConfig?
-        if sshConfig != "none" {
-            let path = sshConfig == "~" ? home : (sshConfig.hasPrefix("~/") ? home + sshConfig.dropFirst() : sshConfig)
-            if FileManager.default.fileExists(atPath: path) {
-                config = try SSHConfig.load(path: path, home: home)
-            } else if sshConfig != "~/.ssh/config" {
-                throw InventoryError(SourceLocation(file: path), "no such SSH config file")
-            }
-        }
+        let config = try SSHConfig.load(option: sshConfig, home: home)
         for warning in inventory.warnings + (config?.warnings ?? []) { Console.warn(warning.description) }
         return (inventory, selected, config)
     }
@@ -141,10 +133,6 @@ enum Completions {
             sources = (environment["FLOTILLA_INVENTORY"] ?? environment["ANSIBLE_INVENTORY"]).map { $0.split(separator: ",").map(String.init) } ?? []
         }
         guard !sources.isEmpty, let inventory = try? Inventory.load(sources: sources.map { ($0 as NSString).expandingTildeInPath }) else { return [] }
-        // Complete the last part of a compound pattern (`web:&db`, `a,b`): keep what comes before.
-        let cut = prefix.lastIndex { ":,&!".contains($0) }.map { prefix.index(after: $0) } ?? prefix.startIndex
-        let head = String(prefix[..<cut]), tail = String(prefix[cut...])
-        let names = inventory.groupNames + ((try? inventory.select(nil))?.map(\.name) ?? []) // quiet, as above
-        return names.filter { $0.hasPrefix(tail) && $0 != "all" }.map { head + $0 }
+        return inventory.completions(of: prefix)
     }
 }

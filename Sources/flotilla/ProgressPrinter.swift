@@ -20,17 +20,14 @@ import Foundation
 final class ProgressPrinter: @unchecked Sendable {
     // @unchecked: every mutable field is only touched while holding `lock`.
     private let lock = NSLock()
-    private let record: RunRecord
-    private var finished = 0
-    private let total: Int
     private let quiet: Bool
     private let terminal: Terminal?
     private let write: @Sendable (String) -> Void
     private let clock: @Sendable () -> Date
 
-    /// The live area's state; its lines now on screen (the cursor is just below them);
-    /// hidden until the next event (`suspend`); gone for good (`finish`).
-    private var board: StatusBoard
+    /// The lines and the live area's state; its lines now on screen (the cursor is just
+    /// below them); hidden until the next event (`suspend`); gone for good (`finish`).
+    private var state: RunProgress
     private var drawn = 0
     private var hidden = false
     private var ended = false
@@ -58,27 +55,18 @@ final class ProgressPrinter: @unchecked Sendable {
         }
     }
 
-    /// Progress on stderr: live when it is a terminal, else line per event.
-    /// - Parameter quiet: only halts, errors (hosts that failed, were unreachable or were
-    ///   cancelled; the engine's notes) and the final summary.
-    convenience init(record: RunRecord, quiet: Bool = false) {
-        self.init(record: record, quiet: quiet, terminal: Terminal.standardError(),
-                  write: { FileHandle.standardError.write(Data($0.utf8)) })
-    }
-
     /// - Parameters:
+    ///   - quiet: only halts, errors and the final summary (see ``RunProgress``).
     ///   - terminal: nil for line-per-event output.
     ///   - write: where the text goes (stderr); called with the lock held, one call per
     ///     event, so a frame is never torn by another thread's output.
     init(record: RunRecord, quiet: Bool, terminal: Terminal?, refresh: Double = 0.5,
          clock: @escaping @Sendable () -> Date = Date.init, write: @escaping @Sendable (String) -> Void) {
-        self.record = record
         self.quiet = quiet
         self.terminal = quiet ? nil : terminal
         self.write = write
         self.clock = clock
-        total = record.hosts.filter { $0.batch != nil }.count
-        board = StatusBoard(batchCount: record.batches.count, total: total, started: clock())
+        state = RunProgress(record: record, quiet: quiet, live: self.terminal != nil, started: clock())
         if self.terminal != nil, refresh > 0 {
             // Elapsed times move on between events.
             let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "flotilla.progress"))
@@ -97,45 +85,7 @@ final class ProgressPrinter: @unchecked Sendable {
         let now = clock()
         lock.withLock {
             hidden = false
-            var above: [StyledLine] = []
-            switch progress {
-            case .batchStarted(let index, let hosts):
-                board.batch = index
-                if !quiet { above.append(line(now, "batch \(index + 1)/\(record.batches.count) started: \(HostNameSet.fold(hosts)) (\(hosts.count))")) }
-            case .hostStarted(let host):
-                board.inFlight.removeAll { $0.host == host }
-                board.inFlight.append(.init(host: host, started: now))
-                board.peakParallel = max(board.peakParallel, board.inFlight.count)
-                if !quiet && !isLive { above.append(line(now, "\(host): started")) }
-            case .stepStarted(let host, let step):
-                if let position = board.inFlight.firstIndex(where: { $0.host == host }) { board.inFlight[position].step = step }
-            case .stepFinished(let host, let step, let status, let seconds):
-                if status != .succeeded && !quiet {
-                    var text = line(now, "\(host): step '\(step)' ")
-                    text.append(status.rawValue, Self.style(status))
-                    text.append(String(format: " (%.1f s)", seconds))
-                    above.append(text)
-                }
-            case .hostFinished(let host, let status, let error, let seconds):
-                finished += 1
-                board.inFlight.removeAll { $0.host == host }
-                board.durations.append(seconds)
-                switch status {
-                case .succeeded, .skipped: board.done += 1
-                case .failed, .unreachable: board.failed += 1
-                default: board.cancelled += 1
-                }
-                if !quiet || ![.succeeded, .skipped].contains(status) {
-                    var text = line(now, "\(host): ")
-                    text.append(status.rawValue.uppercased(), Self.style(status))
-                    text.append(String(format: " in %.1f s [%d/%d]", seconds, finished, total) + (error.map { " — \($0)" } ?? ""))
-                    above.append(text)
-                }
-            case .note(let text):
-                // Halts and journal trouble: shown even when quiet.
-                above.append(line(now, text, text.hasPrefix("halting") ? .red : .plain))
-            }
-            redraw(above, now: now)
+            redraw(state.lines(for: progress, now: now), now: now)
         }
     }
 
@@ -143,7 +93,7 @@ final class ProgressPrinter: @unchecked Sendable {
     func note(_ text: String) {
         guard !quiet else { return }
         let now = clock()
-        lock.withLock { redraw([line(now, text)], now: now) }
+        lock.withLock { redraw([RunProgress.line(now, text)], now: now) }
     }
 
     /// Runs `body`, which writes to stderr itself, with the status area out of the way.
@@ -180,52 +130,11 @@ final class ProgressPrinter: @unchecked Sendable {
 
     func summary(_ state: JournalState, outcome: RolloutPolicy.Outcome) {
         finish()
-        let counts = state.hostCounts
-        let parts = HostRunStatus.allCases.compactMap { status in counts[status].map { "\($0) \(status.rawValue)" } }
-        let result = RunResult.outcome(state.state)
         let now = clock()
-        var head = line(now, "run \(state.record.id) ")
-        let style: TextStyle = switch result {
-        case "succeeded": .green
-        case "stopped": .yellow
-        default: .red
-        }
-        head.append(result, style)
-        if let reason = state.haltReason { head.append(" (\(reason))") }
-        head.append(": " + parts.joined(separator: ", "))
-        var lines = [head]
-        if [.halted, .stopped].contains(state.state) {
-            lines.append(line(now, "continue with: flotilla resume \(state.record.id)" + (state.record.options.stateDir.map { " --state-dir \($0)" } ?? "")))
-        }
-        lock.withLock { redraw(lines, now: now) }
+        lock.withLock { redraw(RunProgress.summary(state, now: now), now: now) }
     }
 
     // MARK: Output
-
-    /// `[HH:MM:SS] text`.
-    private func line(_ now: Date, _ text: String, _ style: TextStyle = .plain) -> StyledLine {
-        let stamp = ISO8601DateFormatter.string(from: now, timeZone: .current, formatOptions: [.withTime, .withColonSeparatorInTime])
-        var line = StyledLine("[\(stamp)] ")
-        line.append(text, style)
-        return line
-    }
-
-    private static func style(_ status: HostRunStatus) -> TextStyle {
-        switch status {
-        case .succeeded: .green
-        case .failed, .unreachable: .red
-        case .skipped, .cancelled: .yellow
-        default: .plain
-        }
-    }
-
-    private static func style(_ status: StepRunStatus) -> TextStyle {
-        switch status {
-        case .succeeded: .green
-        case .failed: .red
-        default: .yellow
-        }
-    }
 
     /// Writes `above` (lines that stay), then, when live, the status area below them
     /// (unless hidden or ended), all in one write. Lock held.
@@ -235,9 +144,9 @@ final class ProgressPrinter: @unchecked Sendable {
             return
         }
         var lines: [StyledLine] = []
-        if !ended && !hidden && board.batch != nil {
+        if !ended && !hidden && state.board.batch != nil {
             let (width, height) = terminal.size()
-            lines = board.lines(now: now, width: width, height: height)
+            lines = state.board.lines(now: now, width: width, height: height)
         }
         guard drawn > 0 || !above.isEmpty || !lines.isEmpty else { return }
         // Back to the area's first line. Lines that stay may wrap, so the area goes first;

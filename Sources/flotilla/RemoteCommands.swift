@@ -104,107 +104,20 @@ struct RemoteRun {
 
     func execute(command: String, timeout: Duration?, logs: URL?, grouped: Bool) async throws {
         let targets = try Targets(selection, connection)
-        if let logs { try Self.makePrivateDirectory(logs) }
+        if let logs {
+            do { try PrivateFiles.createMissingDirectories(logs) } catch { throw ValidationError("\(error)") }
+        }
         let clock = ContinuousClock()
         let start = clock.now
         let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
             logs?.appendingPathComponent(FileName.host(name) + ".log")
         }
         let elapsed = clock.now - start
-        let output = json ? Self.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
-            : (grouped ? Self.grouped(outcomes) : Self.pingTable(outcomes)) + Self.summary(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
+        let output = json ? OutcomeView.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
+            : (grouped ? OutcomeView.grouped(outcomes) : OutcomeView.pingTable(outcomes))
+                + OutcomeView.summary(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
         FileHandle.standardOutput.write(Data(output.utf8))
         if outcomes.allSatisfy(\.unreachable) { throw ExitCode(69) }
         if !outcomes.allSatisfy(\.succeeded) { throw ExitCode(1) }
-    }
-
-    /// Creates `url` and its missing parents 0700 from the first instant, whatever the
-    /// umask (an existing directory is kept as it is).
-    static func makePrivateDirectory(_ url: URL) throws {
-        do { try PrivateFiles.createMissingDirectories(url) } catch { throw ValidationError("\(error)") }
-    }
-
-    static func milliseconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-    }
-
-    static func pingTable(_ outcomes: [HostOutcome]) -> String {
-        let width = outcomes.map(\.name.count).max() ?? 0
-        let ordered = outcomes.filter(\.succeeded) + outcomes.filter { !$0.succeeded }
-        return ordered.map { outcome in
-            let name = outcome.name.padding(toLength: width, withPad: " ", startingAt: 0)
-            if outcome.succeeded, let t = outcome.timings {
-                let phases = String(format: "tcp %.1f, handshake %.1f, auth %.1f ms", milliseconds(t.tcp), milliseconds(t.handshake), milliseconds(t.authentication))
-                return String(format: "%@  ok      %7.1f ms  (%@)", name, milliseconds(outcome.duration), phases)
-                    + (outcome.hostKeyWarning.map { "  WARNING: \($0)" } ?? "") + "\n"
-            }
-            return "\(name)  FAILED  \(outcome.error ?? "exit status \(outcome.exitStatus.map(String.init) ?? "?")")\n"
-        }.joined()
-    }
-
-    struct Shown: Hashable {
-        var stdout: String
-        var stderr: String
-        var status: String
-        var failed: Bool
-    }
-
-    static func grouped(_ outcomes: [HostOutcome]) -> String {
-        let pairs = outcomes.map { outcome -> (host: String, outcome: Shown) in
-            let status = outcome.error.map { "error: \($0)" } ?? "exit \(outcome.exitStatus.map(String.init) ?? "?")"
-            return (outcome.name, Shown(stdout: outcome.stdout, stderr: outcome.stderr, status: status, failed: !outcome.succeeded))
-        }
-        var text = ""
-        for group in OutputGroup.group(pairs, isFailure: \.failed) {
-            let count = group.hosts.count
-            text += "==== \(HostNameSet.fold(group.hosts)) (\(count) host\(count == 1 ? "" : "s")) \(group.outcome.status) ====\n"
-            if !group.outcome.stdout.isEmpty { text += group.outcome.stdout + (group.outcome.stdout.hasSuffix("\n") ? "" : "\n") }
-            if !group.outcome.stderr.isEmpty {
-                text += group.outcome.stderr.split(separator: "\n", omittingEmptySubsequences: false).dropLast(group.outcome.stderr.hasSuffix("\n") ? 1 : 0)
-                    .map { "stderr: \($0)\n" }.joined()
-            }
-        }
-        let truncated = outcomes.filter(\.truncated)
-        if !truncated.isEmpty, let log = truncated.first?.log {
-            text += "(output of \(HostNameSet.fold(truncated.map(\.name))) shortened to its last 64 KiB per stream; full output in \((log as NSString).deletingLastPathComponent))\n"
-        }
-        return text
-    }
-
-    static func summary(_ outcomes: [HostOutcome], elapsed: Duration, hostKeyCheck: SSHSession.HostKeyCheck) -> String {
-        let ok = outcomes.filter(\.succeeded).count
-        let unreachable = outcomes.filter(\.unreachable).count
-        let failed = outcomes.count - ok - unreachable
-        var line = "\(outcomes.count) host\(outcomes.count == 1 ? "" : "s"): \(ok) ok, \(failed) failed, \(unreachable) unreachable"
-        line += String(format: " in %.2f s", milliseconds(elapsed) / 1000)
-        if hostKeyCheck == .off { line += " — host keys NOT verified (--host-key-check off)" }
-        return line + "\n"
-    }
-
-    static func json(_ outcomes: [HostOutcome], elapsed: Duration, hostKeyCheck: SSHSession.HostKeyCheck) -> String {
-        func string(_ text: String?) -> String { text.map(JSONText.string) ?? "null" }
-        let hosts = outcomes.map { o in
-            var fields = [
-                "\"name\": \(string(o.name))", "\"address\": \(string(o.address))",
-                "\"exit_status\": \(o.exitStatus.map(String.init) ?? "null")",
-                "\"stdout\": \(string(o.stdout))", "\"stderr\": \(string(o.stderr))",
-                "\"error\": \(string(o.error))", "\"error_kind\": \(string(o.errorKind))",
-                "\"duration_ms\": \(String(format: "%.1f", milliseconds(o.duration)))",
-            ]
-            if let t = o.timings {
-                fields.append(String(format: "\"timings_ms\": {\"tcp\": %.2f, \"handshake\": %.2f, \"auth\": %.2f}",
-                                     milliseconds(t.tcp), milliseconds(t.handshake), milliseconds(t.authentication)))
-            }
-            fields.append("\"output_truncated\": \(o.truncated)")
-            fields.append("\"log\": \(string(o.log))")
-            if let warning = o.hostKeyWarning { fields.append("\"host_key_warning\": \(string(warning))") }
-            return "  {" + fields.joined(separator: ", ") + "}"
-        }
-        let ok = outcomes.filter(\.succeeded).count
-        let unreachable = outcomes.filter(\.unreachable).count
-        let summary = "{\"hosts\": \(outcomes.count), \"ok\": \(ok), \"failed\": \(outcomes.count - ok - unreachable), "
-            + "\"unreachable\": \(unreachable), \"elapsed_ms\": \(String(format: "%.1f", milliseconds(elapsed))), "
-            + "\"host_key_check\": \(string(hostKeyCheck.rawValue))}"
-        return "{\"hosts\": [\n" + hosts.joined(separator: ",\n") + "\n], \"summary\": \(summary)}\n"
     }
 }

@@ -6,11 +6,7 @@ import SSH
 
 /// The rolling flags of SPEC §5, shared by `upgrade` and `run`.
 struct RolloutOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Batch sizes as Ansible serial: 5, 25%, or a ramp 1,5,25% whose last size repeats.", valueName: "spec"))
-    var batch: String?
-
-    @Option(help: ArgumentHelp("A first batch of N hosts that must all succeed before anything else starts.", valueName: "n"))
-    var canary: Int?
+    @OptionGroup var batches: BatchOptions
 
     @Option(help: ArgumentHelp("Hosts in flight at once within a batch (default: the whole batch).", valueName: "n"))
     var maxParallel: Int?
@@ -54,8 +50,8 @@ struct RolloutOptions: ParsableArguments {
     /// The flags as typed, keyed by flag name.
     var flags: [String: String] {
         var options: [String: String] = ["max-fail": maxFail, "unreachable-counts": unreachableCounts, "on-halt": onHalt]
-        options["batch"] = batch
-        options["canary"] = canary.map(String.init)
+        options["batch"] = batches.batch
+        options["canary"] = batches.canary.map(String.init)
         options["max-parallel"] = maxParallel.map(String.init)
         if !maxPer.isEmpty { options["max-per"] = maxPer.joined(separator: ",") }
         options["max-fail-batch"] = maxFailBatch
@@ -170,23 +166,15 @@ struct Upgrade: AsyncParsableCommand {
         try locks.lockHosts(targets)
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
-        let results = try await FactsGathering.gather(targets, gather, packages: catalog.packages)
+        let results = await gather.facts(targets, packages: catalog.packages)
         let hosts = results.enumerated().map { index, result in
-            let plan = result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? planner.plan(result.facts)
-            return RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: plan,
+            RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: planner.plan(result),
                                           target: target.releaseString, health: options.health, groupVariables: options.groupVariables)
         }
         let now = Date()
         let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .stackstormUpgrade, name: nil, target: target.releaseString,
                                        createdAt: now, hosts: hosts, options: options)
-        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: Self.knownFailures(catalog))
-    }
-
-    static func knownFailures(_ catalog: MigrationCatalog) -> [RolloutEngine.KnownFailure] {
-        guard let known = catalog.mistral.knownFailure else { return [] }
-        let recovery = known.recovery.enumerated().map { "\($0 + 1). \($1)" }.joined(separator: " ")
-        return [RolloutEngine.KnownFailure(stepKind: .mistralDB, match: known.match,
-                                           explanation: "\(known.match): \(known.cause). Recovery: \(recovery)")]
+        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: catalog.knownFailures)
     }
 }
 
@@ -233,22 +221,5 @@ struct RunRunbook: AsyncParsableCommand {
         let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .runbook, name: book.name, target: nil, createdAt: now,
                                        hosts: hosts, options: options)
         try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [])
-    }
-}
-
-/// The state dir lock and the host locks of one controller.
-final class RunLocks {
-    let stateDir: URL
-    let stateLock: StateDirLock
-    var hostLocks: HostLocks?
-
-    init(stateDir: URL) throws {
-        self.stateDir = stateDir
-        stateLock = try StateDirLock.acquire(stateDir: stateDir)
-    }
-
-    func lockHosts(_ targets: Targets, runID: String? = nil) throws {
-        let list = zip(targets.hosts, targets.settings).map { HostLocks.Target(name: $0.name, address: $1.address, port: $1.port) }
-        hostLocks = try HostLocks.acquire(list, stateDir: stateDir, runID: runID)
     }
 }

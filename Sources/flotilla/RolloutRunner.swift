@@ -16,21 +16,8 @@ struct RolloutRunner {
     /// Creates the run's journal (with the hosts it never starts recorded as such) and
     /// executes the run.
     func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        let journal: Journal
-        do {
-            journal = try Journal.create(stateDir: locks.stateDir, run: record)
-            try locks.stateLock.record(runID: record.id)
-        } catch {
-            throw FlotillaError(.software, "cannot create the run's journal: \(error)")
-        }
+        let journal = try RunBuilder.createJournal(record, locks: locks)
         let notStarted = RunBuilder.notStarted(record)
-        do {
-            _ = try journal.batch(notStarted.map { host in
-                { try journal.hostStatus(host: record.hosts[host.index].name, status: host.status, error: host.error, at: record.createdAt) }
-            }).compactMap { $0 }.first.map { throw $0 }
-        } catch {
-            throw FlotillaError(.software, "cannot record the hosts not started in the journal \(journal.file.path): \(error)")
-        }
         let batchable = record.hosts.count - notStarted.count
         Console.note("run \(record.id): \(batchable) host\(batchable == 1 ? "" : "s") in \(record.batches.count) batch\(record.batches.count == 1 ? "" : "es")"
                      + (notStarted.isEmpty ? "" : ", \(notStarted.count) not started (skipped, refused or unreachable)")
@@ -64,13 +51,10 @@ struct RolloutRunner {
                 Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
                 stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
-        let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id) { command in
-            guard let event = ControlServer.event(command, hosts: record.hosts.map(\.name)) else {
-                return "error: unknown command '\(command)' (pause, continue, abort, skip HOST, set max-parallel N)"
-            }
+        let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id,
+                                    hosts: record.hosts.map(\.name)) { command, event in
             Task { await engine.send(event) }
             printer.note("control: \(command)")
-            return "ok"
         }
         do {
             try control.start()
@@ -92,19 +76,12 @@ struct RolloutRunner {
         } catch {
             throw FlotillaError(.software, "cannot read the journal back: \(error)")
         }
-        let json = RunResult.json(state).rendered() + "\n"
         // A report that cannot be written does not hide how the run went: the exit code
         // stays the run's, and the journal can render the report again.
-        for (path, format, render) in [(output.report, "json", { json }), (output.junit, "junit", { RunReports.junit(state) }),
-                                       (output.html, "html", { RunReports.html(state) })] {
-            guard let path else { continue }
-            do {
-                try Console.writeOwnerOnly(render(), to: path)
-            } catch {
-                Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
-            }
+        for (format, error) in RunReports.write(state, json: output.report, junit: output.junit, html: output.html) {
+            Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
         }
-        if output.json { FileHandle.standardOutput.write(Data(json.utf8)) }
+        if output.json { FileHandle.standardOutput.write(Data((RunResult.json(state).rendered() + "\n").utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))
     }
@@ -128,25 +105,6 @@ extension ConnectionOptions {
         if let keyPassphraseFile { arguments += ["--key-passphrase-file", URL(fileURLWithPath: keyPassphraseFile).standardizedFileURL.path] }
         if askPass { arguments.append("--ask-pass") }
         return arguments
-    }
-}
-
-extension Targets {
-    /// The targets in the order of `names` (a run's hosts).
-    /// - Throws: `ValidationError` naming hosts the inventory no longer has.
-    func ordered(_ names: [String]) throws -> Targets {
-        let position = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1.name, $0) })
-        let missing = names.filter { position[$0] == nil }
-        guard missing.isEmpty else {
-            throw ValidationError("the inventory no longer selects \(missing.joined(separator: ", ")), which the run has; restore them or pass -i/--limit selecting them")
-        }
-        var copy = self
-        let order = names.map { position[$0]! }
-        copy.hosts = order.map { hosts[$0] }
-        copy.settings = order.map { settings[$0] }
-        copy.options = order.map { options[$0] }
-        copy.jumps = order.map { jumps[$0] }
-        return copy
     }
 }
 

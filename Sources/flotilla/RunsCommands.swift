@@ -54,7 +54,7 @@ struct Resume: AsyncParsableCommand {
         }
         Console.note("resuming run \(record.id) (\(plan.state.rawValue)); "
                      + (plan.inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(plan.inFlight.joined(separator: "; "))"))
-        let knownFailures = record.kind == .stackstormUpgrade ? Upgrade.knownFailures(try TargetOptions.loadCatalog(nil)) : []
+        let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
         try await RolloutRunner(targets: targets, locks: locks, output: output)
             .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, knownFailures: knownFailures)
     }
@@ -80,31 +80,15 @@ struct Runs: ParsableCommand {
     func run() throws {
         let url = state.url
         let runs: [RunSummary] = try Journal.listRuns(stateDir: url).reversed()
-        let stamp = ISO8601DateFormatter()
         if json {
-            let items: [JSONValue] = runs.map { run in
-                .object([
-                    ("run_id", .string(run.id)), ("kind", .string(run.kind?.rawValue ?? "")), ("name", .string(run.name)),
-                    ("target_version", .string(run.targetVersion)), ("created_at", .string(stamp.string(from: run.createdAt))),
-                    ("state", .string(run.state?.rawValue ?? "unreadable")), ("halt_reason", .string(run.haltReason)),
-                    ("hosts", .object(HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { (s.rawValue, .int($0)) } })),
-                    ("problem", .string(run.problem)),
-                ])
-            }
-            print(JSONValue.object([("runs", .array(items))]).rendered())
+            print(RunListView.json(runs).rendered())
             return
         }
         guard !runs.isEmpty else {
             print("no runs in \(url.path)")
             return
         }
-        var rows = [["RUN", "KIND", "TARGET", "CREATED", "STATE", "HOSTS"]]
-        for run in runs {
-            let counts = HostRunStatus.allCases.compactMap { s in run.hostCounts[s].map { "\($0) \(s.rawValue)" } }.joined(separator: ", ")
-            rows.append([run.id, run.name ?? run.kind?.rawValue ?? "", run.targetVersion ?? "-", stamp.string(from: run.createdAt),
-                         run.problem.map { "unreadable: \($0)" } ?? (run.state?.rawValue ?? "") + (run.haltReason.map { " (\($0))" } ?? ""), counts])
-        }
-        print(TextTable.render(rows), terminator: "")
+        print(RunListView.table(runs), terminator: "")
     }
 }
 
@@ -154,27 +138,12 @@ struct Show: ParsableCommand {
         let url = state.url
         let state = try Journal.open(stateDir: url, runID: runID).load()
         if let host {
-            guard state.host(host) != nil else { throw ValidationError("run \(state.record.id) has no host '\(host)'") }
-            let log = url.appendingPathComponent("runs/\(state.record.id)/logs/\(FileName.host(host)).log")
-            let text: String
-            if FileManager.default.fileExists(atPath: log.path) {
-                do {
-                    text = try String(contentsOf: log, encoding: .utf8)
-                } catch {
-                    throw FlotillaError(.software, "cannot read \(log.path): \(error.localizedDescription)")
-                }
-            } else {
-                text = "(no log: the host never started)\n"
+            do throws(HostLog.ReadError) {
+                print(try HostLog.read(stateDir: url, state: state, host: host, step: step), terminator: "")
+            } catch {
+                if error.isUnknownName { throw ValidationError(error.message) }
+                throw FlotillaError(.software, error.message)
             }
-            guard let step else {
-                print(text, terminator: "")
-                return
-            }
-            let steps = state.record.hosts.first { $0.name == host }?.steps ?? []
-            guard let number = Int(step).map({ $0 - 1 }) ?? steps.firstIndex(where: { $0.name == step }), steps.indices.contains(number) else {
-                throw ValidationError("host '\(host)' has no step '\(step)' (steps: \(steps.enumerated().map { "\($0 + 1) \($1.name)" }.joined(separator: ", ")))")
-            }
-            print(HostLog.section(of: text, step: number), terminator: "")
             return
         }
         switch json ? .json : format {
@@ -185,14 +154,6 @@ struct Show: ParsableCommand {
         case .table: break
         }
         guard format == .table, !json else { return }
-        print("run \(state.record.id) (\(state.record.name ?? state.record.kind.rawValue)\(state.record.targetVersion.map { " to \($0)" } ?? "")): \(RunResult.outcome(state.state))"
-              + (state.haltReason.map { " — \($0)" } ?? ""))
-        var rows = [["HOST", "BATCH", "STATUS", "FROM", "TO", "STEPS", "ERROR"]]
-        for (planned, host) in zip(state.record.hosts, state.hosts) {
-            let finished = host.steps.filter { $0.status == .succeeded || $0.status == .skipped }.count
-            rows.append([host.name, planned.batch.map { String($0 + 1) } ?? "-", host.status.rawValue, planned.fromVersion ?? "-",
-                         planned.toVersion ?? "-", "\(finished)/\(host.steps.count)", host.error ?? planned.skipReason ?? ""])
-        }
-        print(TextTable.render(rows), terminator: "")
+        print(RunReports.table(state), terminator: "")
     }
 }

@@ -51,6 +51,23 @@ import Testing
         #expect(try inv.names(pattern) == expected)
     }
 
+    @Test func completionsCompleteTheLastPartOfAPattern() {
+        #expect(inv.completions(of: "we").sorted() == ["web", "web01", "web02", "web03"])
+        #expect(inv.completions(of: "prod:&d").sorted() == ["prod:&db", "prod:&db01", "prod:&db02"])
+        #expect(inv.completions(of: "web,!st").sorted() == ["web,!st2-01.stg", "web,!staging"])
+        #expect(!inv.completions(of: "").contains("all"))
+        #expect(inv.completions(of: "nothing").isEmpty)
+    }
+
+    @Test func sshConfigOption() throws {
+        let files = try TemporaryFiles(["home/.ssh/config": "Host web*\n  User deploy\n"])
+        let home = files.path("home")
+        #expect(try SSHConfig.load(option: "none", home: home) == nil)
+        #expect(try SSHConfig.load(option: "~/.ssh/config", home: home) != nil)
+        #expect(try SSHConfig.load(option: "~/.ssh/config", home: files.path("nobody")) == nil) // the default may be missing
+        #expect(throws: InventoryError.self) { try SSHConfig.load(option: files.path("missing"), home: home) }
+    }
+
     @Test func noLimitSelectsEverythingInInventoryOrder() throws {
         #expect(try inv.names(nil) == ["web01", "web02", "web03", "db01", "db02", "st2-01.stg"])
     }

@@ -129,10 +129,10 @@ import Testing
         let known = RolloutEngine.KnownFailure(stepKind: "mistral-db", match: "exists", explanation: "why")
         let settings = options.engineSettings(runDirectory: URL(fileURLWithPath: "/state/runs/run-1"), knownFailures: [known])
         #expect(settings.runDirectory.path == "/state/runs/run-1" && settings.knownFailures.map(\.match) == ["exists"])
-        #expect(settings.stepTimeout == 120 && settings.health == "curl -f x" && settings.healthyFor == 30 && settings.healthDeadline == 300)
+        #expect(settings.stepTimeout == 120 && settings.healthyFor == 30 && settings.healthDeadline == 300)
         #expect(settings.forceStop)
         let defaults = RunOptions().engineSettings(runDirectory: URL(fileURLWithPath: "/r"), knownFailures: [])
-        #expect(defaults.stepTimeout == nil && defaults.health == nil && defaults.healthyFor == 0 && !defaults.forceStop)
+        #expect(defaults.stepTimeout == nil && defaults.healthyFor == 0 && !defaults.forceStop)
         let plain = try RunOptions().policyConfig(for: record, now: Date())
         #expect(plain.maxFail == .count(0) && plain.unreachableCounts && plain.onHalt == .drain && plain.window == nil && plain.pause == 0)
     }

@@ -4,7 +4,7 @@ import Testing
 @testable import flotilla_lab
 import FlotillaCore
 
-/// Live progress on a terminal (SPEC §5): the status area's frames (`StatusBoard`), the
+/// Live progress on a terminal (SPEC §5) (the status area's frames: `StatusBoardTests`): the
 /// printer's in-place redraws replayed on a small screen model, the unchanged plain
 /// lines, and `flotilla upgrade` under tmux with the pane read while it runs.
 @Suite struct TerminalProgressTests {
@@ -20,60 +20,7 @@ import FlotillaCore
                          hosts: runHosts, batches: batches, options: RunOptions())
     }
 
-    // MARK: The frame
-
-    @Test func frameShowsBatchCountsAndInFlightHosts() {
-        var board = StatusBoard(batchCount: 2, total: 4, started: Self.t0)
-        board.batch = 0
-        board.inFlight = [.init(host: "st2-01", started: Self.t0.addingTimeInterval(1.5), step: "stop services"),
-                          .init(host: "st2-002", started: Self.t0.addingTimeInterval(2.8), step: nil)]
-        board.peakParallel = 2
-        let now = Self.t0.addingTimeInterval(3.04)
-        #expect(board.lines(now: now, width: 120).map(\.plain) == [
-            "batch 1/2 · 0 done · 2 in flight · 0 failed · 2 left · ETA ? · elapsed 3s",
-            "  st2-01   stop services  1.5s",
-            "  st2-002  connecting     0.2s",
-        ])
-
-        // ETA: mean 3 s; 2 hosts left (6 s) and what the two in flight still need (2 s
-        // and 1 s), over 2 at once: 4.5 s, shown rounded up.
-        board.inFlight = [.init(host: "st2-03", started: now.addingTimeInterval(-1), step: "upgrade packages"),
-                          .init(host: "st2-04", started: now.addingTimeInterval(-2), step: "start services")]
-        board.batch = 1
-        board.done = 1
-        board.failed = 1
-        board.durations = [2, 4]
-        board.total = 6
-        #expect(board.eta(now: now) == 4.5)
-        #expect(board.lines(now: now, width: 120)[0].plain == "batch 2/2 · 1 done · 2 in flight · 1 failed · 2 left · ETA 5s · elapsed 3s")
-        // Nothing left: done.
-        board.inFlight = []
-        board.total = 2
-        #expect(board.eta(now: now) == 0)
-        #expect(StatusBoard.duration(185, rounding: .up) == "3m05s" && StatusBoard.duration(7322, rounding: .down) == "2h02m")
-    }
-
-    @Test func frameIsCappedAndCutToTheWidth() {
-        var board = StatusBoard(batchCount: 1, total: 40, started: Self.t0)
-        board.batch = 0
-        board.inFlight = (1...12).map { .init(host: "host-\($0)-with-a-rather-long-name.example.com", started: Self.t0, step: "upgrade packages") }
-        let lines = board.lines(now: Self.t0.addingTimeInterval(61), width: 40)
-        #expect(lines.count == 9) // header, 7 hosts, "… and 5 more"
-        #expect(lines.last?.plain == "  … and 5 more in flight")
-        #expect(lines.allSatisfy { $0.plain.count <= 39 })
-        #expect(lines[0].plain.hasSuffix("…") && lines[1].plain.hasSuffix("…"))
-        // A short terminal: fewer host lines, so the area always fits.
-        #expect(board.lines(now: Self.t0, width: 80, height: 8).count == 5)
-    }
-
-    @Test func colourOnlyWhenAsked() {
-        var line = StyledLine("st2-01: ")
-        line.append("FAILED", .red)
-        line.append(" in 1.0 s")
-        #expect(line.rendered(colour: false) == "st2-01: FAILED in 1.0 s")
-        #expect(line.rendered(colour: true) == "st2-01: \u{1B}[31mFAILED\u{1B}[0m in 1.0 s")
-        // Cutting keeps the styles of what is left.
-        #expect(line.truncated(to: 11).rendered(colour: true) == "st2-01: \u{1B}[31mFA\u{1B}[0m…")
+    @Test func noTerminalWhenTermIsDumb() {
         // NO_COLOR set and non-empty turns colour off; TERM=dumb is no terminal at all.
         // (stderr is not a tty under `swift test`, so only the negative case is checkable.)
         #expect(ProgressPrinter.Terminal.standardError(environment: ["TERM": "dumb"]) == nil)

@@ -214,3 +214,18 @@ public struct FleetReport: Sendable {
         HTMLPage.fleetReport.render(["fallback": HTMLPage.escape(text(markdown: false)), "data": HTMLPage.scriptData(json)])
     }
 }
+
+extension FleetReport {
+    /// The forms `flotilla report --format` writes.
+    public enum Format: String, Sendable, CaseIterable { case table, json, markdown, html }
+
+    /// The report in `format`, ending with a newline where the form has lines.
+    public func rendered(_ format: Format) -> String {
+        switch format {
+        case .table: text(markdown: false)
+        case .markdown: text(markdown: true)
+        case .json: json.rendered() + "\n"
+        case .html: html
+        }
+    }
+}

@@ -12,8 +12,7 @@ public actor RolloutEngine {
     public struct Settings: Sendable {
         /// Per-step limit where the step sets none (`--step-timeout`).
         public var stepTimeout: Double?
-        /// `--health CMD`, run after a host's plan.
-        public var health: String?
+        /// How the health check step (`--health CMD`, a step of every host's plan) is judged.
         public var healthyFor: TimeInterval = 0
         public var healthDeadline: TimeInterval = 300
         public var healthInterval: TimeInterval = 3

@@ -137,7 +137,6 @@ public struct RunOptions: Sendable, Equatable {
     public func engineSettings(runDirectory: URL, knownFailures: [RolloutEngine.KnownFailure]) -> RolloutEngine.Settings {
         var settings = RolloutEngine.Settings(runDirectory: runDirectory)
         settings.stepTimeout = stepTimeout
-        settings.health = health
         settings.healthyFor = healthyFor ?? 0
         settings.healthDeadline = healthDeadline ?? 300
         settings.forceStop = forceStop

@@ -136,6 +136,12 @@ public struct MigrationCatalog: Sendable {
         return try load(from: url)
     }
 
+    /// The catalog at `path` (`--catalog`), else the bundled one.
+    /// - Throws: `LoadError` naming the file and the problem.
+    public static func load(path: String?) throws -> MigrationCatalog {
+        try path.map { try load(from: URL(fileURLWithPath: $0)) } ?? bundled()
+    }
+
     /// Reads and parses a catalog file.
     public static func load(from url: URL) throws -> MigrationCatalog {
         let text: String

@@ -14,6 +14,17 @@ extension StepHandlers {
     }
 }
 
+extension MigrationCatalog {
+    /// The catalog's recognised failures, explained with their recovery when a step of
+    /// their kind fails with their message (the Mistral migration's known failure).
+    public var knownFailures: [RolloutEngine.KnownFailure] {
+        guard let known = mistral.knownFailure else { return [] }
+        let recovery = known.recovery.enumerated().map { "\($0 + 1). \($1)" }.joined(separator: " ")
+        return [RolloutEngine.KnownFailure(stepKind: .mistralDB, match: known.match,
+                                           explanation: "\(known.match): \(known.cause). Recovery: \(recovery)")]
+    }
+}
+
 /// A plan step run as a command, then judged by what it printed where the exit status is
 /// not the whole story (``StepJudge``); a recognised failure (``RolloutEngine/KnownFailure``)
 /// is explained; `--force-stop` kills what `st2ctl stop` left running.

@@ -100,6 +100,12 @@ public struct UpgradePlanner: Sendable {
         var pinned: [(package: String, version: String)] = []
     }
 
+    /// The plan of a host whose facts were gathered; an unreachable host's plan says
+    /// why it could not be reached.
+    public func plan(_ result: HostFactsResult) -> HostPlan {
+        result.unreachable.map { HostPlan(action: .unreachable, reason: $0) } ?? plan(result.facts)
+    }
+
     /// The host's plan: the upgrade, a skip (already at the target) or a refusal with the
     /// first reason found, in the order the checks are listed in SPEC §4.
     public func plan(_ facts: HostFacts) -> HostPlan {

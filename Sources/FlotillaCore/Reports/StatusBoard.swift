@@ -9,49 +9,56 @@ import Foundation
 ///
 /// Every line fits the width (cut with "…"), and the area never takes more lines than
 /// the terminal has, less a few.
-struct StatusBoard: Sendable {
+public struct StatusBoard: Sendable {
     /// A host in flight: since when, and the step it is on (nil until the first starts).
-    struct InFlight: Sendable, Equatable {
-        var host: String
-        var started: Date
-        var step: String?
+    public struct InFlight: Sendable, Equatable {
+        public var host: String
+        public var started: Date
+        public var step: String?
+
+        public init(host: String, started: Date, step: String? = nil) {
+            self.host = host
+            self.started = started
+            self.step = step
+        }
     }
 
     /// The batch last started (0-based), nil before the first.
-    var batch: Int?
-    var batchCount: Int
+    public var batch: Int?
+    /// Batches the run has.
+    public var batchCount: Int
     /// Hosts the run's batches hold.
-    var total: Int
+    public var total: Int
     /// Hosts finished at the goal (succeeded or skipped).
-    var done = 0
+    public var done = 0
     /// Hosts finished failed or unreachable.
-    var failed = 0
+    public var failed = 0
     /// Hosts stopped before their plan's end (`--on-halt stop`, journal trouble).
-    var cancelled = 0
+    public var cancelled = 0
     /// In start order.
-    var inFlight: [InFlight] = []
+    public var inFlight: [InFlight] = []
     /// How long each finished host took, in seconds.
-    var durations: [Double] = []
+    public var durations: [Double] = []
     /// The most hosts seen in flight at once: the run's effective parallelism.
-    var peakParallel = 0
+    public var peakParallel = 0
     /// When the run (this process's part of it) started.
-    var started: Date
+    public var started: Date
     /// At most this many in-flight host lines; the rest are counted on one line.
-    var maxHostLines = 8
+    public var maxHostLines = 8
 
-    init(batchCount: Int, total: Int, started: Date) {
+    public init(batchCount: Int, total: Int, started: Date) {
         self.batchCount = batchCount
         self.total = total
         self.started = started
     }
 
     /// Hosts not started yet.
-    var left: Int { max(total - done - failed - cancelled - inFlight.count, 0) }
+    public var left: Int { max(total - done - failed - cancelled - inFlight.count, 0) }
 
     /// Seconds until the last host finishes, from the mean duration of the hosts finished
     /// so far: the work left (hosts not started, and what in-flight hosts still have to
     /// go) spread over the parallelism seen. Nil before the first host finished.
-    func eta(now: Date) -> Double? {
+    public func eta(now: Date) -> Double? {
         guard !durations.isEmpty else { return nil }
         let mean = durations.reduce(0, +) / Double(durations.count)
         let inFlightLeft = inFlight.map { max(mean - now.timeIntervalSince($0.started), 0) }
@@ -62,7 +69,7 @@ struct StatusBoard: Sendable {
 
     /// The area's lines for a terminal `width` columns wide and `height` rows high (nil:
     /// unknown).
-    func lines(now: Date, width: Int, height: Int? = nil) -> [StyledLine] {
+    public func lines(now: Date, width: Int, height: Int? = nil) -> [StyledLine] {
         var header = StyledLine()
         header.append("batch \(batch.map { $0 + 1 } ?? 0)/\(batchCount)", .bold)
         header.append(" · ")
@@ -97,10 +104,11 @@ struct StatusBoard: Sendable {
         return lines.map { $0.truncated(to: max(width - 1, 10)) }
     }
 
-    static let connecting = "connecting"
+    /// The step shown for a host that has not started its first step.
+    public static let connecting = "connecting"
 
     /// `42s`, `3m05s`, `1h02m`: time gone by rounded down, time to go rounded up.
-    static func duration(_ seconds: Double, rounding: FloatingPointRoundingRule) -> String {
+    public static func duration(_ seconds: Double, rounding: FloatingPointRoundingRule) -> String {
         let total = Int(max(seconds, 0).rounded(rounding))
         if total < 60 { return "\(total)s" }
         if total < 3600 { return String(format: "%dm%02ds", total / 60, total % 60) }
@@ -109,10 +117,11 @@ struct StatusBoard: Sendable {
 }
 
 /// How a piece of text is shown on a colour terminal.
-enum TextStyle: Sendable {
+public enum TextStyle: Sendable {
     case plain, bold, dim, green, red, yellow
 
-    var sgr: String? {
+    /// The ANSI SGR parameter of the style; nil for plain text.
+    public var sgr: String? {
         switch self {
         case .plain: nil
         case .bold: "1"
@@ -125,29 +134,33 @@ enum TextStyle: Sendable {
 }
 
 /// One line of terminal output made of styled pieces.
-struct StyledLine: Sendable, Equatable {
-    var pieces: [Piece] = []
+public struct StyledLine: Sendable, Equatable {
+    public var pieces: [Piece] = []
 
-    struct Piece: Sendable, Equatable {
-        var text: String
-        var style: TextStyle
+    /// A run of text in one style.
+    public struct Piece: Sendable, Equatable {
+        public var text: String
+        public var style: TextStyle
     }
 
-    init() {}
+    /// An empty line.
+    public init() {}
 
-    init(_ text: String, _ style: TextStyle = .plain) {
+    /// A line of one piece.
+    public init(_ text: String, _ style: TextStyle = .plain) {
         append(text, style)
     }
 
-    mutating func append(_ text: String, _ style: TextStyle = .plain) {
+    /// Adds a piece at the end.
+    public mutating func append(_ text: String, _ style: TextStyle = .plain) {
         pieces.append(Piece(text: text, style: style))
     }
 
     /// The text without styles.
-    var plain: String { pieces.map(\.text).joined() }
+    public var plain: String { pieces.map(\.text).joined() }
 
     /// The line cut to `width` characters, its last one "…" when cut.
-    func truncated(to width: Int) -> StyledLine {
+    public func truncated(to width: Int) -> StyledLine {
         guard plain.count > width else { return self }
         var copy = StyledLine()
         var room = width - 1
@@ -161,7 +174,7 @@ struct StyledLine: Sendable, Equatable {
     }
 
     /// The line as written to the terminal: with ANSI colour codes, or plain.
-    func rendered(colour: Bool) -> String {
+    public func rendered(colour: Bool) -> String {
         guard colour else { return plain }
         return pieces.map { piece in
             guard let sgr = piece.style.sgr, !piece.text.isEmpty else { return piece.text }

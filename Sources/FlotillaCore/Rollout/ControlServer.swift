@@ -1,25 +1,41 @@
-import ArgumentParser
-import FlotillaCore
 import Foundation
 
 /// The live-control socket of a running controller (`STATE/ctl.sock`, owner-only): one
 /// line in (`pause`, `continue`, `abort`, `skip HOST`, `set max-parallel N`), one line out.
 /// Connections from any other user are refused (peer credentials checked).
-final class ControlServer: @unchecked Sendable {
+public final class ControlServer: @unchecked Sendable {
     // @unchecked: `fd` is set before the accept thread starts and closed once, in stop().
-    let path: URL
-    let runID: String
+    /// The socket's path.
+    public let path: URL
+    /// The run this controller drives: a command naming another run is refused.
+    public let runID: String
     let handle: @Sendable (String) -> String
     private var fd: Int32 = -1
 
-    init(socket path: URL, runID: String, handle: @escaping @Sendable (String) -> String) {
+    /// A server that answers each command line with what `handle` returns (`ok`, or
+    /// `error: …`); nothing listens until ``start()``.
+    public init(socket path: URL, runID: String, handle: @escaping @Sendable (String) -> String) {
         self.path = path
         self.runID = runID
         self.handle = handle
     }
 
+    /// A server for a run of `hosts`: a known command goes to `send` as its policy event
+    /// (with the line as typed) and is answered `ok`; any other is refused with the list
+    /// of commands.
+    public convenience init(socket path: URL, runID: String, hosts: [String],
+                            send: @escaping @Sendable (String, RolloutPolicy.Event) -> Void) {
+        self.init(socket: path, runID: runID) { command in
+            guard let event = Self.event(command, hosts: hosts) else {
+                return "error: unknown command '\(command)' (pause, continue, abort, skip HOST, set max-parallel N)"
+            }
+            send(command, event)
+            return "ok"
+        }
+    }
+
     /// Maps a command line to a policy event; nil for an unknown command or host.
-    static func event(_ command: String, hosts: [String]) -> RolloutPolicy.Event? {
+    public static func event(_ command: String, hosts: [String]) -> RolloutPolicy.Event? {
         let words = command.split(separator: " ").map(String.init)
         switch words.first {
         case "pause" where words.count == 1: return .pause
@@ -32,16 +48,19 @@ final class ControlServer: @unchecked Sendable {
         }
     }
 
-    func start() throws {
+    /// Listens on the socket (replacing a stale one) and serves commands one at a time
+    /// on a thread of its own.
+    /// - Throws: ``ControlSocketError`` when the socket cannot be created or bound.
+    public func start() throws {
         unlink(path.path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FlotillaError(.software, "socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ControlSocketError(message: "socket: \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
             close(fd)
-            throw FlotillaError(.software, "the control socket path is too long: \(path.path)")
+            throw ControlSocketError(message: "the control socket path is too long: \(path.path)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             for (index, byte) in bytes.enumerated() { buffer[index] = byte }
@@ -55,7 +74,7 @@ final class ControlServer: @unchecked Sendable {
         guard bound == 0, listen(fd, 8) == 0 else {
             let message = String(cString: strerror(errno))
             close(fd)
-            throw FlotillaError(.software, "cannot listen on \(path.path): \(message)")
+            throw ControlSocketError(message: "cannot listen on \(path.path): \(message)")
         }
         self.fd = fd
         let thread = Thread { [self] in acceptLoop(fd) }
@@ -96,7 +115,8 @@ final class ControlServer: @unchecked Sendable {
         Self.send(client, handle(words.joined(separator: " ")) + "\n")
     }
 
-    func stop() {
+    /// Stops listening and removes the socket.
+    public func stop() {
         if fd >= 0 {
             shutdown(fd, Int32(SHUT_RDWR))
             close(fd)
@@ -105,7 +125,7 @@ final class ControlServer: @unchecked Sendable {
         unlink(path.path)
     }
 
-    static func readLine(_ fd: Int32) -> String? {
+    private static func readLine(_ fd: Int32) -> String? {
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
         while bytes.count < 4096, read(fd, &byte, 1) == 1 {
@@ -115,13 +135,15 @@ final class ControlServer: @unchecked Sendable {
         return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
     }
 
-    static func send(_ fd: Int32, _ text: String) {
+    private static func send(_ fd: Int32, _ text: String) {
         var bytes = Array(text.utf8)
         _ = write(fd, &bytes, bytes.count)
     }
 
     /// Sends one command to the controller of `stateDir` and returns its answer.
-    static func request(stateDir: URL, _ line: String) throws -> String {
+    /// - Throws: ``ControlSocketError`` when no controller listens there or the socket
+    ///   refuses this user.
+    public static func request(stateDir: URL, _ line: String) throws -> String {
         let path = stateDir.appendingPathComponent("ctl.sock").path
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -135,41 +157,18 @@ final class ControlServer: @unchecked Sendable {
         }
         guard connected == 0 else {
             if errno == EACCES || errno == EPERM {
-                throw ValidationError("cannot reach the run's control socket \(path): \(String(cString: strerror(errno))) (only the controller's owner may control it)")
+                throw ControlSocketError(message: "cannot reach the run's control socket \(path): \(String(cString: strerror(errno))) (only the controller's owner may control it)")
             }
-            throw ValidationError("no run is in progress in \(stateDir.path) (nothing listens on \(path))")
+            throw ControlSocketError(message: "no run is in progress in \(stateDir.path) (nothing listens on \(path))")
         }
         send(fd, line + "\n")
         return readLine(fd) ?? "error: no answer"
     }
 }
 
-struct Ctl: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Control a running run: pause, continue, abort, skip HOST, set max-parallel N.",
-        discussion: """
-        Talks to the controller of the state dir through its owner-only control socket. \
-        pause: start no new host; continue: resume starting; abort: halt (in-flight hosts \
-        finish as --on-halt says); skip HOST: never start that host; set max-parallel N.
-
-        Examples:
-          flotilla ctl pause
-          flotilla ctl skip st2-07
-          flotilla ctl 20261121-153000-ab12 set max-parallel 2 --state-dir /var/lib/flotilla
-
-        Exit codes: 0 done; 1 the controller refused the command; 64 usage error or no run in progress.
-        """
-    )
-
-    @OptionGroup var state: StateDirOption
-
-    @Argument(help: ArgumentHelp("[RUN] pause | continue | abort | skip HOST | set max-parallel N", valueName: "command"))
-    var words: [String]
-
-    func run() throws {
-        let url = state.url
-        let answer = try ControlServer.request(stateDir: url, words.joined(separator: " "))
-        print(answer)
-        if answer.hasPrefix("error") { throw ExitCode(1) }
-    }
+/// The control socket could not be set up or reached.
+public struct ControlSocketError: Error, CustomStringConvertible {
+    /// What went wrong, with the socket's path.
+    public var message: String
+    public var description: String { message }
 }
