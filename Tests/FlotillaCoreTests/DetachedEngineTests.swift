@@ -56,12 +56,40 @@ import Testing
 
     @Test func aStepTheHostNeverSawRunsOnce() async throws {
         let harness = try EngineHarness(hosts: [host("a", ["one", "two"])], batches: [[0]])
-        harness.transport.script(0, "one", .notStarted)
+        harness.transport.script(0, "one", .unseen)
         #expect(await harness.run() == .succeeded)
         #expect(harness.transport.commands(0) == ["one", "two"])
         let state = try await harness.state()
         #expect(state.hosts[0].steps.map(\.attempts) == [1, 1] && state.hosts[0].steps.map(\.reattached) == [0, 0])
         #expect(try harness.log("a").contains("the host never saw 'one'"))
+    }
+
+    @Test func aStepWhoseSessionWasGoneIsStartedOverANewOneOrFailsUnstarted() async throws {
+        let harness = try EngineHarness(hosts: [host("a", ["one", "two"])], batches: [[0]])
+        harness.transport.script(0, "two", .notStarted)
+        #expect(await harness.run() == .succeeded)
+        #expect(harness.transport.commands(0) == ["one", "two"])
+        #expect(!harness.transport.events.all.contains { if case .attached = $0 { true } else { false } })
+        #expect(try harness.log("a").contains("the session was lost before 'two' started"))
+
+        let refused = try EngineHarness(hosts: [host("a", ["one", "two"])], batches: [[0]])
+        refused.transport.script(0, "two", .notStarted)
+        refused.transport.scriptConnect(0, .open, .refused(retryable: false))
+        #expect(await refused.run() != .succeeded)
+        let state = try await refused.state()
+        #expect(state.hosts[0].error == "step 'two' failed: lost the connection before 'two' and could not reconnect: connection refused")
+        #expect(state.hosts[0].steps[1].status == .failed && refused.transport.commands(0) == ["one"])
+    }
+
+    /// A connection cut every time the step starts (the host never sees it): given up
+    /// after the reconnect attempts, the host failed, nothing ran.
+    @Test func aStartCutEveryTimeIsGivenUp() async throws {
+        let harness = try EngineHarness(hosts: [host("a", ["one"])], batches: [[0]], policy: { $0.maxFail = .percent(100) })
+        harness.transport.script(0, "one", .unseen, .unseen, .unseen, .unseen, .unseen)
+        #expect(await harness.run() == .completedWithFailures)
+        let state = try await harness.state()
+        #expect(state.hosts[0].error == "step 'one' failed: the connection was lost during the step each time it started (4 times); the host never ran it")
+        #expect(harness.transport.commands(0).isEmpty)
     }
 
     @Test func aStepTheHostLostIsUnknownAndRunsAgainOnlyWithRerunUnknown() async throws {

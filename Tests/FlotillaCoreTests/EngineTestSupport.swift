@@ -105,6 +105,8 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
         case cut(Behaviour)
         /// Detached: the session breaks and the host loses the step's record (a reboot).
         case reboot
+        /// Detached: the session breaks before the host sees the start (nothing ran).
+        case unseen
     }
 
     /// What a connection attempt does.
@@ -230,11 +232,13 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
             if hostSteps[key] != nil { return (.exit(0), true) }
             let behaviour = commandScripts[host]?[command]?.isEmpty == false ? commandScripts[host]![command]!.removeFirst() : .exit(0)
             if case .notStarted = behaviour { return (behaviour, false) }
+            if case .unseen = behaviour { return (behaviour, false) }
             hostSteps[key] = HostStep(command: command)
             return (behaviour, false)
         }
         if exists { return .exists }
-        if case .notStarted = behaviour { return .connectionLost("session gone") }
+        if case .notStarted = behaviour { return .notStarted("session gone") }
+        if case .unseen = behaviour { return .connectionLost("connection reset by peer") }
         events.append(.ran(host: host, command: command))
         return await startedDetached(key, behaviour, host: host, command: command, output: output)
     }
@@ -266,8 +270,8 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
             return .connectionLost("host rebooted")
         case .timedOut:
             return .timedOut
-        case .notStarted:
-            return .connectionLost("session gone")
+        case .notStarted, .unseen:
+            fatalError("handled before the start")
         }
     }
 
@@ -348,7 +352,7 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
             }
             Array(outcome.stdoutTail.utf8).withUnsafeBytes { output(.stdout, $0) }
             return outcome
-        case .lost, .cut, .reboot:
+        case .lost, .cut, .reboot, .unseen:
             // A plain command dies with its channel, whatever goes on on the host.
             throw TransportError(.connectionLost, "connection reset by peer")
         case .timedOut:

@@ -52,7 +52,7 @@ public final class DetachedRun: Sendable {
         var mode: Mode = attachFirst ? .attach : .start
         // Whether the step is being followed again, rather than from its start.
         var following = attachFirst
-        var losses = 0
+        var losses = 0, starts = 0
         var turns = 0
         while true {
             turns += 1
@@ -64,6 +64,11 @@ public final class DetachedRun: Sendable {
             let outcome: DetachedOutcome
             switch mode {
             case .start:
+                // A start the connection keeps cutting (the host never saw it each time) is given up.
+                guard starts <= max(1, reconnectAttempts) else {
+                    return .ended(StepResult(.failed, nil, "the connection was lost during the step each time it started (\(starts) times); the host never ran it"))
+                }
+                starts += 1
                 outcome = await connection.startDetached(token, command: step.command, become: step.become, timeout: wait, output: received)
             case .attach:
                 let offsets = tails.counts
@@ -102,12 +107,26 @@ public final class DetachedRun: Sendable {
                 return .ended(StepResult(.unknown, nil, "the host cannot account for the step (its record is gone: a reboot mid-step?); it may or may not have run"))
             case .failed(let why):
                 return .ended(StepResult(.failed, nil, why))
+            case .notStarted(let why):
+                log.note("the session was lost before '\(step.name)' started (\(why)); reconnecting")
+                await connection.close()
+                replace(with: nil)
+                if mode == .start { starts -= 1 }
+                switch await reconnect() {
+                case .success(let opened):
+                    replace(with: opened)
+                case .failure(let failure) where mode == .start:
+                    // Nothing ran: the host never saw the start.
+                    return .ended(StepResult(.failed, nil, "lost the connection before '\(step.name)' and could not reconnect: \(failure.message)"))
+                case .failure(let failure):
+                    return .ended(StepResult(.running, nil, "the connection was lost during the step and could not be re-established: \(failure.message)"))
+                }
             case .connectionLost(let why):
                 losses += 1
                 log.note("the connection was lost during '\(step.name)' (\(why)); reconnecting to re-attach")
                 await connection.close()
                 replace(with: nil)
-                guard losses <= max(1, reconnectAttempts) else {
+                guard losses <= 10 else {
                     return .ended(StepResult(.running, nil, "the connection was lost \(losses) times during the step"))
                 }
                 switch await reconnect() {

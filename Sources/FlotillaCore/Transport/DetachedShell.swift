@@ -107,9 +107,8 @@ enum DetachedShell {
     }
 
     static func lostOrFailed(_ error: any Error) -> DetachedOutcome {
-        if let error = error as? TransportError, error.kind == .connectionLost || error.kind == .notStarted {
-            return .connectionLost(error.message)
-        }
+        if let error = error as? TransportError, error.kind == .notStarted { return .notStarted(error.message) }
+        if let error = error as? TransportError, error.kind == .connectionLost { return .connectionLost(error.message) }
         return .failed("\(error)")
     }
 

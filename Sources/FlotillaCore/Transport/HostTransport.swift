@@ -48,9 +48,12 @@ public protocol HostConnection: Sendable {
 public enum DetachedOutcome: Sendable {
     /// It ended on the host (followed to its end, or found ended): its status and output.
     case ended(StepOutcome)
-    /// The session broke (or was gone) while following: the step may still run on the
-    /// host; attach again over a new session.
+    /// The session broke while following: the step may still run on the host; attach
+    /// again over a new session.
     case connectionLost(String)
+    /// The session was gone before the line reached the host: nothing ran (a start's step
+    /// was not started); send it again over a new session.
+    case notStarted(String)
     /// The wait's timeout passed while the step still ran: it goes on until killed.
     case timedOut
     /// The host never saw the token: nothing ran.
