@@ -59,14 +59,20 @@ public final class DetachedRun: Sendable {
             guard turns <= 20 else { return .ended(StepResult(.failed, nil, "the host's answers about the step did not settle")) }
             guard let connection else { return .ended(StepResult(.running, nil, "no session")) }
             let remaining = deadline.map { $0.timeIntervalSince(clock.now) }
-            if let remaining, remaining <= 0, mode != .kill { mode = .kill }
+            if let remaining, remaining <= 0 {
+                // Past the limit: a step that may run is killed; one the host never saw is not started.
+                if mode == .start {
+                    return .ended(StepResult(.failed, nil, starts > 0 ? lostEachTime(starts) : "\(limit) before it started"))
+                }
+                mode = .kill
+            }
             let wait = remaining.map { Duration.milliseconds(max(1, Int($0 * 1000))) }
             let outcome: DetachedOutcome
             switch mode {
             case .start:
                 // A start the connection keeps cutting (the host never saw it each time) is given up.
                 guard starts <= max(1, reconnectAttempts) else {
-                    return .ended(StepResult(.failed, nil, "the connection was lost during the step each time it started (\(starts) times); the host never ran it"))
+                    return .ended(StepResult(.failed, nil, lostEachTime(starts)))
                 }
                 starts += 1
                 outcome = await connection.startDetached(token, command: step.command, become: step.become, timeout: wait, output: received)
@@ -140,6 +146,10 @@ public final class DetachedRun: Sendable {
             }
         }
     }
+}
+
+private func lostEachTime(_ starts: Int) -> String {
+    "the connection was lost during the step each time it started (\(starts) time\(starts == 1 ? "" : "s")); the host never ran it"
 }
 
 /// How many bytes of each stream a detached step sent, and their tails.
