@@ -27,7 +27,7 @@ struct RolloutRunner {
 
     /// Runs (or continues) a run to its end and exits with SPEC §1's status.
     func execute(record: RunRecord, journal: sending Journal, preset: [Int: RolloutPolicy.HostResult], done: [Int: Set<Int>],
-                 knownFailures: [RolloutEngine.KnownFailure]) async throws {
+                 reattach: [Int: [Int: DetachedStep.Token]] = [:], knownFailures: [RolloutEngine.KnownFailure]) async throws {
         let config = try record.options.policyConfig(for: record, now: Date())
         var settings = record.options.engineSettings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"),
                                                      knownFailures: knownFailures)
@@ -38,17 +38,17 @@ struct RolloutRunner {
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
         let stopping = StopAtOnce()
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
-                                   transport: SSHTransport(targets: targets), settings: settings, done: done,
+                                   transport: SSHTransport(targets: targets), settings: settings, done: done, reattach: reattach,
                                    // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
                                    progress: { if !stopping.isStopping { printer.show($0) } }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(
             first: { signal in
-                printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to stop at once)") }
+                printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to detach at once: the steps go on on their hosts)") }
                 Task { await engine.send(.interrupt) }
             },
             second: { signal in
                 printer.finish()
-                Console.note("\(signal) again: stopping now; 'flotilla resume' re-runs the steps that were in flight")
+                Console.note("\(signal) again: detaching now; the steps in flight go on on their hosts, and 'flotilla resume' records how they ended without running them again")
                 stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
         let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id,
@@ -109,8 +109,9 @@ extension ConnectionOptions {
 }
 
 /// The second signal: the engine records the run as stopped and closes the channels of
-/// the steps in flight; then the process exits 3, without waiting for those steps (and
-/// after at most `deadline` seconds, should closing hang).
+/// the steps in flight, which detached steps outlive on their hosts; then the process
+/// exits 3, without waiting for those steps (and after at most `deadline` seconds, should
+/// closing hang).
 final class StopAtOnce: Sendable {
     private let task = Mutex<Task<Void, Never>?>(nil)
 
@@ -129,7 +130,7 @@ final class StopAtOnce: Sendable {
                 do {
                     try await engine.stopAtOnce(reason: reason)
                 } catch {
-                    Console.error("cannot record the stop in the journal (\(error)); resume still re-runs the steps recorded as running")
+                    Console.error("cannot record the stop in the journal (\(error)); resume still re-attaches to the steps recorded as running")
                 }
                 exit(ExitStatus.stopped.rawValue)
             }

@@ -7,9 +7,14 @@ struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Continue an interrupted, halted, stopped or window-paused run from its journal.",
         discussion: """
-        Re-runs only the steps that were in flight when the run stopped (or when its \
-        controller died), never a step recorded as finished, and never touches a host \
-        recorded as succeeded. The hosts, plans, batches and flags are the run's own; the \
+        Never runs a step recorded as finished, and never touches a host recorded as \
+        succeeded. A step that changes the host and was in flight when the run stopped \
+        (a second Ctrl-C, a dead controller, a lost connection) is re-attached: flotilla \
+        asks the host about it, waits for it if it still runs, and records how it ended \
+        without running it again; it runs only if the host never saw it. A step the host \
+        cannot account for (its record lost, e.g. a reboot mid-step) is 'unknown': its \
+        host stays failed until --rerun-unknown runs it again, after you checked the \
+        host. Read-only steps in flight run again. The hosts, plans, batches and flags are the run's own; the \
         inventory and connection flags it was started with are used again. Hosts that \
         failed stay failed and count against --max-fail unless --retry-failed runs them \
         again from their failed step; --max-fail raises the threshold for the rest of the run.
@@ -18,6 +23,7 @@ struct Resume: AsyncParsableCommand {
           flotilla resume
           flotilla resume 20261121-153000-ab12 --state-dir /var/lib/flotilla
           flotilla resume --retry-failed --max-fail 2
+          flotilla resume --rerun-unknown
 
         \(Flotilla.exitCodes) 75 another controller holds the state dir or some of the hosts.
         """
@@ -34,11 +40,14 @@ struct Resume: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A new failure threshold for the rest of the run.", valueName: "N|P%"))
     var maxFail: String?
 
+    @Flag(help: "Run the steps recorded unknown (the host lost its record of them) again, as new attempts.")
+    var rerunUnknown = false
+
     func run() async throws {
         let locks = try RunLocks(stateDir: output.stateURL)
         let journal = try Journal.open(stateDir: output.stateURL, runID: runID)
         let plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
-                                  maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") })
+                                  maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") }, rerunUnknown: rerunUnknown)
         let record = plan.record
         try locks.stateLock.record(runID: record.id)
         let selection = try InventoryOptions.parse(record.options.selection)
@@ -53,10 +62,12 @@ struct Resume: AsyncParsableCommand {
             throw FlotillaError(.software, "cannot record the resume in the journal: \(error)")
         }
         Console.note("resuming run \(record.id) (\(plan.state.rawValue)); "
-                     + (plan.inFlight.isEmpty ? "no step was in flight" : "re-running the steps in flight: \(plan.inFlight.joined(separator: "; "))"))
+                     + (plan.inFlight.isEmpty ? "no step was in flight" : "re-attaching to the steps in flight: \(plan.inFlight.joined(separator: "; "))")
+                     + (plan.unknown.isEmpty ? "" : (rerunUnknown ? "; running again the unknown steps: " : "; unknown, left failed (--rerun-unknown runs them): ")
+                        + plan.unknown.joined(separator: "; ")))
         let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
         try await RolloutRunner(targets: targets, locks: locks, output: output)
-            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, knownFailures: knownFailures)
+            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach, knownFailures: knownFailures)
     }
 }
 

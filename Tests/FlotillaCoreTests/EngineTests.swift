@@ -150,10 +150,13 @@ import Testing
         #expect(Set(state.clusterSteps.map { "\($0.value)=\($0.host)" }) == ["blue=h\(runner)", "green=h3"])
     }
 
-    // MARK: Sessions
+    // MARK: Sessions (read-only steps: plain commands over the session)
+
+    /// Steps of a read-only kind, which run as plain commands (not detached).
+    func readOnly(_ commands: [String]) -> [RunStep] { commands.map { RunStep(name: $0, command: $0, kind: .backupKeyValue) } }
 
     @Test func aSessionLostBetweenStepsIsReopenedAndTheStepRunsOnce() async throws {
-        let run = try EngineHarness(hosts: [host("a", ["one", "two", "three"])], batches: [[0]])
+        let run = try EngineHarness(hosts: [host("a", steps: readOnly(["one", "two", "three"]))], batches: [[0]])
         run.transport.script(0, "two", .notStarted)
         #expect(await run.run() == .succeeded)
         #expect(run.transport.commands(0) == ["one", "two", "three"])
@@ -166,7 +169,7 @@ import Testing
     }
 
     @Test func aSessionThatCannotBeReopenedFailsTheHost() async throws {
-        let run = try EngineHarness(hosts: [host("a", ["one", "two"])], batches: [[0]])
+        let run = try EngineHarness(hosts: [host("a", steps: readOnly(["one", "two"]))], batches: [[0]])
         run.transport.script(0, "two", .notStarted)
         run.transport.scriptConnect(0, .open, .refused(retryable: false))
         #expect(await run.run() != .succeeded)
@@ -176,9 +179,10 @@ import Testing
         #expect(run.transport.commands(0) == ["one"])
     }
 
+    /// A read-only step cut off fails its host; only detached steps are re-attached.
     @Test func aStepCutMidwayFailsTheHostAndIsNotRetried() async throws {
         // --max-fail 100%: failures end the run complete, not halted (the whole-batch rule is waived).
-        let run = try EngineHarness(hosts: [host("a", ["one", "two", "three"])], batches: [[0]], policy: { $0.maxFail = .percent(100) })
+        let run = try EngineHarness(hosts: [host("a", steps: readOnly(["one", "two", "three"]))], batches: [[0]], policy: { $0.maxFail = .percent(100) })
         run.transport.script(0, "two", .lost)
         #expect(await run.run() == .completedWithFailures)
         #expect(run.transport.commands(0) == ["one", "two"])
@@ -297,7 +301,7 @@ import Testing
     // MARK: Plain commands
 
     @Test func aStepPastItsTimeoutFails() async throws {
-        let run = try EngineHarness(hosts: [host("a", ["one", "two"])], batches: [[0]], policy: { $0.maxFail = .percent(100) },
+        let run = try EngineHarness(hosts: [host("a", steps: readOnly(["one", "two"]))], batches: [[0]], policy: { $0.maxFail = .percent(100) },
                                     settings: { $0.stepTimeout = 5 })
         run.transport.script(0, "one", .timedOut)
         #expect(await run.run() == .completedWithFailures)

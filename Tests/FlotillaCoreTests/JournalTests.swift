@@ -401,11 +401,11 @@ private func writeTransitions(_ journal: Journal) throws {
 
         // A journal from a newer flotilla is refused, not misread.
         let raw = try SQLiteDatabase(path: file.path, mode: .readWrite)
-        try raw.execute("PRAGMA user_version = 3")
+        try raw.execute("PRAGMA user_version = 4")
         raw.close()
         let newer = journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: nil) }
         #expect(newer?.code == .unsupportedSchema)
-        #expect(newer?.message == "\(file.path) was written by a newer flotilla (journal schema 3; this one reads up to 2)")
+        #expect(newer?.message == "\(file.path) was written by a newer flotilla (journal schema 4; this one reads up to 3)")
     }
 
     /// A journal of schema 1 (options as flag texts, skip causes as the text users read),

@@ -175,11 +175,53 @@ final class TestLab: Sendable {
     }
 
     /// The host's command log, one record per line; fails the test on a malformed line.
+    ///
+    /// A detached step's start (SPEC §8.1) is shown as the step's own command (with
+    /// `detached: true`), so "the host ran X once" reads as before; the protocol's other
+    /// lines (attach, query, kill, cleanup) are of kind `detached`, not `ssh`.
     func commandLog(_ host: String) throws -> [[String: Any]] {
         let text = try String(contentsOf: labDir.appendingPathComponent("hosts/\(host)/commands.log"), encoding: .utf8)
         return try text.split(separator: "\n").map { line in
-            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "bad log line: \(line)")
+            var record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "bad log line: \(line)")
+            if record["kind"] as? String == "ssh", let sent = (record["argv"] as? [String])?.first, sent.contains("flotilla-step") {
+                if let command = Self.detachedCommand(sent) {
+                    record["argv"] = [command]
+                    record["detached"] = true
+                } else {
+                    record["kind"] = "detached"
+                }
+            }
+            return record
         }
+    }
+
+    /// The step's command in a detached start line as sent (through sudo or not); nil for
+    /// the protocol's other lines.
+    static func detachedCommand(_ sent: String) -> String? {
+        var script = sent
+        if sent.hasPrefix("sudo "), let shell = sent.range(of: " -- sh -c ") {
+            guard let word = unquote(sent[shell.upperBound...]) else { return nil }
+            script = word.hasPrefix("exec </dev/null; ") ? String(word.dropFirst("exec </dev/null; ".count)) : word
+        }
+        for line in script.split(separator: "\n") where line.hasPrefix("printf '%s' ") && line.hasSuffix(" >\"$d/cmd\"") {
+            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d/cmd\"".count))
+        }
+        return nil
+    }
+
+    /// One shell word as `ShellQuote.quote` writes it: bare, or single-quoted with `'\''`.
+    static func unquote<S: StringProtocol>(_ word: S) -> String? {
+        guard word.hasPrefix("'") else { return String(word) }
+        var out = "", inside = false, escaped = false
+        for character in word {
+            if escaped { out.append(character); escaped = false; continue }
+            switch (character, inside) {
+            case ("'", _): inside.toggle()
+            case ("\\", false): escaped = true
+            default: out.append(character)
+            }
+        }
+        return inside ? nil : out
     }
 
     /// Waits for an event the test cannot be told about directly (a record in a host's

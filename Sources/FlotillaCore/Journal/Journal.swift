@@ -40,7 +40,12 @@ public final class Journal {
     /// - 1: the record's `options` are a map of flag texts, a host's skip cause is the
     ///   text users read (`skipReason`).
     /// - 2: `options` are a ``RunOptions``, a host's skip cause a ``SkipCause`` (`skip`).
-    public static let schemaVersion = 2
+    /// - 3: a step has the token of its detached attempt (`token`, recorded when it starts),
+    ///   how many times the controller re-attached to it (`reattached`), and may be
+    ///   `unknown` (SPEC §8.1). A journal of schema 1 or 2 gets these two columns when it
+    ///   is opened (they are additive: older readers ignore them) and keeps its number,
+    ///   which names the format of its stored record.
+    public static let schemaVersion = 3
     /// `PRAGMA application_id` of every journal ("Flot"), so a stray database is not taken
     /// for one.
     static let applicationID: Int64 = 0x466C_6F74
@@ -55,6 +60,16 @@ public final class Journal {
         self.file = file
         self.runID = runID
         schema = Int(try database.query("PRAGMA user_version") { $0.int64(0) }.first.flatMap { $0 } ?? 0)
+    }
+
+    /// Gives a journal of schema 1 or 2 the step columns of schema 3, in one transaction.
+    private func addStepColumns() throws {
+        guard schema < 3 else { return }
+        let columns = try database.query("SELECT name FROM pragma_table_info('step')") { $0.text(0) ?? "" }
+        guard !columns.contains("token") else { return }
+        try database.transaction {
+            try database.execute("ALTER TABLE step ADD COLUMN token TEXT; ALTER TABLE step ADD COLUMN reattached INTEGER NOT NULL DEFAULT 0")
+        }
     }
 
     /// Closes the database (idempotent; also done on deinit). Transitions after it throw.
@@ -147,6 +162,7 @@ public final class Journal {
         }
         try PrivateFiles.check(file, what: "journal", directory: false)
         let journal = try Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: id)
+        try journal.addStepColumns()
         let recorded = try journal.database.query("SELECT id FROM run") { $0.text(0) }
         guard recorded == [id] else {
             throw JournalError(.notAJournal, path: file.path, "\(PrivateFiles.display(file)) is not the journal of run \(id)")
@@ -188,28 +204,55 @@ public final class Journal {
     }
 
     /// Records that `step` (its index in the host's steps) of `host` started: status
-    /// `running`, a new attempt, the previous attempt's result cleared.
+    /// `running`, a new attempt, the previous attempt's result cleared. For a detached
+    /// step, the attempt's token (``DetachedStep/Token``) is recorded with it, before the
+    /// command starts: what `resume` re-attaches to.
     ///
+    /// - Returns: the attempt's number (1 for the first).
     /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step, or a
     ///   step recorded as succeeded or skipped (a finished step is never run again).
-    public func stepStarted(host: String, step: Int, at: Date) throws {
+    @discardableResult
+    public func stepStarted(host: String, step: Int, at: Date, detached: Bool = false) throws -> Int {
         try transaction {
             let changed = try database.run("""
                 UPDATE step SET status = 'running', started_ms = ?, finished_ms = NULL, duration_ms = NULL,
-                    exit_status = NULL, stdout_tail = '', stderr_tail = '', error = NULL, attempts = attempts + 1
+                    exit_status = NULL, stdout_tail = '', stderr_tail = '', error = NULL, attempts = attempts + 1,
+                    token = NULL, reattached = 0
                 WHERE host = ? AND idx = ? AND status NOT IN ('succeeded', 'skipped')
                 """, Self.ms(at), .text(host), .int(step))
             if changed == 0 { throw try missingStep(host: host, step: step, starting: true) }
+            let attempt = try database.query("SELECT attempts FROM step WHERE host = ? AND idx = ?", .text(host), .int(step)) {
+                $0.int(0) ?? 0
+            }.first ?? 0
+            if detached {
+                let token = DetachedStep.Token(run: runID, host: host, step: step, attempt: attempt)
+                try database.run("UPDATE step SET token = ? WHERE host = ? AND idx = ?", .text(token.path), .text(host), .int(step))
+            }
+            return attempt
         }
     }
 
-    /// Records how `step` of `host` ended. `status` is final (succeeded, failed, skipped
-    /// or cancelled); a step never started (skipped, cancelled) may be finished directly.
+    /// Records that the controller re-attached to `step` of `host` (after a lost
+    /// connection, or on resume) instead of running it again.
     ///
-    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step or a
-    ///   status that is not final.
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step.
+    public func stepReattached(host: String, step: Int) throws {
+        try transaction {
+            let changed = try database.run("UPDATE step SET reattached = reattached + 1 WHERE host = ? AND idx = ?", .text(host), .int(step))
+            if changed == 0 { throw try missingStep(host: host, step: step, starting: false) }
+        }
+    }
+
+    /// Records how `step` of `host` ended. `status` is final (succeeded, failed, skipped,
+    /// cancelled or unknown); a step never started (skipped, cancelled) may be finished
+    /// directly. With `cluster`, the step's cluster is recorded as done by `host` in the
+    /// same transaction (SPEC §8.1): neither is on disk without the other.
+    ///
+    /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host or step, a
+    ///   status that is not final, or a cluster already done by another host (as
+    ///   ``clusterStepDone(group:value:step:byHost:at:)``); nothing is recorded then.
     public func stepFinished(host: String, step: Int, status: StepRunStatus, exitStatus: Int32?, stdoutTail: String,
-                             stderrTail: String, error: String?, at: Date, durationMS: Int) throws {
+                             stderrTail: String, error: String?, at: Date, durationMS: Int, cluster: ClusterMark? = nil) throws {
         guard status != .pending, status != .running else {
             throw JournalError(.invalidTransition, path: file.path, "a step cannot finish as \(status.rawValue)")
         }
@@ -221,6 +264,23 @@ public final class Journal {
                 """, .text(status.rawValue), .int(exitStatus.map(Int.init)), .text(stdoutTail), .text(stderrTail),
                 .string(error), Self.ms(at), .int(durationMS), .text(host), .int(step))
             if changed == 0 { throw try missingStep(host: host, step: step, starting: false) }
+            if let cluster {
+                try clusterStepDone(group: cluster.group, value: cluster.value, step: cluster.step, byHost: host, at: at)
+            }
+        }
+    }
+
+    /// A once-per-cluster step's done-marker, recorded with the step's result.
+    public struct ClusterMark: Sendable, Equatable {
+        /// The host variable (`st2_cluster`), its value, and the step's cluster key.
+        public var group: String
+        public var value: String
+        public var step: Int
+
+        public init(group: String, value: String, step: Int) {
+            self.group = group
+            self.value = value
+            self.step = step
         }
     }
 
@@ -311,7 +371,7 @@ public final class Journal {
     /// its steps in flight (a second SIGINT): records `state` (`stopped`) with `reason`
     /// and an event, in one transaction, then refuses every later transition of this
     /// connection. So the steps in flight stay `running` in the journal, whatever their
-    /// channels report while they are torn down, and resume runs them again.
+    /// channels report while they are torn down, and resume re-attaches to them.
     ///
     /// - Throws: as ``runStatus(state:haltReason:at:)``; the journal is sealed even then.
     public func seal(state: RunState, reason: String, at: Date) throws {
@@ -365,14 +425,15 @@ public final class Journal {
             var steps: [String: [JournalState.Step]] = [:]
             for (host, step) in try database.query("""
                 SELECT host, idx, name, status, exit_status, stdout_tail, stderr_tail, error, started_ms, finished_ms,
-                    duration_ms, attempts
+                    duration_ms, attempts, token, reattached
                 FROM step ORDER BY host, idx
                 """, row: { row in
                     (row.text(0) ?? "", JournalState.Step(
                         index: row.int(1) ?? 0, name: row.text(2) ?? "", status: try stepStatus(row.text(3)),
                         exitStatus: row.int64(4).map { Int32(truncatingIfNeeded: $0) }, stdoutTail: row.text(5) ?? "",
                         stderrTail: row.text(6) ?? "", error: row.text(7), startedAt: Self.date(row.int64(8)),
-                        finishedAt: Self.date(row.int64(9)), durationMS: row.int(10), attempts: row.int(11) ?? 0))
+                        finishedAt: Self.date(row.int64(9)), durationMS: row.int(10), attempts: row.int(11) ?? 0,
+                        token: row.text(12), reattached: row.int(13) ?? 0))
                 }) {
                 steps[host, default: []].append(step)
             }
@@ -408,7 +469,7 @@ public final class Journal {
 
     // MARK: - Schema
 
-    /// Versions 1 and 2 (see ``schemaVersion``). Times are INTEGER milliseconds since 1970 (UTC), readable with
+    /// Version 3 (see ``schemaVersion``). Times are INTEGER milliseconds since 1970 (UTC), readable with
     /// `datetime(x / 1000, 'unixepoch')`. `run.record_json` is the whole RunRecord as JSON;
     /// `host`, `step` and `batch` have one row each, made at creation, so a transition is
     /// a single-row UPDATE.
@@ -448,6 +509,8 @@ public final class Journal {
             finished_ms INTEGER,
             duration_ms INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0,
+            token TEXT,
+            reattached INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (host, idx)
         ) WITHOUT ROWID;
         CREATE TABLE batch (

@@ -5,7 +5,8 @@ import Foundation
 /// read.
 ///
 /// A step recorded `running` was in flight when the journal was last written: if the
-/// controller is gone, its result is lost and resume runs it again.
+/// controller is gone, resume re-attaches to it through its token (a detached step), or
+/// runs it again (a read-only step, which has none).
 public struct JournalState: Sendable, Equatable {
     public var record: RunRecord
     public var state: RunState
@@ -49,6 +50,11 @@ public struct JournalState: Sendable, Equatable {
         public var durationMS: Int?
         /// How many times the step was started (more than 1 after a resume re-ran it).
         public var attempts: Int
+        /// The latest attempt's ``DetachedStep/Token`` path, for a step that runs detached.
+        public var token: String? = nil
+        /// How many times the controller re-attached to the latest attempt (after a lost
+        /// connection, or on resume) instead of running it again.
+        public var reattached: Int = 0
     }
 
     public struct Batch: Sendable, Equatable {

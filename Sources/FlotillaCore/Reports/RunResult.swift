@@ -29,6 +29,8 @@ public enum RunResult {
                     ("exit_status", run.exitStatus.map { .int(Int64($0)) } ?? .null), ("started_at", stamp(run.startedAt)),
                     ("duration_ms", .int(run.durationMS)), ("stdout_tail", .string(run.stdoutTail)),
                     ("stderr_tail", .string(run.stderrTail)), ("error", .string(run.error)), ("attempts", .int(run.attempts)),
+                    // How many times the controller re-attached to the step instead of running it again (SPEC §8.1).
+                    ("reattached", .int(run.reattached)),
                 ])
             }
             var error = state.error

@@ -14,6 +14,10 @@ extension RolloutEngine {
         var ranAStep: Bool
         var status = HostRunStatus.succeeded
         var error: String?
+        /// The become modes of the detached steps it ran: where their records are.
+        var detachedAs: Set<Bool> = []
+        /// Whether a detached step may still run on the host, lost by the controller.
+        var leftInFlight = false
 
         mutating func end(_ status: HostRunStatus, _ error: String) {
             self.status = status
@@ -29,6 +33,8 @@ extension RolloutEngine {
         case held(AsyncSemaphore, group: String, value: String)
         /// Another host of the cluster ran it; recorded as skipped here.
         case doneElsewhere
+        /// The journal could not say whether another host ran it: the host stops.
+        case unreadable(String)
 
         func release() async {
             if case .held(let lock, _, _) = self { await lock.release() }
@@ -53,11 +59,16 @@ extension RolloutEngine {
             }
             let claim = await claimClusterStep(step, number: number, of: run)
             if case .doneElsewhere = claim { continue }
+            if case .unreadable(let why) = claim {
+                run.end(.failed, why)
+                break
+            }
             var goOn = await connectIfNeeded(&run, before: step)
             if goOn { goOn = await executeAndRecord(step, number: number, &run, claim: claim) }
             await claim.release()
             if !goOn { break }
         }
+        if let connection = run.connection, !run.leftInFlight { await removeStepRecords(on: connection, run) }
         await run.connection?.close()
         log.close()
         await hostDone(index, status: run.status, error: run.error, seconds: clock.now.timeIntervalSince(started))
@@ -74,9 +85,9 @@ extension RolloutEngine {
         do {
             doneBy = try journal.clusterStepDoneBy(group: group, value: value, step: step.clusterKey)
         } catch {
-            // Running it again is what a host of a fresh cluster does: the safe side of not knowing.
-            run.log.note("cannot read whether '\(step.name)' ran elsewhere in \(group)=\(value) (\(error)); running it here")
-            doneBy = nil
+            // Not knowing is not "not done": running it here could run it twice in the cluster.
+            await lock.release()
+            return .unreadable("cannot read whether '\(step.name)' ran elsewhere in \(group)=\(value): \(error)")
         }
         guard let doneBy else { return .held(lock, group: group, value: value) }
         await recordNotRun(run.host.name, number, .skipped, "done on \(doneBy) (once per \(group))", log: run.log)
@@ -138,9 +149,19 @@ extension RolloutEngine {
     func executeAndRecord(_ step: RunStep, number: Int, _ run: inout HostRun, claim: ClusterClaim) async -> Bool {
         let host = run.host
         let stepStart = clock.now
-        guard await durably("the start of '\(step.name)' on \(host.name)", { [journal] in try journal.stepStarted(host: host.name, step: number, at: stepStart) }) else {
-            run.end(.cancelled, "not started '\(step.name)': the journal cannot be written")
-            return false
+        // A detached step's token is on disk before its command starts; a resumed step in
+        // flight keeps the attempt it has.
+        var token = reattach[run.index]?[number]
+        if token == nil {
+            var attempt = 0
+            let detached = step.kind.runsDetached
+            guard await durably("the start of '\(step.name)' on \(host.name)", { [journal] in
+                attempt = try journal.stepStarted(host: host.name, step: number, at: stepStart, detached: detached)
+            }) else {
+                run.end(.cancelled, "not started '\(step.name)': the journal cannot be written")
+                return false
+            }
+            if detached { token = DetachedStep.Token(run: record.id, host: host.name, step: number, attempt: attempt) }
         }
         progress(.stepStarted(host: host.name, step: step.name))
         settings.logger.debug("step started", metadata: [
@@ -148,14 +169,27 @@ extension RolloutEngine {
             "step.command": "\(step.command)", "batch.index": "\(batchOf[run.index].map(String.init) ?? "-")",
         ])
         run.log.begin(step, number: number)
-        let result = await perform(step, &run)
+        let result = await perform(step, number: number, token: token, &run)
         let finishedAt = clock.now
         let seconds = finishedAt.timeIntervalSince(stepStart)
         run.log.end(result.status, outcome: result.outcome, message: result.message, seconds: seconds)
+        if result.status == .running {
+            // The step may still run on the host: it stays in flight, with its token, for a resume to re-attach to.
+            progress(.stepFinished(host: host.name, step: step.name, status: result.status, seconds: seconds))
+            run.leftInFlight = true
+            run.end(.failed, "lost '\(step.name)' on the host: \(result.message ?? "no session"); it may still run there: "
+                    + "`flotilla resume --retry-failed` re-attaches to it")
+            return false
+        }
+        // A once-per-cluster step's result and its cluster's done-marker: one transaction.
+        var mark: Journal.ClusterMark?
+        if result.status == .succeeded, case .held(_, let group, let value) = claim {
+            mark = Journal.ClusterMark(group: group, value: value, step: step.clusterKey)
+        }
         let recorded = await durably("the end of '\(step.name)' on \(host.name)") { [journal] in
             try journal.stepFinished(host: host.name, step: number, status: result.status, exitStatus: result.outcome?.exitStatus,
                                      stdoutTail: result.outcome?.stdoutTail ?? "", stderrTail: result.outcome?.stderrTail ?? "",
-                                     error: result.message, at: finishedAt, durationMS: Int(seconds * 1000))
+                                     error: result.message, at: finishedAt, durationMS: Int(seconds * 1000), cluster: mark)
         }
         progress(.stepFinished(host: host.name, step: step.name, status: result.status, seconds: seconds))
         settings.logger.debug("step finished", metadata: [
@@ -163,13 +197,13 @@ extension RolloutEngine {
             "step.status": "\(result.status.rawValue)", "step.exit_status": "\(result.outcome?.exitStatus.map(String.init) ?? "-")",
             "step.duration_ms": "\(Int(seconds * 1000))",
         ])
-        if result.status == .succeeded, case .held(_, let group, let value) = claim {
-            _ = await durably("the cluster step") { [journal] in
-                try journal.clusterStepDone(group: group, value: value, step: step.clusterKey, byHost: host.name, at: finishedAt)
-            }
-        }
         if !recorded {
             run.end(.cancelled, "stopped after '\(step.name)': the journal cannot be written")
+            return false
+        }
+        if result.status == .unknown {
+            run.end(.failed, "step '\(step.name)' is unknown: \(result.message ?? "")); "
+                    + "run `flotilla resume --rerun-unknown` after checking the host")
             return false
         }
         guard result.status == .succeeded else {
@@ -188,10 +222,22 @@ extension RolloutEngine {
     /// Runs the step by its kind's handler. A session found gone before the command
     /// started (the host was idle between steps) is replaced and the step run over the
     /// new one: the command never ran.
-    func perform(_ step: RunStep, _ run: inout HostRun) async -> StepResult {
+    func perform(_ step: RunStep, number: Int, token: DetachedStep.Token?, _ run: inout HostRun) async -> StepResult {
         let handler = handlers[step.kind]
-        let context = StepContext(host: run.host, log: run.log, settings: settings, clock: clock)
+        var context = StepContext(host: run.host, log: run.log, settings: settings, clock: clock)
         guard let connection = run.connection else { return StepResult(.failed, nil, "no session") }
+        if let token {
+            let index = run.index, log = run.log, name = run.host.name
+            let attempt = DetachedRun(token: token, attachFirst: reattach[index]?[number] == token, connection: connection,
+                                      reconnectAttempts: settings.reconnectAttempts,
+                                      reconnect: { [self] in await connect(index, log: log) },
+                                      reattached: { [self] in await recordReattached(name, number) })
+            context.detached = attempt
+            run.detachedAs.insert(step.become)
+            let result = await handler.perform(step, on: connection, context: context)
+            run.connection = attempt.connection
+            return result
+        }
         var result = await handler.perform(step, on: connection, context: context)
         guard result.didNotStart else { return result }
         run.log.note("the session was lost before '\(step.name)' started (\(result.message ?? "")); reconnecting")
@@ -207,4 +253,28 @@ extension RolloutEngine {
         if result.didNotStart { result.status = .failed }
         return result
     }
+}
+
+extension RolloutEngine {
+    /// Records a re-attachment; a journal that cannot take it stops the run as any
+    /// transition would (the step itself is recorded when it ends).
+    func recordReattached(_ host: String, _ step: Int) async {
+        _ = await durably("the re-attachment to step \(step + 1) of \(host)") { [journal] in try journal.stepReattached(host: host, step: step) }
+    }
+
+    /// Removes the host-side records of the run's detached steps once the host is done
+    /// with them, and any older than a week (left by a controller that died), through the
+    /// host's session: best effort, said in the host log when it fails.
+    func removeStepRecords(on connection: any HostConnection, _ run: HostRun) async {
+        for become in run.detachedAs.sorted(by: { !$0 && $1 }) {
+            do {
+                try await connection.cleanupDetached(run: record.id, olderThanDays: Self.stepRecordDays, become: become)
+            } catch {
+                run.log.note("cannot remove the step records on the host\(become ? " (become)" : ""): \(error)")
+            }
+        }
+    }
+
+    /// How old another run's step records on a host are before a run removes them.
+    static let stepRecordDays = 7
 }

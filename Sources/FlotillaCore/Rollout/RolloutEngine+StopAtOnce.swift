@@ -3,9 +3,11 @@ import Foundation
 extension RolloutEngine {
     /// Stops the run without waiting for the steps in flight (a second SIGINT): records
     /// the run as `stopped` with `reason`, seals the journal so the steps in flight stay
-    /// `running` there (resume runs them again, whatever their channels report while they
-    /// are torn down), then cancels every host task, which closes their channels and
-    /// sessions, and waits for them.
+    /// `running` there with their tokens, whatever their channels report while they are
+    /// torn down, then cancels every host task, which closes their channels and sessions,
+    /// and waits for them. Detached steps go on on their hosts (nothing kills them); resume
+    /// re-attaches to them and records how they ended. Read-only steps die with their
+    /// channels and run again on resume.
     ///
     /// Returns once every host task ended; the caller exits then (or after a deadline of
     /// its own, should a transport not honour cancellation).

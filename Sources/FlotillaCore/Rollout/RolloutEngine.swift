@@ -67,6 +67,9 @@ public actor RolloutEngine {
 
     /// Steps already finished per host (resume): indices never run again.
     var done: [Int: Set<Int>]
+    /// Per host and step, the detached attempt a resume re-attaches to (in flight when
+    /// the run stopped) instead of running the step again.
+    let reattach: [Int: [Int: DetachedStep.Token]]
     var stopAfterCurrentStep = false
     var batchOf: [Int: Int] = [:]
     var remainingInBatch: [Int: Int] = [:]
@@ -86,11 +89,13 @@ public actor RolloutEngine {
 
     /// - Parameters:
     ///   - done: per host index, the steps recorded as finished (resume).
+    ///   - reattach: per host index and step, the token of a detached attempt in flight
+    ///     (resume): the host is asked about it before anything runs.
     ///   - clock: where time comes from; the wall clock unless a test drives it.
     ///   - handlers: how each kind of step runs; every kind flotilla plans by default.
     ///   - confirm: asks the operator before a batch (`--confirm`).
     public init(record: RunRecord, journal: sending Journal, policy: RolloutPolicy, transport: any HostTransport, settings: Settings,
-                done: [Int: Set<Int>] = [:], clock: any RolloutClock = SystemClock(), handlers: StepHandlers = .standard,
+                done: [Int: Set<Int>] = [:], reattach: [Int: [Int: DetachedStep.Token]] = [:], clock: any RolloutClock = SystemClock(), handlers: StepHandlers = .standard,
                 progress: @escaping @Sendable (Progress) -> Void,
                 confirm: @escaping @Sendable (Int) async -> Bool = { _ in true }) {
         self.record = record
@@ -99,6 +104,7 @@ public actor RolloutEngine {
         self.transport = transport
         self.settings = settings
         self.done = done
+        self.reattach = reattach
         self.clock = clock
         self.handlers = handlers
         self.progress = progress

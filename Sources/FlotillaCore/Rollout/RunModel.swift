@@ -63,6 +63,9 @@ public enum StepRunStatus: String, Sendable, Codable, CaseIterable {
     /// Not run here: a once-per step already done by another host of the same cluster.
     case skipped
     case cancelled
+    /// The host cannot account for the step (its record lost, e.g. a reboot mid-step): it
+    /// may or may not have run. Run again only by `flotilla resume --rerun-unknown`.
+    case unknown
 }
 
 /// Why a host of a run is never started. Rendered (``text``) as users see it in `show`,

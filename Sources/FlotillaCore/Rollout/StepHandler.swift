@@ -17,6 +17,9 @@ public struct StepContext: Sendable {
     public var log: HostLog
     public var settings: RolloutEngine.Settings
     public var clock: any RolloutClock
+    /// The attempt of a step that runs detached (``StepKind/runsDetached``); nil for a
+    /// read-only step, which runs as a plain command.
+    public var detached: DetachedRun?
 
     /// The step's limit: its own, else the run's `--step-timeout`; nil: none.
     public func timeout(of step: RunStep) -> Duration? {
@@ -32,7 +35,9 @@ public struct StepContext: Sendable {
 /// How a step went: its status, what the command did (nil when it did not run to an
 /// end), and why it failed.
 public struct StepResult: Sendable {
-    /// `succeeded` or `failed`; `pending` when nothing ran (``notStarted(_:)``).
+    /// `succeeded` or `failed`; `pending` when nothing ran (``notStarted(_:)``); for a
+    /// detached step also `unknown` (the host cannot account for it) and `running` (it
+    /// may still run on the host, which the controller lost).
     public var status: StepRunStatus
     public var outcome: StepOutcome?
     public var message: String?
@@ -97,6 +102,12 @@ public struct CommandStep: StepHandler {
                                stdout: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil) async -> Execution {
         let timeout = context.timeout(of: step)
         let log = context.log
+        if let detached = context.detached {
+            return await detached.execute(step, timeout: timeout, context: context) { kind, bytes in
+                log.write(bytes)
+                if kind == .stdout { stdout?(bytes) }
+            }
+        }
         let outcome: StepOutcome
         do {
             outcome = try await connection.run(step.command, become: step.become, timeout: timeout) { kind, bytes in

@@ -44,4 +44,15 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     /// `st2ctl status` must list every component running that the installed packages
     /// (the step's `expect`, space-separated) provide.
     public static let verifyServices: StepKind = "verify-services"
+
+    /// The kinds that only read the host: they run as plain commands over the session,
+    /// and one cut off by a lost connection fails its host rather than being re-attached.
+    /// The key-value export stays plain because its stdout is kept as it streams; the
+    /// audit logs are fetched over SFTP, not run.
+    public static let readOnly: Set<StepKind> = [.health, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .fetchAuditLogs]
+
+    /// Whether a step of this kind runs detached from the connection (SPEC §8.1): every
+    /// kind that changes the host, including runbook commands and kinds this flotilla does
+    /// not know (the safe side).
+    public var runsDetached: Bool { !Self.readOnly.contains(self) }
 }

@@ -81,8 +81,9 @@ public enum DetachedStep {
     /// and start time, starts `command` in its own session and process group (stdin
     /// /dev/null, SIGHUP ignored, output to files), then follows stdout on stdout and stderr
     /// on stderr, and exits with the command's status (128+N when a signal ended it).
-    /// - Parameter shell: the shell that runs (sources) the command, e.g. `sh` or `bash`.
-    public static func start(_ token: Token, command: String, shell: String = "sh") -> String {
+    /// - Parameter shell: the shell that runs (sources) the command, e.g. `sh` or `bash`;
+    ///   nil: the effective user's login shell (`$SHELL`, else `sh`), as sshd runs a command.
+    public static func start(_ token: Token, command: String, shell: String? = "sh") -> String {
         // The command is sourced by the shell the runner waits for, so the command's own
         // `exit N` runs the EXIT trap (the `exited` marker) and its own death by a signal
         // does not: that is how 128+N from a signal is told from `exit 128+N`. The TERM
@@ -102,7 +103,7 @@ public enum DetachedStep {
             d=$1
             trap '' HUP
             printf '%s\\n' "$$" >"$d/runner.tmp" && mv "$d/runner.tmp" "$d/runner"
-            setsid \(ShellQuote.quote(shell)) -c \(ShellQuote.quote(commandShell)) sh "$d" </dev/null >>"$d/out" 2>>"$d/err" &
+            setsid \(shell.map(ShellQuote.quote) ?? "\"${SHELL:-sh}\"") -c \(ShellQuote.quote(commandShell)) sh "$d" </dev/null >>"$d/out" 2>>"$d/err" &
             c=$!
             wait "$c"
             rc=$?

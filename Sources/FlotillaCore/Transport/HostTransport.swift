@@ -19,6 +19,52 @@ public protocol HostConnection: Sendable {
     /// `directory`; returns the remote paths fetched.
     func fetch(glob: String, into directory: URL) async throws -> [String]
     func close() async
+
+    // Detached execution (SPEC §8.1): a mutating step runs on the host in its own session,
+    // immune to the connection's end, under a token the journal recorded before it
+    // started. ``DetachedShell`` implements these over ``run(_:become:timeout:output:)``
+    // with ``DetachedStep``'s command lines (the default); fakes implement them natively.
+
+    /// Starts `command` under `token` (once: a token started before is refused with
+    /// ``DetachedOutcome/exists``) and streams its output until it ends, the session
+    /// breaks or `timeout` passes; the step goes on on the host in the last two cases.
+    func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,
+                       output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome
+    /// Asks the host about `token`: a step still running is streamed from these byte
+    /// offsets of its stdout and stderr until it ends (or the session breaks, or `timeout`
+    /// passes); a step that ended is reported with its status, without running again.
+    func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
+                output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome
+    /// Kills the step's process group on the host (`--step-timeout`) and reports how it
+    /// ended (`timedOut` set when the kill ended it).
+    func killDetached(_ token: DetachedStep.Token, become: Bool) async -> DetachedOutcome
+    /// Removes the host-side records of run `run` (steps still running are kept), and
+    /// those of any run older than `olderThanDays` days.
+    /// - Throws: `TransportError` when the host could not be asked.
+    func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws
+}
+
+/// What became of a detached step, as far as the controller could follow it.
+public enum DetachedOutcome: Sendable {
+    /// It ended on the host (followed to its end, or found ended): its status and output.
+    case ended(StepOutcome)
+    /// The session broke while following: the step may still run on the host; attach
+    /// again over a new session.
+    case connectionLost(String)
+    /// The session was gone before the line reached the host: nothing ran (a start's step
+    /// was not started); send it again over a new session.
+    case notStarted(String)
+    /// The wait's timeout passed while the step still ran: it goes on until killed.
+    case timedOut
+    /// The host never saw the token: nothing ran.
+    case never
+    /// The host cannot account for the token (its record lost, a reboot mid-step).
+    case lost
+    /// A start refused: the token was started before; attach to it.
+    case exists
+    /// The host side failed (no home directory, a record that cannot be made, an answer
+    /// that is not the protocol's).
+    case failed(String)
 }
 
 public enum OutputKind: Sendable { case stdout, stderr }

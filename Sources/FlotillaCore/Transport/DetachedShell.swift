@@ -1,0 +1,197 @@
+import Foundation
+import Synchronization
+
+// Detached execution over any connection that runs `sh` command lines: each operation is
+// one of ``DetachedStep``'s lines, sent through ``HostConnection/run(_:become:timeout:output:)``
+// (so under become through the same sudo wrapper, the password on stdin, never in the line),
+// its state line parsed, and a ``DetachedStep/protocolExit`` answered by a query.
+extension HostConnection {
+    public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,
+                              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        // Without become the command runs in the login shell, as sshd would run it; under
+        // become in `sh`, as `sudo … sh -c` ran it.
+        let line = DetachedStep.start(token, command: command, shell: become ? "sh" : nil)
+        return await DetachedShell.follow(line, token: token, stateLineFirst: false, offsets: (0, 0), become: become,
+                                          timeout: timeout, on: self, output: output)
+    }
+
+    public func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
+                       output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        let line = DetachedStep.attach(token, stdoutOffset: stdoutOffset, stderrOffset: stderrOffset)
+        return await DetachedShell.follow(line, token: token, stateLineFirst: true, offsets: (stdoutOffset, stderrOffset),
+                                          become: become, timeout: timeout, on: self, output: output)
+    }
+
+    public func killDetached(_ token: DetachedStep.Token, become: Bool) async -> DetachedOutcome {
+        let outcome: StepOutcome
+        do {
+            outcome = try await run(DetachedStep.kill(token), become: become, timeout: .seconds(60)) { _, _ in }
+        } catch {
+            return DetachedShell.lostOrFailed(error)
+        }
+        guard let state = outcome.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
+            return .failed("the host's answer to the kill is not a step state: \(outcome.stderrTail)")
+        }
+        return DetachedShell.outcome(of: state, tails: nil)
+    }
+
+    public func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws {
+        for line in [DetachedStep.cleanup(run: run), DetachedStep.cleanup(olderThanDays: olderThanDays)] {
+            let outcome = try await self.run(line, become: become, timeout: .seconds(60)) { _, _ in }
+            guard outcome.exitStatus == 0 else {
+                throw TransportError(.other, "cleaning the step records failed: exit \(outcome.exitStatus.map(String.init) ?? "?") \(outcome.stderrTail)")
+            }
+        }
+    }
+}
+
+/// The shell protocol's parsing side, for ``HostConnection``'s default detached execution.
+enum DetachedShell {
+    /// How much of each stream a followed step keeps for its outcome's tails.
+    static let tailLimit = 64 * 1024
+
+    /// Runs a start or attach line, passing the step's output on (without the protocol's
+    /// state line, and without what an attach to an ended step repeats of what `offsets`
+    /// says was received already), and says what became of the step.
+    static func follow(_ line: String, token: DetachedStep.Token, stateLineFirst: Bool, offsets: (Int, Int), become: Bool,
+                       timeout: Duration?, on connection: some HostConnection,
+                       output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        let filter = StreamFilter(stateLineFirst: stateLineFirst, offsets: offsets, output: output)
+        let outcome: StepOutcome
+        do {
+            outcome = try await connection.run(line, become: become, timeout: timeout) { kind, bytes in filter.take(kind, bytes) }
+        } catch {
+            return lostOrFailed(error)
+        }
+        filter.finish()
+        if outcome.timedOut { return .timedOut }
+        let tails = filter.tails
+        if let state = filter.state, state.phase != .running, state.phase != .ended {
+            return self.outcome(of: state, tails: tails)
+        }
+        guard outcome.exitStatus == DetachedStep.protocolExit || outcome.exitStatus == nil else {
+            return .ended(StepOutcome(exitStatus: outcome.exitStatus, stdoutTail: tails.stdout, stderrTail: tails.stderr))
+        }
+        // 254 (or no status): the step's own, a refusal, or a follow that ended early.
+        let queried: StepOutcome
+        do {
+            queried = try await connection.run(DetachedStep.query(token), become: become, timeout: .seconds(60)) { _, _ in }
+        } catch {
+            return lostOrFailed(error)
+        }
+        guard let state = queried.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
+            return .failed("the host's answer is not a step state: \(outcome.stderrTail)\(queried.stderrTail)")
+        }
+        switch state.phase {
+        case .never where !stateLineFirst:
+            // The start line failed before making the record.
+            return .failed("cannot start the step on the host: \(outcome.stderrTail.trimmingCharacters(in: .whitespacesAndNewlines))")
+        case .running:
+            // The follow ended while the step runs on (its tail died): follow it again.
+            return .connectionLost("the step's output stopped arriving while it runs")
+        default:
+            return self.outcome(of: state, tails: tails)
+        }
+    }
+
+    static func outcome(of state: DetachedStep.State, tails: (stdout: String, stderr: String)?) -> DetachedOutcome {
+        switch state.phase {
+        case .ended:
+            return .ended(StepOutcome(exitStatus: state.exitStatus, exitSignal: state.signal.map { String($0) },
+                                      stdoutTail: tails?.stdout ?? "", stderrTail: tails?.stderr ?? "", timedOut: state.timedOut))
+        case .running: return .connectionLost("the step still runs")
+        case .never: return .never
+        case .lost: return .lost
+        case .exists: return .exists
+        }
+    }
+
+    static func lostOrFailed(_ error: any Error) -> DetachedOutcome {
+        if let error = error as? TransportError, error.kind == .notStarted { return .notStarted(error.message) }
+        if let error = error as? TransportError, error.kind == .connectionLost { return .connectionLost(error.message) }
+        return .failed("\(error)")
+    }
+
+    /// Passes a start's or an attach's output on: holds it back until the state line (the
+    /// first line of an attach's stdout) is read, then drops what an ended step's tail
+    /// repeats of the bytes already received; keeps the tails of both streams.
+    final class StreamFilter: Sendable {
+        private struct Held {
+            var stateLine: [UInt8] = []
+            var state: DetachedStep.State?
+            var decided: Bool
+            var pending: [(OutputKind, [UInt8])] = []
+            var skip: [OutputKind: Int] = [:]
+            var tails: [OutputKind: [UInt8]] = [.stdout: [], .stderr: []]
+        }
+
+        private let held: Mutex<Held>
+        private let offsets: (Int, Int)
+        private let output: @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void
+
+        init(stateLineFirst: Bool, offsets: (Int, Int), output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) {
+            held = Mutex(Held(decided: !stateLineFirst))
+            self.offsets = offsets
+            self.output = output
+        }
+
+        var state: DetachedStep.State? { held.withLock { $0.state } }
+
+        var tails: (stdout: String, stderr: String) {
+            held.withLock { (String(decoding: $0.tails[.stdout] ?? [], as: UTF8.self), String(decoding: $0.tails[.stderr] ?? [], as: UTF8.self)) }
+        }
+
+        func take(_ kind: OutputKind, _ bytes: UnsafeRawBufferPointer) {
+            let ready: [(OutputKind, [UInt8])] = held.withLock { held in
+                var incoming = Array(bytes)
+                if !held.decided {
+                    if kind == .stdout {
+                        guard let newline = incoming.firstIndex(of: UInt8(ascii: "\n")) else {
+                            held.stateLine += incoming
+                            return []
+                        }
+                        held.stateLine += incoming[..<newline]
+                        incoming = Array(incoming[(newline + 1)...])
+                        decide(&held)
+                    } else {
+                        held.pending.append((kind, incoming))
+                        return []
+                    }
+                }
+                var ready = held.pending
+                held.pending = []
+                ready.append((kind, incoming))
+                return ready.compactMap { kind, chunk in
+                    let skipped = min(held.skip[kind, default: 0], chunk.count)
+                    held.skip[kind, default: 0] -= skipped
+                    let kept = Array(chunk.dropFirst(skipped))
+                    guard !kept.isEmpty else { return nil }
+                    held.tails[kind, default: []] += kept
+                    if held.tails[kind]!.count > DetachedShell.tailLimit { held.tails[kind]!.removeFirst(held.tails[kind]!.count - DetachedShell.tailLimit) }
+                    return (kind, kept)
+                }
+            }
+            for (kind, chunk) in ready { chunk.withUnsafeBytes { output(kind, $0) } }
+        }
+
+        /// The output ended: a state line without its newline is read now.
+        func finish() {
+            held.withLock { held in
+                if !held.decided { decide(&held) }
+            }
+        }
+
+        private func decide(_ held: inout Held) {
+            held.decided = true
+            held.state = DetachedStep.State.parse(String(decoding: held.stateLine, as: UTF8.self))
+            // An ended step's tail starts `size - tailBytes` bytes in (or at 0): skip what
+            // the controller has already.
+            if let state = held.state, state.phase == .ended {
+                for (kind, size, offset) in [(OutputKind.stdout, state.stdoutBytes, offsets.0), (.stderr, state.stderrBytes, offsets.1)] {
+                    let tailStart = max(0, (size ?? 0) - DetachedStep.tailBytes)
+                    held.skip[kind] = max(0, offset - tailStart)
+                }
+            }
+        }
+    }
+}
