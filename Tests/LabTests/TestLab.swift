@@ -1,3 +1,4 @@
+import FlotillaCore
 import Foundation
 import Testing
 @testable import flotilla_lab
@@ -176,8 +177,9 @@ final class TestLab: Sendable {
 
     /// The host's command log, one record per line; fails the test on a malformed line.
     ///
-    /// A detached step's start (SPEC §8.1) is shown as the step's own command (with
-    /// `detached: true`), so "the host ran X once" reads as before; the protocol's other
+    /// A detached step's start (SPEC §8.1) is shown as the step's own command as it was
+    /// sent before steps ran detached (through the same sudo wrapper under become), with
+    /// `detached: true`, so "the host ran X once" reads as before; the protocol's other
     /// lines (attach, query, kill, cleanup) are of kind `detached`, not `ssh`.
     func commandLog(_ host: String) throws -> [[String: Any]] {
         let text = try String(contentsOf: labDir.appendingPathComponent("hosts/\(host)/commands.log"), encoding: .utf8)
@@ -195,16 +197,19 @@ final class TestLab: Sendable {
         }
     }
 
-    /// The step's command in a detached start line as sent (through sudo or not); nil for
-    /// the protocol's other lines.
+    /// The step's command in a detached start line as sent (under become, wrapped in the
+    /// same sudo line it would have been sent in); nil for the protocol's other lines.
     static func detachedCommand(_ sent: String) -> String? {
-        var script = sent
+        var script = sent, wrap: (String) -> String = { $0 }
         if sent.hasPrefix("sudo "), let shell = sent.range(of: " -- sh -c ") {
             guard let word = unquote(sent[shell.upperBound...]) else { return nil }
-            script = word.hasPrefix("exec </dev/null; ") ? String(word.dropFirst("exec </dev/null; ".count)) : word
+            let stdinClosed = "exec </dev/null; "
+            script = word.hasPrefix(stdinClosed) ? String(word.dropFirst(stdinClosed.count)) : word
+            let prefix = String(sent[..<shell.upperBound])
+            wrap = { prefix + ShellQuote.quote((word.hasPrefix(stdinClosed) ? stdinClosed : "") + $0) }
         }
         for line in script.split(separator: "\n") where line.hasPrefix("printf '%s' ") && line.hasSuffix(" >\"$d/cmd\"") {
-            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d/cmd\"".count))
+            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d/cmd\"".count)).map(wrap)
         }
         return nil
     }
