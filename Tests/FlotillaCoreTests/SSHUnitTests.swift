@@ -29,7 +29,8 @@ import Testing
 /// cancellation each resume the waiting task.
 /// Run in a test process of their own by `SSHModuleInItsOwnProcess` (Tests/LabTests): their
 /// bounds are measured on the loop, and the shared process can starve the test bodies.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
+/// Serialized: they close and reuse descriptor numbers behind the loop's back on purpose.
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
 struct EventLoopTests {
     let loop = EventLoop(name: "test-loop")
 
@@ -88,9 +89,9 @@ struct EventLoopTests {
         let number = old[0]
         let probe = OnLoop(loop)
         let stale = await probe.startWaiting(on: number)
-        close(number)  // behind the loop's back, its waiter still registered
-        let fresh = try Self.socketPair()
+        let fresh = try Self.socketPair() // made while `number` is open, so neither end is `number`
         defer { close(fresh[1]) }
+        close(number)  // behind the loop's back, its waiter still registered
         #expect(dup2(fresh[0], number) == number)  // the number reused, as the next socket() would
         defer { close(number) }
         close(fresh[0])
