@@ -53,7 +53,7 @@ public final class ControlServer: @unchecked Sendable {
     /// - Throws: ``ControlSocketError`` when the socket cannot be created or bound.
     public func start() throws {
         unlink(path.path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError(message: "socket: \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -89,6 +89,7 @@ public final class ControlServer: @unchecked Sendable {
                 if errno == EINTR { continue }
                 return // closed by stop()
             }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC) // a program started meanwhile must not keep the connection open
             serve(client)
             close(client)
         }
@@ -128,8 +129,10 @@ public final class ControlServer: @unchecked Sendable {
     private static func readLine(_ fd: Int32) -> String? {
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
-        while bytes.count < 4096, read(fd, &byte, 1) == 1 {
-            if byte == UInt8(ascii: "\n") { break }
+        while bytes.count < 4096 {
+            let count = read(fd, &byte, 1)
+            if count < 0 && errno == EINTR { continue } // a signal (a child's SIGCHLD, say) is not the end of the line
+            guard count == 1, byte != UInt8(ascii: "\n") else { break }
             bytes.append(byte)
         }
         return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
@@ -145,7 +148,7 @@ public final class ControlServer: @unchecked Sendable {
     ///   refuses this user.
     public static func request(stateDir: URL, _ line: String) throws -> String {
         let path = stateDir.appendingPathComponent("ctl.sock").path
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
