@@ -18,7 +18,7 @@ import Testing
         ("apt-broken", "faults: {fail: [{match: \"apt-get install\", exit: 100, stderr: \"E: Sub-process /usr/bin/dpkg returned an error code (1)\"}]}",
          "failed", "step 'upgrade packages' failed: exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)"),
         ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after 4 s"),
-        ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: the connection was lost during the step"),
+        ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: "),
     ]
 
     static var spec: String {
@@ -45,6 +45,11 @@ import Testing
             let host = try #require(hosts[fault.name])
             #expect(host["status"] as? String == fault.status, "\(fault.name): \(host["status"] ?? "") \(host["error"] ?? "")")
             #expect((host["error"] as? String ?? "").contains(fault.error), "\(fault.name): \(host["error"] ?? "")")
+            if fault.name == "drops" {
+                // Dropped at every start until the reconnects or the 4 s step timeout ran
+                // out, whichever came first on a loaded machine: never run either way.
+                #expect((host["error"] as? String ?? "").contains("the host never"), "\(fault.name): \(host["error"] ?? "")")
+            }
         }
         for (name, host) in hosts where name.hasPrefix("ok-") {
             #expect(host["status"] as? String == "succeeded", "\(name): \(host["error"] ?? "")")
@@ -79,6 +84,7 @@ import Testing
         let hosts = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0) })
         #expect(hosts[name]?["status"] as? String == fault.status, "\(hosts[name]?["status"] ?? "") \(hosts[name]?["error"] ?? "")")
         #expect((hosts[name]?["error"] as? String ?? "").contains(fault.error), "\(hosts[name]?["error"] ?? "")")
+        if name == "drops" { #expect((hosts[name]?["error"] as? String ?? "").contains("the host never"), "\(hosts[name]?["error"] ?? "")") }
         for well in ["well-1", "well-2"] {
             #expect(hosts[well]?["status"] as? String == "succeeded", "\(well): \(hosts[well]?["error"] ?? "")")
             #expect(try lab.packages(well)["st2"] == "3.8.1-1")
