@@ -148,10 +148,28 @@ private final class Host {
 
     func file(_ name: String) -> URL { home.appendingPathComponent(name) }
 
-    func stepDir(_ token: DetachedStep.Token) -> URL { home.appendingPathComponent(".flotilla/steps/\(token.path)") }
+    /// The attempt's record file `NAME.suffix` (`cmd`, `out`, `exit`, ...).
+    func recordFile(_ token: DetachedStep.Token, _ suffix: String = "cmd") -> URL {
+        home.appendingPathComponent(".flotilla/steps/\(token.path).\(suffix)")
+    }
 
-    func record(_ token: DetachedStep.Token, _ name: String) -> String? {
-        try? String(contentsOf: stepDir(token).appendingPathComponent(name), encoding: .utf8)
+    func record(_ token: DetachedStep.Token, _ suffix: String) -> String? {
+        try? String(contentsOf: recordFile(token, suffix), encoding: .utf8)
+    }
+
+    func exists(_ token: DetachedStep.Token) -> Bool { FileManager.default.fileExists(atPath: recordFile(token).path) }
+
+    /// Waits until the step's command writes a line into the fifo `ready` (it blocks until then).
+    func awaitLine(_ ready: URL) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: ready.path) else { return nil }
+        defer { try? handle.close() }
+        let data = handle.readDataToEndOfFile()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
+    }
+
+    /// The runner's pid, which leads the step's process group.
+    func runner(_ token: DetachedStep.Token) -> pid_t? {
+        record(token, "runner")?.split(separator: " ").first.flatMap { pid_t($0) }
     }
 
     /// A fifo the step's command blocks on (`read x < GATE`) until `open` writes a line.
@@ -170,9 +188,7 @@ private final class Host {
 
     /// Kills the process group of a step left blocked, so no test leaves a process behind.
     func killStep(_ token: DetachedStep.Token) {
-        if let text = record(token, "pgid"), let group = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            kill(-group, SIGKILL)
-        }
+        if let group = runner(token) { kill(-group, SIGKILL) }
     }
 
     deinit { try? FileManager.default.removeItem(at: home) }
@@ -182,6 +198,20 @@ private final class Host {
 private func isGone(_ pid: pid_t) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
     return stat[stat.index(close, offsetBy: 2)] == "Z"
+}
+
+/// Opens a pidfd for `pid` (not a child of ours); the function returned waits until the
+/// process has ended (a zombie or gone), as the kernel signals on the pidfd.
+private func awaitExit(of pid: pid_t) throws -> () -> Void {
+    typealias PidfdOpen = @convention(c) (pid_t, UInt32) -> Int32
+    let symbol = try #require(dlsym(nil, "pidfd_open"), "glibc 2.36 has pidfd_open")
+    let fd = unsafeBitCast(symbol, to: PidfdOpen.self)(pid, 0)
+    try #require(fd >= 0, "pidfd_open: \(errno)")
+    return {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while poll(&entry, 1, -1) < 0 && errno == EINTR {}
+        close(fd)
+    }
 }
 
 private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -195,11 +225,14 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let host = try Host()
         let token = Self.token()
         let command = #"printf 'out\377\376\n'; seq 1 20000; printf 'err\001\n' >&2; exit 3"#
-        let result = try host.run(DetachedStep.start(token, command: command))
+        let channel = try host.start(DetachedStep.start(token, command: command))
+        let status = channel.finish()
         let numbers = (1...20000).map { "\($0)\n" }.joined()
-        #expect(result.status == 3)
-        #expect(result.stdout == [0x6f, 0x75, 0x74, 0xff, 0xfe, 0x0a] + Array(numbers.utf8), "\(result.stdout.count) bytes")
-        #expect(result.stderr == Array("err\u{01}\n".utf8))
+        #expect(status == 3)
+        let line = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(line) == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true), "\(line)")
+        #expect(channel.streamedStdout == [0x6f, 0x75, 0x74, 0xff, 0xfe, 0x0a] + Array(numbers.utf8), "the whole of stdout after the state line: \(channel.stdout.count) bytes")
+        #expect(channel.stderr == Array("err\u{01}\n".utf8))
 
         let query = try host.run(DetachedStep.query(token))
         #expect(query.status == 0)
@@ -210,11 +243,12 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     @Test func killedControllerLeavesTheStepRunningAndAttachStreamsTheRest() throws {
         let host = try Host()
         let token = Self.token()
-        let gate = try host.gate("gate")
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
         let count = host.file("count")
-        let command = "echo run >>\(count.path); echo started; read x <\(gate.path); echo \"after $x\"; echo late >&2; exit 7"
+        let command = "echo run >>\(count.path); echo started; echo up >\(ready.path); read x <\(gate.path); echo \"after $x\"; echo late >&2; exit 7"
         let controller = try host.start(DetachedStep.start(token, command: command))
-        #expect(controller.read { text($0) == "started\n" })
+        #expect(host.awaitLine(ready) == "up")
+        #expect(controller.stdout.isEmpty, "a start prints nothing before the step ends")
         controller.killGroup() // kill -9 of the controller and everything its channel ran
 
         let attach = try host.start(DetachedStep.attach(token, stdoutOffset: "started\n".utf8.count, stderrOffset: 0))
@@ -224,7 +258,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(attach.finish() == 7, "the step's own status")
         #expect(text(attach.streamedStdout) == "after go\n", "the rest of stdout, from the offset")
         #expect(text(attach.stderr) == "late\n")
-        #expect(host.record(token, "exit")?.hasPrefix("rc=7 signal=0 timedout=0 ended=") == true, "\(host.record(token, "exit") ?? "none")")
+        #expect(host.record(token, "exit") == "rc=7 signal=0 timedout=0\n", "\(host.record(token, "exit") ?? "none")")
         #expect(try String(contentsOf: count, encoding: .utf8) == "run\n")
     }
 
@@ -265,49 +299,61 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(DetachedStep.State.parse(text(query.stdout))?.phase == .never)
         let attach = try host.run(DetachedStep.attach(Self.token()))
         #expect(attach.status == DetachedStep.protocolExit && DetachedStep.State.parse(text(attach.stdout))?.phase == .never)
-        #expect(!FileManager.default.fileExists(atPath: host.stepDir(Self.token()).path), "asking creates nothing")
+        #expect(!host.exists(Self.token()), "asking creates nothing")
     }
 
-    @Test func aStepWhoseRunnerDiedWithoutARecordIsLost() throws {
-        let host = try Host()
-        let token = Self.token()
-        let gate = try host.gate("gate")
-        let controller = try host.start(DetachedStep.start(token, command: "echo started; read x <\(gate.path)"))
-        defer { host.killStep(token) }
-        #expect(controller.read { text($0) == "started\n" })
-        let runnerText = try #require(host.record(token, "runner"))
-        let runner = try #require(pid_t(runnerText.trimmingCharacters(in: .newlines)))
-        kill(runner, SIGKILL) // as a reboot would: nothing left to write the exit record
-
-        #expect(controller.finish() == DetachedStep.protocolExit, "the stream ends without a status")
-        #expect(text(controller.stderr).hasSuffix("flotilla-step state=lost\n"))
-        let query = try host.run(DetachedStep.query(token))
+    @Test(arguments: ["/bin/sh", "/bin/bash"])
+    func aStepWhoseRunnerDiedUnseenIsLostAndOneSeenDyingIsRecorded(shell: String) throws {
+        let host = try Host(shell: shell)
+        let unseen = Self.token(1), seen = Self.token(2)
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
+        let command = "echo up >\(ready.path); read x <\(gate.path)"
+        // Unseen: the controller's channel is gone too, as after a reboot: nothing writes the record.
+        let first = try host.start(DetachedStep.start(unseen, command: command))
+        defer { host.killStep(unseen) }
+        #expect(host.awaitLine(ready) == "up")
+        first.killGroup()
+        let runner = try #require(host.runner(unseen), "on record before the command runs")
+        let exited = try awaitExit(of: runner)
+        kill(-runner, SIGKILL)
+        exited()
+        let query = try host.run(DetachedStep.query(unseen))
         #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: true), "\(text(query.stdout))")
+
+        // Seen: the start line still waits for its runner and records how it died.
+        let second = try host.start(DetachedStep.start(seen, command: command))
+        defer { host.killStep(seen) }
+        #expect(host.awaitLine(ready) == "up")
+        kill(-(try #require(host.runner(seen))), SIGKILL)
+        #expect(second.finish() == 137)
+        #expect(host.record(seen, "exit") == "rc=137 signal=9 timedout=0\n")
     }
 
     @Test func aRecordFromAnotherBootIsLostEvenIfItsPidIsAlive() throws {
         let host = try Host()
         let token = Self.token()
-        let gate = try host.gate("gate")
-        let controller = try host.start(DetachedStep.start(token, command: "echo started; read x <\(gate.path)"))
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
+        let controller = try host.start(DetachedStep.start(token, command: "echo up >\(ready.path); read x <\(gate.path)"))
         defer {
             host.open(gate)
             _ = controller.finish()
         }
-        #expect(controller.read { text($0) == "started\n" })
-        try "00000000-0000-0000-0000-000000000000\n".write(to: host.stepDir(token).appendingPathComponent("boot"), atomically: false, encoding: .utf8)
+        #expect(host.awaitLine(ready) == "up")
+        try "00000000-0000-0000-0000-000000000000\n".write(to: host.recordFile(token, "boot"), atomically: false, encoding: .utf8)
         let query = try host.run(DetachedStep.query(token))
         #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: false), "\(text(query.stdout))")
     }
 
-    @Test(arguments: [("/bin/sh", false, 143, 15), ("/bin/sh", true, 137, 9), ("/bin/bash", false, 143, 15)])
+    @Test(arguments: [("/bin/sh", false, 143, 15), ("/bin/sh", true, 137, 9), ("/bin/bash", false, 143, 15), ("/bin/bash", true, 137, 9)])
     func killEndsTheWholeProcessGroupAndRecordsATimeout(shell: String, ignoresTerm: Bool, status: Int32, signal: Int32) throws {
         let host = try Host(shell: shell)
         let token = Self.token()
-        let pids = host.file("pids")
-        let command = (ignoresTerm ? "trap '' TERM; " : "") + "sleep 1000 & echo \"$$ $!\" >\(pids.path); echo started; wait"
+        let pids = host.file("pids"), ready = try host.gate("ready")
+        // `$$` gives the command a shell of its own; without it, bash runs it in a subshell.
+        let me = ignoresTerm ? "$$" : "x"
+        let command = (ignoresTerm ? "trap '' TERM; " : "") + "sleep 1000 & echo \"\(me) $!\" >\(pids.path); echo up >\(ready.path); wait"
         let controller = try host.start(DetachedStep.start(token, command: command))
-        #expect(controller.read { text($0) == "started\n" })
+        #expect(host.awaitLine(ready) == "up")
 
         let killed = try host.run(DetachedStep.kill(token, grace: 1))
         #expect(killed.status == 0, "\(text(killed.stderr))")
@@ -315,15 +361,16 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(state?.phase == .ended && state?.exitStatus == status && state?.signal == signal && state?.timedOut == true, "\(text(killed.stdout))")
         #expect(controller.finish() == status, "the stream ends with the status too")
         let both = try String(contentsOf: pids, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { pid_t($0) }
-        #expect(both.count == 2 && both.allSatisfy(isGone), "the command's shell and its child: \(both)")
+            + [try #require(host.runner(token))]
+        #expect(both.count == (ignoresTerm ? 3 : 2) && both.allSatisfy(isGone), "the runner, the command's shell and its child: \(both)")
     }
 
     @Test(arguments: ["sh", "bash"])
     func aCommandKilledBySignalIsToldApartFromOneExitingWithTheSameNumber(shell: String) throws {
         let host = try Host(shell: "/bin/\(shell)")
         let exits = Self.token(1), killed = Self.token(2)
-        #expect(try host.run(DetachedStep.start(exits, command: "exit 137", shell: shell)).status == 137)
-        #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$", shell: shell)).status == 137)
+        #expect(try host.run(DetachedStep.start(exits, command: "exit 137")).status == 137)
+        #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$")).status == 137)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(exits)).stdout))?.signal == nil)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(killed)).stdout))?.signal == 9)
     }
@@ -332,8 +379,8 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let host = try Host()
         let token = Self.token()
         let secret = "hunter2-become-password"
-        let result = try host.run(DetachedStep.start(token, command: "echo ok; cat; echo done >&2"), input: Array((secret + "\n").utf8))
-        #expect(result.status == 0 && text(result.stdout) == "ok\n", "the command reads /dev/null, not the channel")
+        let channel = try host.start(DetachedStep.start(token, command: "echo ok; cat; echo done >&2"), input: Array((secret + "\n").utf8))
+        #expect(channel.finish() == 0 && text(channel.streamedStdout) == "ok\n", "the command reads /dev/null, not the channel")
         let root = host.home.appendingPathComponent(".flotilla")
         var checked = 0
         for path in [root.path] + (FileManager.default.subpaths(atPath: root.path) ?? []).map({ root.path + "/" + $0 }) {
@@ -344,7 +391,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             if !isDirectory { #expect(!text(Array(FileManager.default.contents(atPath: path) ?? Data())).contains(secret), "\(path)") }
             checked += 1
         }
-        #expect(checked >= 10, "the steps dir, the run dir, the attempt dir and its files")
+        #expect(checked >= 9, "~/.flotilla, the steps dir, the run dir and the attempt's files")
     }
 
     @Test func cleanupOfARunKeepsOnlyStepsStillRunning() throws {
@@ -352,29 +399,29 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let done = Self.token(1), running = Self.token(2), otherRun = Self.token(1, run: "other")
         #expect(try host.run(DetachedStep.start(done, command: "true")).status == 0)
         #expect(try host.run(DetachedStep.start(otherRun, command: "true")).status == 0)
-        let gate = try host.gate("gate")
-        let controller = try host.start(DetachedStep.start(running, command: "echo started; read x <\(gate.path)"))
-        #expect(controller.read { text($0) == "started\n" })
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
+        let controller = try host.start(DetachedStep.start(running, command: "echo up >\(ready.path); read x <\(gate.path)"))
+        #expect(host.awaitLine(ready) == "up")
 
         let first = try host.run(DetachedStep.cleanup(run: done.run))
         #expect(first.status == 0 && text(first.stdout) == "flotilla-step kept=\(running.name)\n")
-        #expect(!FileManager.default.fileExists(atPath: host.stepDir(done).path))
-        #expect(FileManager.default.fileExists(atPath: host.stepDir(running).path))
+        #expect(!host.exists(done) && !FileManager.default.fileExists(atPath: host.recordFile(done, "out").path))
+        #expect(host.exists(running))
         host.open(gate)
         #expect(controller.finish() == 0)
         #expect(try host.run(DetachedStep.cleanup(run: done.run)).stdout.isEmpty)
-        #expect(!FileManager.default.fileExists(atPath: host.stepDir(running).deletingLastPathComponent().path), "the run's directory too")
-        #expect(FileManager.default.fileExists(atPath: host.stepDir(otherRun).path), "another run's records stay")
+        #expect(!FileManager.default.fileExists(atPath: host.recordFile(running).deletingLastPathComponent().path), "the run's directory too")
+        #expect(host.exists(otherRun), "another run's records stay")
     }
 
     @Test func cleanupByAgeRemovesOnlyOldRecords() throws {
         let host = try Host()
         let old = Self.token(1, run: "old"), recent = Self.token(1, run: "recent")
         for token in [old, recent] { #expect(try host.run(DetachedStep.start(token, command: "true")).status == 0) }
-        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3 * 86400)], ofItemAtPath: host.stepDir(old).path)
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3 * 86400)], ofItemAtPath: host.recordFile(old).path)
         #expect(try host.run(DetachedStep.cleanup(olderThanDays: 2)).status == 0)
-        #expect(!FileManager.default.fileExists(atPath: host.stepDir(old).deletingLastPathComponent().path))
-        #expect(FileManager.default.fileExists(atPath: host.stepDir(recent).path))
+        #expect(!FileManager.default.fileExists(atPath: host.recordFile(old).deletingLastPathComponent().path))
+        #expect(host.exists(recent))
     }
 
     @Test func tokenNamesAreSafeDistinctAndBounded() {

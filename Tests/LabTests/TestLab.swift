@@ -208,8 +208,8 @@ final class TestLab: Sendable {
             let prefix = String(sent[..<shell.upperBound])
             wrap = { prefix + ShellQuote.quote((word.hasPrefix(stdinClosed) ? stdinClosed : "") + $0) }
         }
-        for line in script.split(separator: "\n") where line.hasPrefix("printf '%s' ") && line.hasSuffix(" >\"$d/cmd\"") {
-            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d/cmd\"".count)).map(wrap)
+        for line in script.split(separator: "\n") where line.hasPrefix("printf '%s' ") && line.hasSuffix(" >\"$d.cmd\"") {
+            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d.cmd\"".count)).map(wrap)
         }
         return nil
     }

@@ -42,11 +42,8 @@ public final class DetachedRun: Sendable {
     func execute(_ step: RunStep, timeout: Duration?, context: StepContext,
                  output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> CommandStep.Execution {
         let clock = context.clock, log = context.log
-        let tails = OutputTails()
-        let received = { @Sendable (kind: OutputKind, bytes: UnsafeRawBufferPointer) in
-            tails.take(kind, bytes)
-            output(kind, bytes)
-        }
+        let tails = DetachedShell.Passed(output)
+        let received = tails.take
         let deadline = timeout.map { clock.now.addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) }
         let limit = "timed out after \(timeout.map { "\($0.components.seconds)" } ?? "?") s"
         var mode: Mode = attachFirst ? .attach : .start
@@ -92,7 +89,7 @@ public final class DetachedRun: Sendable {
                     await reattached()
                     log.note("re-attached to '\(step.name)' (\(token.path)): it ran once, not again")
                 }
-                if mode == .attach || mode == .kill { (ended.stdoutTail, ended.stderrTail) = tails.texts }
+                if mode == .attach || mode == .kill { (ended.stdoutTail, ended.stderrTail) = tails.tails }
                 if mode == .kill && ended.timedOut {
                     return .ended(StepResult(.failed, ended, "\(limit) (killed on the host)"))
                 }
@@ -150,24 +147,4 @@ public final class DetachedRun: Sendable {
 
 private func lostEachTime(_ starts: Int) -> String {
     "the connection was lost during the step each time it started (\(starts) time\(starts == 1 ? "" : "s")); the host never ran it"
-}
-
-/// How many bytes of each stream a detached step sent, and their tails.
-final class OutputTails: Sendable {
-    private let state = Mutex<(counts: [OutputKind: Int], tails: [OutputKind: [UInt8]])>(([:], [:]))
-
-    func take(_ kind: OutputKind, _ bytes: UnsafeRawBufferPointer) {
-        state.withLock { state in
-            state.counts[kind, default: 0] += bytes.count
-            state.tails[kind, default: []] += bytes
-            let extra = state.tails[kind, default: []].count - DetachedShell.tailLimit
-            if extra > 0 { state.tails[kind]!.removeFirst(extra) }
-        }
-    }
-
-    var counts: (stdout: Int, stderr: Int) { state.withLock { ($0.counts[.stdout, default: 0], $0.counts[.stderr, default: 0]) } }
-
-    var texts: (String, String) {
-        state.withLock { (String(decoding: $0.tails[.stdout, default: []], as: UTF8.self), String(decoding: $0.tails[.stderr, default: []], as: UTF8.self)) }
-    }
 }

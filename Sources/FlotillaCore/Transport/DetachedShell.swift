@@ -6,13 +6,41 @@ import Synchronization
 // (so under become through the same sudo wrapper, the password on stdin, never in the line),
 // its state line parsed, and a ``DetachedStep/protocolExit`` answered by a query.
 extension HostConnection {
+    /// Starts the step and waits for it. The start line prints the step's output when it
+    /// ends (no program runs on the host to stream it meanwhile, so a short step costs what
+    /// a plain command costs); a step still running after ``DetachedShell/followAfter`` is
+    /// followed live over a second channel, and what that passed on is not passed again.
     public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,
                               output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
-        // Without become the command runs in the login shell, as sshd would run it; under
-        // become in `sh`, as `sudo … sh -c` ran it.
-        let line = DetachedStep.start(token, command: command, shell: become ? "sh" : nil)
-        return await DetachedShell.follow(line, token: token, stateLineFirst: false, offsets: (0, 0), become: become,
-                                          timeout: timeout, on: self, output: output)
+        let passed = DetachedShell.Passed(output)
+        let follower = DetachedShell.Follower()
+        let following = Task {
+            guard (try? await Task.sleep(for: DetachedShell.followAfter)) != nil, follower.begin() else { return }
+            // Its outcome does not matter: the start line's own end says how the step ended.
+            _ = await attach(token, stdoutOffset: 0, stderrOffset: 0, become: become, timeout: nil, output: passed.take)
+        }
+        let held = DetachedShell.Held()
+        let ran: Result<StepOutcome, any Error>
+        do {
+            ran = .success(try await run(DetachedStep.start(token, command: command), become: become, timeout: timeout, output: held.take))
+        } catch {
+            ran = .failure(error)
+        }
+        // A follower already attached ends with the step (or its channel); one not yet begun never begins.
+        let stopFollower: Bool
+        if case .success(let outcome) = ran, !outcome.timedOut { stopFollower = !follower.end() } else { stopFollower = true }
+        if stopFollower { following.cancel() }
+        await following.value
+        let outcome: StepOutcome
+        switch ran {
+        case .failure(let error): return DetachedShell.lostOrFailed(error)
+        case .success(let value): outcome = value
+        }
+        if outcome.timedOut { return .timedOut }
+        // What the start line printed at the end is the whole of each stream: drop what the follower passed on.
+        let filter = DetachedShell.StreamFilter(stateLineFirst: true, offsets: passed.counts, output: passed.take)
+        held.replay(into: filter.take)
+        return await DetachedShell.conclude(outcome, filter: filter, tails: { passed.tails }, token: token, starting: true, become: become, on: self)
     }
 
     public func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
@@ -63,14 +91,22 @@ enum DetachedShell {
         } catch {
             return lostOrFailed(error)
         }
-        filter.finish()
         if outcome.timedOut { return .timedOut }
-        let tails = filter.tails
+        return await conclude(outcome, filter: filter, tails: { filter.tails }, token: token, starting: false, become: become, on: connection)
+    }
+
+    /// What became of the step, from a start's or an attach's end: its state line, else
+    /// its exit status, else (254, the protocol's own status, or none) a query.
+    static func conclude(_ outcome: StepOutcome, filter: StreamFilter, tails passed: () -> (stdout: String, stderr: String),
+                         token: DetachedStep.Token, starting: Bool, become: Bool, on connection: some HostConnection) async -> DetachedOutcome {
+        filter.finish()
+        let tails = passed()
         if let state = filter.state, state.phase != .running, state.phase != .ended {
             return self.outcome(of: state, tails: tails)
         }
         guard outcome.exitStatus == DetachedStep.protocolExit || outcome.exitStatus == nil else {
-            return .ended(StepOutcome(exitStatus: outcome.exitStatus, stdoutTail: tails.stdout, stderrTail: tails.stderr))
+            return .ended(StepOutcome(exitStatus: outcome.exitStatus, exitSignal: filter.state?.signal.map { String($0) },
+                                      stdoutTail: tails.stdout, stderrTail: tails.stderr, timedOut: filter.state?.timedOut ?? false))
         }
         // 254 (or no status): the step's own, a refusal, or a follow that ended early.
         let queried: StepOutcome
@@ -83,7 +119,7 @@ enum DetachedShell {
             return .failed("the host's answer is not a step state: \(outcome.stderrTail)\(queried.stderrTail)")
         }
         switch state.phase {
-        case .never where !stateLineFirst:
+        case .never where starting:
             // The start line failed before making the record.
             return .failed("cannot start the step on the host: \(outcome.stderrTail.trimmingCharacters(in: .whitespacesAndNewlines))")
         case .running:
@@ -110,6 +146,57 @@ enum DetachedShell {
         if let error = error as? TransportError, error.kind == .notStarted { return .notStarted(error.message) }
         if let error = error as? TransportError, error.kind == .connectionLost { return .connectionLost(error.message) }
         return .failed("\(error)")
+    }
+
+    /// How long a step runs before the controller follows its output live.
+    static let followAfter: Duration = .seconds(1)
+
+    /// Output passed on to the caller: how many bytes of each stream, and their tails (for
+    /// the outcome, and the offsets a re-attach resumes from).
+    final class Passed: Sendable {
+        private let state = Mutex<(counts: [OutputKind: Int], tails: [OutputKind: [UInt8]])>(([:], [:]))
+        private let output: @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void
+
+        init(_ output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) { self.output = output }
+
+        @Sendable func take(_ kind: OutputKind, _ bytes: UnsafeRawBufferPointer) {
+            state.withLock { state in
+                state.counts[kind, default: 0] += bytes.count
+                state.tails[kind, default: []] += bytes
+                let extra = state.tails[kind, default: []].count - DetachedShell.tailLimit
+                if extra > 0 { state.tails[kind]!.removeFirst(extra) }
+            }
+            output(kind, bytes)
+        }
+
+        var counts: (stdout: Int, stderr: Int) { state.withLock { ($0.counts[.stdout, default: 0], $0.counts[.stderr, default: 0]) } }
+
+        var tails: (stdout: String, stderr: String) {
+            state.withLock { (String(decoding: $0.tails[.stdout, default: []], as: UTF8.self), String(decoding: $0.tails[.stderr, default: []], as: UTF8.self)) }
+        }
+    }
+
+    /// Whether the live follower began: it begins only if the start has not ended first.
+    final class Follower: Sendable {
+        private enum Phase { case waiting, begun, ended }
+        private let phase = Mutex(Phase.waiting)
+
+        /// The follower's turn; false when the start ended first.
+        func begin() -> Bool { phase.withLock { if $0 == .waiting { $0 = .begun; return true }; return false } }
+
+        /// The start ended; whether the follower had begun.
+        func end() -> Bool { phase.withLock { let begun = $0 == .begun; $0 = .ended; return begun } }
+    }
+
+    /// A start line's output, held until its end (when what the follower passed is known).
+    final class Held: Sendable {
+        private let chunks = Mutex<[(OutputKind, [UInt8])]>([])
+
+        @Sendable func take(_ kind: OutputKind, _ bytes: UnsafeRawBufferPointer) { chunks.withLock { $0.append((kind, Array(bytes))) } }
+
+        func replay(into take: (OutputKind, UnsafeRawBufferPointer) -> Void) {
+            for (kind, bytes) in chunks.withLock({ $0 }) { bytes.withUnsafeBytes { take(kind, $0) } }
+        }
     }
 
     /// Passes a start's or an attach's output on: holds it back until the state line (the
@@ -152,36 +239,51 @@ enum DetachedShell {
                         }
                         held.stateLine += incoming[..<newline]
                         incoming = Array(incoming[(newline + 1)...])
-                        decide(&held)
+                        // A first line that is not a state line is the stream's own.
+                        if !decide(&held) { incoming = held.stateLine + [UInt8(ascii: "\n")] + incoming }
                     } else {
                         held.pending.append((kind, incoming))
                         return []
                     }
                 }
-                var ready = held.pending
-                held.pending = []
-                ready.append((kind, incoming))
-                return ready.compactMap { kind, chunk in
-                    let skipped = min(held.skip[kind, default: 0], chunk.count)
-                    held.skip[kind, default: 0] -= skipped
-                    let kept = Array(chunk.dropFirst(skipped))
-                    guard !kept.isEmpty else { return nil }
-                    held.tails[kind, default: []] += kept
-                    if held.tails[kind]!.count > DetachedShell.tailLimit { held.tails[kind]!.removeFirst(held.tails[kind]!.count - DetachedShell.tailLimit) }
-                    return (kind, kept)
-                }
+                held.pending.append((kind, incoming))
+                return release(&held)
             }
+            pass(ready)
+        }
+
+        /// The output ended: a state line without its newline is read now, and what was
+        /// held back is passed on.
+        func finish() {
+            let ready: [(OutputKind, [UInt8])] = held.withLock { held in
+                if !held.decided, !decide(&held) { held.pending.append((.stdout, held.stateLine)) }
+                return release(&held)
+            }
+            pass(ready)
+        }
+
+        /// The held chunks, without what the controller has already; keeps the tails.
+        private func release(_ held: inout Held) -> [(OutputKind, [UInt8])] {
+            let ready = held.pending
+            held.pending = []
+            return ready.compactMap { kind, chunk in
+                let skipped = min(held.skip[kind, default: 0], chunk.count)
+                held.skip[kind, default: 0] -= skipped
+                let kept = Array(chunk.dropFirst(skipped))
+                guard !kept.isEmpty else { return nil }
+                held.tails[kind, default: []] += kept
+                if held.tails[kind]!.count > DetachedShell.tailLimit { held.tails[kind]!.removeFirst(held.tails[kind]!.count - DetachedShell.tailLimit) }
+                return (kind, kept)
+            }
+        }
+
+        private func pass(_ ready: [(OutputKind, [UInt8])]) {
             for (kind, chunk) in ready { chunk.withUnsafeBytes { output(kind, $0) } }
         }
 
-        /// The output ended: a state line without its newline is read now.
-        func finish() {
-            held.withLock { held in
-                if !held.decided { decide(&held) }
-            }
-        }
-
-        private func decide(_ held: inout Held) {
+        /// Reads the held first line as the state line; false when it is not one.
+        @discardableResult
+        private func decide(_ held: inout Held) -> Bool {
             held.decided = true
             held.state = DetachedStep.State.parse(String(decoding: held.stateLine, as: UTF8.self))
             // An ended step's tail starts `size - tailBytes` bytes in (or at 0): skip what
@@ -192,6 +294,8 @@ enum DetachedShell {
                     held.skip[kind] = max(0, offset - tailStart)
                 }
             }
+            return held.state != nil
         }
+
     }
 }

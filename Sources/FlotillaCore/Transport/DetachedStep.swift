@@ -6,22 +6,29 @@ import Foundation
 /// (through `sudo … sh -c` under become; the lines use the effective user's home, so they
 /// work the same as the login user and as the become user).
 ///
-/// On the host, each attempt has a directory `~/.flotilla/steps/RUN/HOST.STEP.ATTEMPT/`
-/// (directories 0700, files 0600):
+/// On the host, each attempt has files `~/.flotilla/steps/RUN/HOST.STEP.ATTEMPT.*` (the
+/// directories 0700, the files 0600):
 ///
 /// | file | written by | holds |
 /// | --- | --- | --- |
-/// | `cmd` | start | the command text (never stdin, so never the become password) |
-/// | `boot`, `started` | start | `/proc/sys/kernel/random/boot_id` and the start time (epoch seconds) |
-/// | `out`, `err` | the command | its stdout and stderr, byte for byte |
-/// | `runner` | the runner | its pid (the runner waits for the command and writes `exit`) |
-/// | `pgid` | the command's shell | the command's process group, before the command runs |
-/// | `exited` | the command's shell | present when it ended by `exit` rather than a signal |
-/// | `timedout` | kill | present when `--step-timeout` killed it |
-/// | `exit` | the runner | `rc=N signal=N timedout=0/1 ended=EPOCH`, written by rename |
+/// | `.cmd` | start | the command text (never stdin, so never the become password) |
+/// | `.boot` | start | `/proc/sys/kernel/random/boot_id` when it started |
+/// | `.out`, `.err` | the command | its stdout and stderr, byte for byte |
+/// | `.runner` | the runner | its pid and start time (`/proc/PID/stat` field 22): the runner leads the command's process group |
+/// | `.following` | attach | present once a controller follows the output live |
+/// | `.timedout` | kill | present when `--step-timeout` killed it |
+/// | `.exit` | the runner (else whoever saw it die) | `rc=N signal=N timedout=0/1`, created once (noclobber) |
 ///
-/// The `mkdir` of the attempt's directory is the once-guard: a start re-sent after a lost
-/// answer finds the directory and refuses (``protocolExit``) instead of running again.
+/// The noclobber creation of `.cmd` is the once-guard: a start re-sent after a lost answer
+/// finds it and refuses (``protocolExit``) instead of running again.
+///
+/// What a step costs the host is kept to what a plain command costs where it can be: the
+/// records are written by shell builtins, and under bash the runner is a subshell of the
+/// channel's shell in a process group of its own (`set -m`), so a short quiet step starts
+/// no program besides its own. Elsewhere (dash, or sudo's `sh -c`) the runner is a new
+/// `sh` in a session of its own (`setsid`). The runner sources the command, as the shell
+/// that runs it over plain SSH would; a command that uses `$$` gets a shell process of its
+/// own, so `$$` is its own pid.
 public enum DetachedStep {
     /// The exit status of a start, attach or kill whose output is not the step's own: a
     /// refused start, a step lost while streaming, no home directory. The step itself may
@@ -76,73 +83,104 @@ public enum DetachedStep {
         return String(encoded.prefix(100)) + "%~" + String(hash, radix: 16)
     }
 
-    /// Starts the step and streams it: refuses (prints `flotilla-step state=exists`, exits
-    /// ``protocolExit``) when the token was started before; otherwise records the boot id
-    /// and start time, starts `command` in its own session and process group (stdin
-    /// /dev/null, SIGHUP ignored, output to files), then follows stdout on stdout and stderr
-    /// on stderr, and exits with the command's status (128+N when a signal ended it).
-    /// - Parameter shell: the shell that runs (sources) the command, e.g. `sh` or `bash`;
-    ///   nil: the effective user's login shell (`$SHELL`, else `sh`), as sshd runs a command.
-    public static func start(_ token: Token, command: String, shell: String? = "sh") -> String {
-        // The command is sourced by the shell the runner waits for, so the command's own
-        // `exit N` runs the EXIT trap (the `exited` marker) and its own death by a signal
-        // does not: that is how 128+N from a signal is told from `exit 128+N`. The TERM
-        // trap keeps bash from running the EXIT trap when killed.
-        let commandShell = """
-            flotilla_step=$1
-            shift
-            trap 'printf x >"$flotilla_step/exited"' EXIT
-            trap 'trap - EXIT TERM; kill -TERM $$' TERM
-            printf '%s\\n' "$$" >"$flotilla_step/pgid.tmp" && mv "$flotilla_step/pgid.tmp" "$flotilla_step/pgid"
-            . "$flotilla_step/cmd"
-            """
-        // The runner stays outside the command's process group, so a kill of the group
-        // leaves it to write the exit record; it alone writes `exit`. Both pids are on
-        // record before the command runs, so whoever sees its output can find them.
-        let runner = """
-            d=$1
-            trap '' HUP
-            printf '%s\\n' "$$" >"$d/runner.tmp" && mv "$d/runner.tmp" "$d/runner"
-            setsid \(shell.map(ShellQuote.quote) ?? "\"${SHELL:-sh}\"") -c \(ShellQuote.quote(commandShell)) sh "$d" </dev/null >>"$d/out" 2>>"$d/err" &
-            c=$!
-            wait "$c"
-            rc=$?
-            sig=0
-            if [ ! -e "$d/exited" ] && [ "$rc" -gt 128 ]; then sig=$((rc - 128)); fi
-            to=0
-            if [ -e "$d/timedout" ]; then to=1; fi
-            printf 'rc=%s signal=%s timedout=%s ended=%s\\n' "$rc" "$sig" "$to" "$(date +%s)" >"$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"
-            """
+    /// Starts the step: refuses (prints `flotilla-step state=exists`, exits ``protocolExit``)
+    /// when the token was started before; otherwise records it, starts `command` detached
+    /// (its own process group, stdin /dev/null, SIGHUP ignored, output to the record's
+    /// files) and waits for it. At its end the line prints the state line, then the whole
+    /// of its stdout on stdout and of its stderr on stderr, unless a controller followed it
+    /// live meanwhile (``attach(_:stdoutOffset:stderrOffset:)`` made `.following`): then
+    /// the follower has it all. It exits with the command's status (128+N after signal N).
+    public static func start(_ token: Token, command: String) -> String {
+        // A command that reads `$$` gets its own shell process; otherwise the runner is a
+        // subshell (no program started) where bash can give it a process group of its own.
+        let ownShell = command.contains("$$") || command.contains("${$}")
+        let bashRunner = ownShell
+            ? "set -m; \"${SHELL:-sh}\" -c \"$fl_runner\" flotilla-step \"$d\" \"$fl_mask\" </dev/null >/dev/null 2>&1 & set +m"
+            : "set -m; ( eval \"$fl_runner\" ) </dev/null >/dev/null 2>&1 & set +m"
         return prelude(token) + """
-            mkdir -p "$root/\(token.runDirectory)" && chmod 700 "$root" "$root/\(token.runDirectory)" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
-            if ! mkdir "$d" 2>/dev/null; then
-              if [ -d "$d" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=mkdir' >&2; fi
+            fl_run="$root/\(token.runDirectory)"
+            if [ ! -d "$fl_run" ]; then
+              mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
+            fi
+            fl_mask=0022
+            while read -r fl_k fl_v; do [ "$fl_k" = Umask: ] && { fl_mask=$fl_v; break; }; done </proc/$$/status
+            umask 077
+            set -C
+            exec 3>&2 2>/dev/null
+            printf '%s' \(ShellQuote.quote(command)) >"$d.cmd"
+            fl_made=$?
+            exec 2>&3 3>&-
+            set +C
+            if [ $fl_made -ne 0 ]; then
+              if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
               exit \(protocolExit)
             fi
-            printf '%s' \(ShellQuote.quote(command)) >"$d/cmd"
-            cat /proc/sys/kernel/random/boot_id >"$d/boot" 2>/dev/null
-            date +%s >"$d/started"
-            : >"$d/out"
-            : >"$d/err"
-            setsid sh -c \(ShellQuote.quote(runner)) flotilla-step "$d" </dev/null >/dev/null 2>&1 &
-            follow 0 0 $!
-            finish
+            fl_b=
+            read -r fl_b </proc/sys/kernel/random/boot_id 2>/dev/null
+            printf '%s\\n' "$fl_b" >"$d.boot"
+            : >"$d.out"
+            : >"$d.err"
+            fl_runner=\(ShellQuote.quote(runner))
+            if [ -n "$BASH_VERSION" ]; then
+              set -- "$d" "$fl_mask"
+              \(bashRunner)
+            else
+              setsid sh -c "$fl_runner" flotilla-step "$d" "$fl_mask" </dev/null >/dev/null 2>&1 &
+            fi
+            r=$!
+            wait "$r" 2>/dev/null
+            fl_died "$?"
+            fl_state
+            fl_report
+            if [ ! -e "$d.following" ]; then
+              [ -s "$d.out" ] && cat "$d.out"
+              [ -s "$d.err" ] && cat "$d.err" >&2
+            fi
+            fl_finish
 
             """
     }
 
+    /// The runner, in its own process group, with the record's path and the login's umask
+    /// as `$1` and `$2`: it puts its pid and start time on record before the command runs,
+    /// sources the command and writes `.exit` when the command ends, by `exit` or by
+    /// SIGTERM (the TERM trap tells a kill from `exit 143`). None of the protocol's names
+    /// stay visible to the command.
+    private static let runner = """
+        fl_d=$1
+        fl_m=$2
+        fl_me=${BASHPID:-$$}
+        fl_s=
+        read -r fl_s </proc/$fl_me/stat
+        fl_s=${fl_s##*) }
+        set -- $fl_s
+        printf '%s %s\\n' "$fl_me" "${20:-0}" >"$fl_d.runner"
+        set --
+        umask "$fl_m"
+        fl_sig=0
+        trap '' HUP
+        trap 'fl_sig=15; exit 143' TERM
+        trap 'fl_rc=$?; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"' EXIT
+        unset -f fl_alive fl_state fl_report fl_follow fl_finish fl_died fl_keep_or_remove 2>/dev/null
+        unset h root d r st boot fl_run fl_mask fl_k fl_v fl_made fl_b fl_runner fl_s fl_m fl_me 2>/dev/null
+        exec </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
+        . "$fl_d.cmd"
+        """
+
     /// Asks the host about the token and prints one state line first (see ``State``). A
     /// running step is then followed from the given byte offsets of its stdout and stderr
-    /// until it ends, and the line exits with its status; an ended step's last
-    /// ``tailBytes`` of each stream are printed and the line exits with its status (nothing
-    /// runs again). `never` and `lost` exit ``protocolExit``.
+    /// until it ends (and marked as followed, so its start line does not print it again),
+    /// and the line exits with its status; an ended step's last ``tailBytes`` of each
+    /// stream are printed and the line exits with its status (nothing runs again). `never`
+    /// and `lost` exit ``protocolExit``.
     public static func attach(_ token: Token, stdoutOffset: Int = 0, stderrOffset: Int = 0) -> String {
         prelude(token) + """
-            state
-            report
+            umask 077
+            fl_state
+            fl_report sizes
             case $st in
-              running) follow \(max(0, stdoutOffset)) \(max(0, stderrOffset)) "$r"; finish ;;
-              ended) tail -c \(tailBytes) "$d/out"; tail -c \(tailBytes) "$d/err" >&2; finish ;;
+              running) : >"$d.following"; fl_follow \(max(0, stdoutOffset)) \(max(0, stderrOffset)); fl_finish ;;
+              ended) tail -c \(tailBytes) "$d.out"; tail -c \(tailBytes) "$d.err" >&2; fl_finish ;;
               *) exit \(protocolExit) ;;
             esac
 
@@ -151,32 +189,30 @@ public enum DetachedStep {
 
     /// Prints the token's state line only, and exits 0.
     public static func query(_ token: Token) -> String {
-        prelude(token) + "state\nreport\nexit 0\n"
+        prelude(token) + "fl_state\nfl_report sizes\nexit 0\n"
     }
 
     /// Ends a step the host still runs (for `--step-timeout`): marks it timed out, sends
-    /// SIGTERM to its process group, SIGKILL after `grace` seconds, waits for the runner's
-    /// exit record, and prints the state line (`timedout=1` when it was killed). A step not
-    /// running is only reported. Exits 0 when the line reports `ended`.
+    /// SIGTERM to its process group, SIGKILL after `grace` seconds, records the kill when
+    /// nothing else did, and prints the state line (`timedout=1` when it was killed). A
+    /// step not running is only reported. Exits 0 when the line reports `ended`.
     public static func kill(_ token: Token, grace: Int = 10) -> String {
         prelude(token) + """
-            state
+            umask 077
+            fl_state
             if [ "$st" = running ]; then
-              : >"$d/timedout"
-              pg=$(cat "$d/pgid" 2>/dev/null)
+              : >"$d.timedout"
+              pg=${r%% *}
+              kill -TERM -"$pg" 2>/dev/null
               n=0
-              while [ -z "$pg" ] && alive "$r" "$d" && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); pg=$(cat "$d/pgid" 2>/dev/null); done
-              if [ -n "$pg" ]; then
-                kill -TERM -"$pg" 2>/dev/null
-                n=0
-                while kill -0 -"$pg" 2>/dev/null && [ $n -lt \(max(0, grace) * 10) ]; do sleep 0.1; n=$((n + 1)); done
-                kill -KILL -"$pg" 2>/dev/null
-              fi
+              while kill -0 -"$pg" 2>/dev/null && [ $n -lt \(max(0, grace) * 10) ]; do sleep 0.1; n=$((n + 1)); done
+              kill -KILL -"$pg" 2>/dev/null
               n=0
-              while [ ! -f "$d/exit" ] && alive "$r" "$d" && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-              state
+              while [ ! -s "$d.exit" ] && fl_alive "$r" && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+              fl_alive "$r" || fl_died 137
+              fl_state
             fi
-            report
+            fl_report sizes
             [ "$st" = ended ] && exit 0
             exit \(protocolExit)
 
@@ -187,8 +223,8 @@ public enum DetachedStep {
     /// as `flotilla-step kept=NAME`). Exits 0.
     public static func cleanup(run: String) -> String {
         prelude(nil) + """
-            for t in "$root/\(fileName(run))"/*; do
-              keep_or_remove "$t"
+            for t in "$root/\(fileName(run))"/*.cmd; do
+              fl_keep_or_remove "${t%.cmd}"
             done
             rmdir "$root/\(fileName(run))" 2>/dev/null
             exit 0
@@ -196,14 +232,15 @@ public enum DetachedStep {
             """
     }
 
-    /// Removes every record older than `days` days (by its directory's last change), except
-    /// those of steps still running. Exits 0.
+    /// Removes every record older than `days` days (by the last change of its `.cmd`),
+    /// except those of steps still running. Exits 0.
     public static func cleanup(olderThanDays days: Int) -> String {
         prelude(nil) + """
-            for t in "$root"/*/*; do
-              [ -n "$(find "$t" -maxdepth 0 -mmin +\(max(0, days) * 1440) 2>/dev/null)" ] && keep_or_remove "$t" old
+            [ -d "$root" ] || exit 0
+            find "$root" -mindepth 2 -maxdepth 2 -name '*.cmd' -mmin +\(max(0, days) * 1440) 2>/dev/null | while IFS= read -r t; do
+              fl_keep_or_remove "${t%.cmd}" old
             done
-            for t in "$root"/*; do rmdir "$t" 2>/dev/null; done
+            for t in "$root"/*; do [ -d "$t" ] && rmdir "$t" 2>/dev/null; done
             exit 0
 
             """
@@ -211,67 +248,95 @@ public enum DetachedStep {
 
     /// The shell functions every line shares. `$root` is `~/.flotilla/steps` of the
     /// effective user: `$HOME` when that user owns it (sudo may keep the caller's), else
-    /// the home the user database gives.
+    /// the home the user database gives. A step's state: `ended` when its `.exit` is there;
+    /// `running` when its runner is alive (same pid and start time, same boot); else
+    /// `lost`. The state line of an ended step gives the sizes of its streams only when the
+    /// caller needs them (an attach's tails start `size - tailBytes` bytes in).
     private static func prelude(_ token: Token?) -> String {
         """
-        umask 077
         h=$HOME
         if [ -z "$h" ] || [ ! -O "$h" ]; then h=$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6); fi
         [ -n "$h" ] || { echo 'flotilla-step error=no-home' >&2; exit \(protocolExit); }
         root="$h/.flotilla/steps"
         d="$root/\(token?.path ?? "")"
-        alive() {
-          [ -n "$1" ] && kill -0 "$1" 2>/dev/null && tr '\\0' '\\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF "$2"
+        fl_alive() {
+          fl_p=${1%% *}
+          fl_t=${1#* }
+          [ -n "$fl_p" ] && [ "$fl_t" != 0 ] && read -r fl_s </proc/"$fl_p"/stat 2>/dev/null || return 1
+          fl_s=${fl_s##*) }
+          set -- $fl_s
+          [ "$1" != Z ] && [ "${20}" = "$fl_t" ]
         }
-        state() {
+        fl_state() {
           st=never boot=unknown r=
-          [ -d "$d" ] || return 0
-          now=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
-          was=$(cat "$d/boot" 2>/dev/null)
-          if [ -n "$now" ] && [ -n "$was" ]; then
-            if [ "$now" = "$was" ]; then boot=same; else boot=other; fi
+          [ -e "$d.cmd" ] || return 0
+          fl_now=
+          read -r fl_now </proc/sys/kernel/random/boot_id 2>/dev/null
+          fl_was=
+          read -r fl_was <"$d.boot" 2>/dev/null
+          if [ -n "$fl_now" ] && [ -n "$fl_was" ]; then
+            if [ "$fl_now" = "$fl_was" ]; then boot=same; else boot=other; fi
           fi
-          if [ -f "$d/exit" ]; then st=ended; return 0; fi
-          r=$(cat "$d/runner" 2>/dev/null)
+          if [ -s "$d.exit" ]; then st=ended; return 0; fi
+          read -r r <"$d.runner" 2>/dev/null
           n=0
-          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); r=$(cat "$d/runner" 2>/dev/null); done
-          if [ "$boot" != other ] && alive "$r" "$d"; then st=running; return 0; fi
-          if [ -f "$d/exit" ]; then st=ended; else st=lost; fi
+          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); read -r r <"$d.runner" 2>/dev/null; done
+          if [ "$boot" != other ] && fl_alive "$r"; then st=running; return 0; fi
+          # The runner is gone: whoever saw it die writes `.exit` at once.
+          n=0
+          while [ ! -s "$d.exit" ] && [ "$boot" != other ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n + 1)); done
+          if [ -s "$d.exit" ]; then st=ended; else st=lost; fi
         }
-        report() {
+        fl_report() {
           case $st in
-            ended) printf 'flotilla-step state=ended %s boot=%s out=%s err=%s\\n' "$(cat "$d/exit")" "$boot" $(($(wc -c <"$d/out"))) $(($(wc -c <"$d/err"))) ;;
-            running) printf 'flotilla-step state=running pgid=%s boot=%s\\n' "$(cat "$d/pgid" 2>/dev/null)" "$boot" ;;
+            ended)
+              fl_e=
+              read -r fl_e <"$d.exit"
+              fl_z=
+              if [ "$1" = sizes ]; then fl_z=" out=$(($(wc -c <"$d.out"))) err=$(($(wc -c <"$d.err")))"; fi
+              printf 'flotilla-step state=ended %s boot=%s%s\\n' "$fl_e" "$boot" "$fl_z" ;;
+            running) printf 'flotilla-step state=running pgid=%s boot=%s\\n' "${r%% *}" "$boot" ;;
             *) printf 'flotilla-step state=%s boot=%s\\n' "$st" "$boot" ;;
           esac
         }
-        follow() {
-          tail -c +$(($1 + 1)) -s 0.2 -f --pid="$3" "$d/out" &
-          fo=$!
-          tail -c +$(($2 + 1)) -s 0.2 -f --pid="$3" "$d/err" >&2 &
-          fe=$!
-          wait "$fo"
-          wait "$fe"
+        fl_follow() {
+          tail -c +$(($1 + 1)) -s 0.2 -f --pid="${r%% *}" "$d.out" &
+          fl_fo=$!
+          tail -c +$(($2 + 1)) -s 0.2 -f --pid="${r%% *}" "$d.err" >&2 &
+          fl_fe=$!
+          wait "$fl_fo"
+          wait "$fl_fe"
         }
-        finish() {
-          if [ -f "$d/exit" ]; then
+        fl_died() {
+          [ -s "$d.exit" ] && return 0
+          fl_sig=0
+          [ "$1" -gt 128 ] && fl_sig=$(($1 - 128))
+          fl_to=0
+          [ -e "$d.timedout" ] && fl_to=1
+          set -C
+          { printf 'rc=%s signal=%s timedout=%s\\n' "$1" "$fl_sig" "$fl_to" >"$d.exit"; } 2>/dev/null
+          set +C
+        }
+        fl_finish() {
+          fl_state
+          if [ "$st" = ended ]; then
             rc=\(protocolExit)
-            . "$d/exit"
+            . "$d.exit"
             exit "$rc"
           fi
           echo 'flotilla-step state=lost' >&2
           exit \(protocolExit)
         }
-        keep_or_remove() {
-          [ -d "$1" ] || return 0
-          if [ -f "$1/exit" ]; then rm -rf "$1"; return 0; fi
-          if [ -f "$1/runner" ]; then
-            alive "$(cat "$1/runner")" "$1" || { rm -rf "$1"; return 0; }
-          elif [ "$2" = old ]; then
-            rm -rf "$1"
+        fl_keep_or_remove() {
+          [ -e "$1.cmd" ] || return 0
+          if [ ! -s "$1.exit" ] && [ -e "$1.runner" ]; then
+            read -r fl_r <"$1.runner" 2>/dev/null
+            if fl_alive "$fl_r"; then printf 'flotilla-step kept=%s\\n' "${1##*/}"; return 0; fi
+          elif [ ! -s "$1.exit" ] && [ "$2" != old ]; then
+            printf 'flotilla-step kept=%s\\n' "${1##*/}"
             return 0
           fi
-          printf 'flotilla-step kept=%s\\n' "${1##*/}"
+          rm -f "$1.cmd" "$1.boot" "$1.out" "$1.err" "$1.runner" "$1.following" "$1.timedout" "$1.exit"
         }
 
         """
