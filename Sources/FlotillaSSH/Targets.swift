@@ -99,13 +99,19 @@ public struct Targets: Sendable {
     let openLog: @Sendable (String) throws -> Int32
 
     /// Prepares each host's session options.
+    /// - Parameter openLog: creates a host's log file; owner-only by default.
     public init(hosts: [Inventory.Host], settings: [ConnectionSettings], policy: ConnectionPolicy, secrets: Secrets,
-                openLog: @escaping @Sendable (String) throws -> Int32) {
+                openLog: @escaping @Sendable (String) throws -> Int32 = { try PrivateFiles.createOwnerOnly($0) }) {
         self.hosts = hosts
         self.settings = settings
         options = zip(hosts, settings).map { policy.sessionOptions($0, $1, secrets) }
         jumps = settings.map { policy.jumpOptions($0, secrets) }
         self.openLog = openLog
+    }
+
+    /// Prepares the session options of the hosts `selection` holds.
+    public init(_ selection: HostSelection, policy: ConnectionPolicy, secrets: Secrets) {
+        self.init(hosts: selection.hosts, settings: selection.settings, policy: policy, secrets: secrets)
     }
 
     /// Descriptors the run needs: each session holds a socket, a jump hop two more (its

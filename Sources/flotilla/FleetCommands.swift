@@ -33,7 +33,7 @@ struct TargetOptions: ParsableArguments {
     var minFreeDisk: Int64 = 1024
 
     static func version(_ text: String) throws -> StackStormVersion {
-        guard let version = StackStormVersion(text), version.revision == nil, version.release.count >= 2 else {
+        guard let version = StackStormVersion.upgradeTarget(text) else {
             throw ValidationError("--to '\(text)' is not an st2 release such as 3.8.1")
         }
         return version
@@ -43,11 +43,8 @@ struct TargetOptions: ParsableArguments {
     func loadCatalog() throws -> MigrationCatalog { try MigrationCatalog.load(path: catalog) }
 
     func planner(_ catalog: MigrationCatalog, target: StackStormVersion) -> UpgradePlanner {
-        var options = UpgradePlanner.Options(target: target)
-        options.withOptionalMigrations = withOptionalMigrations
-        options.backup = backup
-        options.minimumFreeKiB = minFreeDisk * 1024
-        return UpgradePlanner(catalog: catalog, options: options)
+        UpgradePlanner(catalog: catalog, options: UpgradePlanner.Options(target: target, withOptionalMigrations: withOptionalMigrations,
+                                                                         backup: backup, minimumFreeMiB: minFreeDisk))
     }
 }
 
@@ -93,8 +90,7 @@ struct Facts: AsyncParsableCommand {
         let results = try await gather.facts(selection, connection, packages: catalog.packages)
         let output = json ? FactsView.json(results).rendered() + "\n" : FactsView.table(results)
         FileHandle.standardOutput.write(Data(output.utf8))
-        if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
-        if results.contains(where: { $0.unreachable != nil || !$0.facts.problems.isEmpty }) { throw ExitCode(1) }
+        try FactsView.exitStatus(results).end()
     }
 }
 
@@ -165,8 +161,7 @@ struct Plan: AsyncParsableCommand {
         let entries = results.map { PlanView.Entry(name: $0.name, address: $0.address, plan: planner.plan($0)) }
         let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary)
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
-        if entries.allSatisfy({ $0.plan.action == .unreachable }) { throw ExitCode(69) }
-        if entries.contains(where: { $0.plan.action == .refuse || $0.plan.action == .unreachable }) { throw ExitCode(1) }
+        try view.exitStatus.end()
     }
 }
 
@@ -210,21 +205,16 @@ struct Report: AsyncParsableCommand {
         let target = try to.map(TargetOptions.version)
         let catalog = try targetOptions.loadCatalog()
         let results = try await gather.facts(selection, connection, packages: catalog.packages)
-        var plans: [String: HostPlan] = [:]
-        if let target {
-            let planner = targetOptions.planner(catalog, target: target)
-            for result in results where result.unreachable == nil { plans[result.name] = planner.plan(result.facts) }
-        }
         let stamp = ISO8601DateFormatter().string(from: Date())
-        let report = FleetReport(generatedAt: stamp, target: target, results: results, plans: plans)
+        let report = FleetReport(generatedAt: stamp, results: results, planner: target.map { targetOptions.planner(catalog, target: $0) })
         let text = report.rendered(format)
         if let output {
-            try Console.writeOwnerOnly(text, to: output)
+            try PrivateFiles.writeOwnerOnly(text, to: output)
             Console.note("report written to \(output)")
         } else {
             FileHandle.standardOutput.write(Data(text.utf8))
         }
-        if results.allSatisfy({ $0.unreachable != nil }) { throw ExitCode(69) }
+        try report.exitStatus.end()
     }
 }
 

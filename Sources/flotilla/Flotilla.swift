@@ -44,18 +44,7 @@ struct Flotilla: AsyncParsableCommand {
     }
 }
 
-/// An error a command ends with: what to print (without the `flotilla: error: ` prefix)
-/// and the exit status.
-struct FlotillaError: Error, CustomStringConvertible {
-    var status: ExitStatus
-    var message: String
-    var description: String { message }
-
-    init(_ status: ExitStatus, _ message: String) {
-        self.status = status
-        self.message = message
-    }
-
+extension FlotillaError {
     /// The error to exit with for `error`: argument-parser's own (usage, help, an
     /// explicit `ExitCode`) as they are; flotilla's errors with their status, their
     /// message printed here; anything else is an internal error (70), never 1 (which
@@ -65,33 +54,23 @@ struct FlotillaError: Error, CustomStringConvertible {
         // As argument-parser shows a usage error: the run's hosts must be selectable again.
         if let error = error as? Targets.MissingHosts { return ValidationError(error.description) }
         let mapped: FlotillaError
-        switch error {
-        case let error as FlotillaError: mapped = error
-        case let error as InventoryError: mapped = FlotillaError(.dataError, error.description)
-        case let error as LockError: mapped = FlotillaError(.locked, error.message)
-        case let error as JournalError: mapped = journal(error)
-        case let error as RolloutFlags.FlagError: mapped = FlotillaError(.usage, error.message)
-        case let error as ResumePlan.Refusal: mapped = FlotillaError(.usage, error.message)
-        case let error as RunStartError: mapped = FlotillaError(.software, error.message)
-        case let error as MigrationCatalog.LoadError: mapped = FlotillaError(.dataError, "bad migration catalog: \(error)")
-        default:
+        if let known = FlotillaError(mapping: error) {
+            mapped = known
+        } else if Flotilla.exitCode(for: error) != .failure {
             // argument-parser's errors (usage, --help, CleanExit) exit with their own status;
             // it gives every other error 1.
-            if Flotilla.exitCode(for: error) != .failure { return error }
+            return error
+        } else {
             mapped = FlotillaError(.software, "internal error: \(error)")
         }
         Console.error(mapped.message)
         return ExitCode(mapped.status.rawValue)
     }
+}
 
-    /// A journal error: naming a run that is not there is a usage error; a journal or
-    /// state dir that cannot be read or written is flotilla's failure (70), but an unsafe
-    /// state dir is refused as a usage error, as always.
-    static func journal(_ error: JournalError) -> FlotillaError {
-        switch error.code {
-        case .noRuns, .unknownRun, .unsafePath, .unsupportedSchema: FlotillaError(.usage, error.message)
-        case .invalidTransition where error.path == nil: FlotillaError(.usage, error.message) // a malformed run id
-        default: FlotillaError(.software, error.message)
-        }
+extension ExitStatus {
+    /// Ends the command with this status, unless it is success.
+    func end() throws {
+        if self != .success { throw ExitCode(rawValue) }
     }
 }

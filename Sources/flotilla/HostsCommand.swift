@@ -34,15 +34,12 @@ struct Hosts: ParsableCommand {
     var vars = false
 
     func run() throws {
-        try Console.run {
-            let (_, hosts, sshConfig) = try selection.load()
-            let settings = try hosts.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
-            for (host, setting) in zip(hosts, settings) {
-                for problem in setting.problems { Console.warn("host \(host.name): \(problem)") }
-            }
-            let view = HostsView(hosts: hosts, settings: settings, variables: vars)
-            let output = json ? view.json : view.table
-            FileHandle.standardOutput.write(Data(output.utf8))
+        let selected = try selection.load()
+        for (host, setting) in zip(selected.hosts, selected.settings) {
+            for problem in setting.problems { Console.warn("host \(host.name): \(problem)") }
         }
+        let view = HostsView(hosts: selected.hosts, settings: selected.settings, variables: vars)
+        let output = json ? view.json : view.table
+        FileHandle.standardOutput.write(Data(output.utf8))
     }
 }

@@ -21,32 +21,20 @@ struct InventoryOptions: ParsableArguments {
             completion: .file())
     var sshConfig: String = "~/.ssh/config"
 
-    var home: String { Console.home }
-
     var sources: [String] {
         get throws {
             if !inventory.isEmpty { return inventory }
-            let environment = ProcessInfo.processInfo.environment
-            for name in ["FLOTILLA_INVENTORY", "ANSIBLE_INVENTORY"] {
-                if let value = environment[name], !value.isEmpty { return value.split(separator: ",").map(String.init) }
+            guard let sources = Inventory.defaultSources(environment: ProcessInfo.processInfo.environment) else {
+                throw ValidationError("no inventory given: pass -i PATH (an Ansible INI or YAML inventory, or a directory)")
             }
-            if FileManager.default.fileExists(atPath: "/etc/ansible/hosts") { return ["/etc/ansible/hosts"] }
-            throw ValidationError("no inventory given: pass -i PATH (an Ansible INI or YAML inventory, or a directory)")
+            return sources
         }
     }
 
-    /// Reads the inventory and the SSH configuration and applies the limit; warnings go
-    /// to stderr.
-    func load() throws -> (inventory: Inventory, hosts: [Inventory.Host], sshConfig: SSHConfig?) {
-        let inventory = try Inventory.load(sources: try sources)
-        let selected = try inventory.select(limit)
-        let config = try SSHConfig.load(option: sshConfig, home: home)
-        for warning in inventory.warnings + (config?.warnings ?? []) { Console.warn(warning.description) }
-        return (inventory, selected, config)
-    }
-
-    func connectionSettings(for host: Inventory.Host, sshConfig: SSHConfig?) throws -> ConnectionSettings {
-        try ConnectionSettings.resolve(host, sshConfig: sshConfig, localUser: Console.localUser, home: home)
+    /// The selected hosts with their connection settings; warnings go to stderr.
+    func load() throws -> HostSelection {
+        try HostSelection.load(sources: try sources, limit: limit, sshConfig: sshConfig, localUser: LocalAccount.user,
+                               home: LocalAccount.home, warn: Console.warn)
     }
 }
 
@@ -75,39 +63,12 @@ enum Console {
         FileHandle.standardError.write(Data("flotilla: \(message)\n".utf8))
     }
 
-    /// ``PrivateFiles/writeOwnerOnly(_:to:)``, its failure as an I/O error (70).
-    static func writeOwnerOnly(_ text: String, to path: String) throws {
-        do { try PrivateFiles.writeOwnerOnly(text, to: path) } catch { throw FlotillaError(.software, error.message) }
-    }
-
-    /// ``PrivateFiles/createOwnerOnly(_:)``, its failure as an I/O error (70).
-    static func createOwnerOnly(_ path: String) throws -> Int32 {
-        do { return try PrivateFiles.createOwnerOnly(path) } catch { throw FlotillaError(.software, error.message) }
-    }
-
-    static let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-
-    static let localUser: String = {
-        if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
-        return ProcessInfo.processInfo.environment["USER"] ?? "root"
-    }()
-
     /// Asks for a secret on the terminal without echoing it.
     static func prompt(_ text: String) throws -> String {
         guard isatty(STDIN_FILENO) != 0, let answer = getpass(text) else {
             throw ValidationError("\(text.trimmingCharacters(in: .whitespaces)) needed but there is no terminal to ask on")
         }
         return String(cString: answer)
-    }
-
-    /// Runs a command body, turning bad input into its message and exit status 65.
-    static func run(_ body: () throws -> Void) throws {
-        do {
-            try body()
-        } catch let error as InventoryError {
-            self.error(error.description)
-            throw ExitCode(65)
-        }
     }
 }
 
@@ -128,10 +89,7 @@ enum Completions {
             }
             position += 1
         }
-        if sources.isEmpty {
-            let environment = ProcessInfo.processInfo.environment
-            sources = (environment["FLOTILLA_INVENTORY"] ?? environment["ANSIBLE_INVENTORY"]).map { $0.split(separator: ",").map(String.init) } ?? []
-        }
+        if sources.isEmpty { sources = Inventory.sources(environment: ProcessInfo.processInfo.environment) ?? [] }
         guard !sources.isEmpty, let inventory = try? Inventory.load(sources: sources.map { ($0 as NSString).expandingTildeInPath }) else { return [] }
         return inventory.completions(of: prefix)
     }

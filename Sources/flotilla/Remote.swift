@@ -28,7 +28,7 @@ struct ConnectionOptions: ParsableArguments {
 
     var policy: ConnectionPolicy {
         ConnectionPolicy(hostKeyCheck: hostKeyCheck, knownHosts: knownHosts, connectTimeout: .milliseconds(Int(connectTimeout * 1000)),
-                         localUser: Console.localUser, home: Console.home)
+                         localUser: LocalAccount.user, home: LocalAccount.home)
     }
 
     /// Secrets gathered once, before any connection, asked for on the terminal.
@@ -47,15 +47,8 @@ extension Targets {
     /// Reads the inventory (bad input: exit 65), gathers the secrets once, and prepares
     /// each host's session options.
     init(_ selection: InventoryOptions, _ connection: ConnectionOptions) throws {
-        var hosts: [Inventory.Host] = []
-        var settings: [ConnectionSettings] = []
-        try Console.run {
-            let (_, selected, sshConfig) = try selection.load()
-            hosts = selected
-            settings = try selected.map { try selection.connectionSettings(for: $0, sshConfig: sshConfig) }
-        }
-        let secrets = try connection.secrets(for: settings)
-        self.init(hosts: hosts, settings: settings, policy: connection.policy, secrets: secrets, openLog: Console.createOwnerOnly)
+        let selected = try selection.load()
+        self.init(selected, policy: connection.policy, secrets: try connection.secrets(for: selected.settings))
         // A tunnel or a host may close its end while we write: an error, not a signal.
         signal(SIGPIPE, SIG_IGN)
         if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }

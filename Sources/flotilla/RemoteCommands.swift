@@ -107,17 +107,8 @@ struct RemoteRun {
         if let logs {
             do { try PrivateFiles.createMissingDirectories(logs) } catch { throw ValidationError("\(error)") }
         }
-        let clock = ContinuousClock()
-        let start = clock.now
-        let outcomes = await targets.run(command, forks: forks, timeout: timeout) { name in
-            logs?.appendingPathComponent(FileName.host(name) + ".log")
-        }
-        let elapsed = clock.now - start
-        let output = json ? OutcomeView.json(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
-            : (grouped ? OutcomeView.grouped(outcomes) : OutcomeView.pingTable(outcomes))
-                + OutcomeView.summary(outcomes, elapsed: elapsed, hostKeyCheck: connection.hostKeyCheck)
-        FileHandle.standardOutput.write(Data(output.utf8))
-        if outcomes.allSatisfy(\.unreachable) { throw ExitCode(69) }
-        if !outcomes.allSatisfy(\.succeeded) { throw ExitCode(1) }
+        let fanOut = await targets.fanOut(command, forks: forks, timeout: timeout, logs: logs)
+        FileHandle.standardOutput.write(Data(fanOut.output(json: json, grouped: grouped, hostKeyCheck: connection.hostKeyCheck).utf8))
+        try fanOut.exitStatus.end()
     }
 }

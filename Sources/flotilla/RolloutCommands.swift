@@ -77,8 +77,12 @@ struct RolloutOptions: ParsableArguments {
     /// to select and reach the same hosts again.
     func runOptions(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws -> RunOptions {
         var options = try RunOptions(flags: flags)
-        options.selection = selection.arguments
-        options.connection = connection.arguments
+        // `sources` throws only when no inventory is given, which selecting the hosts refused already.
+        options.selection = RunOptions.selectionArguments(sources: (try? selection.sources) ?? selection.inventory, limit: selection.limit,
+                                                          sshConfig: selection.sshConfig)
+        options.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
+                                                            knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
+                                                            askPass: connection.askPass)
         options.stateDir = output.stateDir
         return options
     }
@@ -167,13 +171,9 @@ struct Upgrade: AsyncParsableCommand {
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
         let results = await gather.facts(targets, packages: catalog.packages)
-        let hosts = results.enumerated().map { index, result in
-            RunBuilder.upgradeHost(targets.hosts[index], address: targets.settings[index].address, plan: planner.plan(result),
-                                          target: target.releaseString, health: options.health, groupVariables: options.groupVariables)
-        }
-        let now = Date()
-        let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .stackstormUpgrade, name: nil, target: target.releaseString,
-                                       createdAt: now, hosts: hosts, options: options)
+        let hosts = targets.upgradeHosts(plans: results.map(planner.plan), target: target.releaseString, options: options)
+        let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
+                                       now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: catalog.knownFailures)
     }
 }
@@ -211,15 +211,9 @@ struct RunRunbook: AsyncParsableCommand {
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
         let options = try rollout.runOptions(selection, connection, output)
-        let hosts = try targets.hosts.enumerated().map { index, host in
-            RunBuilder.runbookHost(host, address: targets.settings[index].address,
-                                   steps: try book.steps(for: host, become: targets.settings[index].become),
-                                   health: options.health, groupVariables: options.groupVariables)
-        }
+        let hosts = try targets.runbookHosts(book, options: options)
         try locks.lockHosts(targets)
-        let now = Date()
-        let record = RunBuilder.record(id: RunRecord.newID(at: now), kind: .runbook, name: book.name, target: nil, createdAt: now,
-                                       hosts: hosts, options: options)
+        let record = RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: hosts, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [])
     }
 }

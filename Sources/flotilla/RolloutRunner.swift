@@ -17,11 +17,7 @@ struct RolloutRunner {
     /// executes the run.
     func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
         let journal = try RunBuilder.createJournal(record, locks: locks)
-        let notStarted = RunBuilder.notStarted(record)
-        let batchable = record.hosts.count - notStarted.count
-        Console.note("run \(record.id): \(batchable) host\(batchable == 1 ? "" : "s") in \(record.batches.count) batch\(record.batches.count == 1 ? "" : "es")"
-                     + (notStarted.isEmpty ? "" : ", \(notStarted.count) not started (skipped, refused or unreachable)")
-                     + "; journal \(journal.file.path)")
+        Console.note(RunProgress.startNote(record, journal: journal.file.path))
         try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures)
     }
 
@@ -34,7 +30,7 @@ struct RolloutRunner {
         settings.logger = Console.logger(label: "flotilla.engine", verbose: output.verbose)
 
         // --verbose logs go straight to stderr: line-per-event output then, no status area to garble.
-        let printer = ProgressPrinter(record: record, quiet: output.quiet, terminal: output.verbose ? nil : ProgressPrinter.Terminal.standardError(),
+        let printer = ProgressPrinter(record: record, quiet: output.quiet, mode: output.verbose ? .lines : .standardError(),
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
         let stopping = StopAtOnce()
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
@@ -84,27 +80,6 @@ struct RolloutRunner {
         if output.json { FileHandle.standardOutput.write(Data((RunResult.json(state).rendered() + "\n").utf8)) }
         printer.summary(state, outcome: outcome)
         throw ExitCode(RunResult.exitCode(state))
-    }
-}
-
-extension InventoryOptions {
-    /// The arguments that select the same hosts again (for `resume`).
-    var arguments: [String] {
-        // `sources` throws only when no inventory is given, which selecting the hosts refused already.
-        let sources = (try? self.sources) ?? inventory
-        return sources.flatMap { ["-i", URL(fileURLWithPath: $0).standardizedFileURL.path] } + (limit.map { ["--limit", $0] } ?? [])
-            + ["--ssh-config", sshConfig]
-    }
-}
-
-extension ConnectionOptions {
-    /// The non-secret arguments that connect the same way again (for `resume`).
-    var arguments: [String] {
-        var arguments = ["--host-key-check", hostKeyCheck.rawValue, "--connect-timeout", String(connectTimeout)]
-        if let knownHosts { arguments += ["--known-hosts", URL(fileURLWithPath: knownHosts).standardizedFileURL.path] }
-        if let keyPassphraseFile { arguments += ["--key-passphrase-file", URL(fileURLWithPath: keyPassphraseFile).standardizedFileURL.path] }
-        if askPass { arguments.append("--ask-pass") }
-        return arguments
     }
 }
 

@@ -23,7 +23,8 @@ import FlotillaCore
     @Test func noTerminalWhenTermIsDumb() {
         // NO_COLOR set and non-empty turns colour off; TERM=dumb is no terminal at all.
         // (stderr is not a tty under `swift test`, so only the negative case is checkable.)
-        #expect(ProgressPrinter.Terminal.standardError(environment: ["TERM": "dumb"]) == nil)
+        #expect(!ProgressPrinter(record: Self.record(hosts: 1, batches: [["st2-01"]]), quiet: false, mode: .standardError(environment: ["TERM": "dumb"]),
+                                 refresh: 0, write: { _ in }).isLive)
     }
 
     // MARK: The printer
@@ -93,7 +94,7 @@ import FlotillaCore
         let screen = Screen()
         let clock = Clock(Self.t0)
         let record = Self.record(hosts: 4, batches: [["st2-01", "st2-02"], ["st2-03", "st2-04"]])
-        let printer = ProgressPrinter(record: record, quiet: false, terminal: .init(colour: true, size: { (72, 24) }),
+        let printer = ProgressPrinter(record: record, quiet: false, mode: .live(colour: true, size: { (72, 24) }),
                                       refresh: 0, clock: { clock.now }, write: screen.write)
         printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02"]))
         printer.show(.hostStarted("st2-01"))
@@ -142,7 +143,7 @@ import FlotillaCore
     @Test func plainLinesWhenNotATerminal() {
         let screen = Screen()
         let record = Self.record(hosts: 3, batches: [["st2-01", "st2-02"], ["st2-03"]])
-        let printer = ProgressPrinter(record: record, quiet: false, terminal: nil, clock: { Self.t0 }, write: screen.write)
+        let printer = ProgressPrinter(record: record, quiet: false, mode: .lines, clock: { Self.t0 }, write: screen.write)
         printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02"]))
         printer.show(.hostStarted("st2-01"))
         printer.show(.stepStarted(host: "st2-01", step: "stop services"))
@@ -167,10 +168,10 @@ import FlotillaCore
     }
 
     @Test func quietShowsOnlyHaltsAndErrors() {
-        for terminal in [nil, ProgressPrinter.Terminal(colour: false, size: { (80, 24) })] {
+        for mode in [RunDisplay.Mode.lines, .live(colour: false, size: { (80, 24) })] {
             let screen = Screen()
             let record = Self.record(hosts: 3, batches: [["st2-01", "st2-02", "st2-03"]])
-            let printer = ProgressPrinter(record: record, quiet: true, terminal: terminal, refresh: 0, clock: { Self.t0 }, write: screen.write)
+            let printer = ProgressPrinter(record: record, quiet: true, mode: mode, refresh: 0, clock: { Self.t0 }, write: screen.write)
             printer.show(.batchStarted(index: 0, hosts: ["st2-01", "st2-02", "st2-03"]))
             printer.show(.hostStarted("st2-01"))
             printer.show(.stepStarted(host: "st2-01", step: "stop services"))

@@ -24,3 +24,50 @@ extension Inventory {
         return names.filter { $0.hasPrefix(tail) && $0 != "all" }.map { head + $0 }
     }
 }
+
+extension Inventory {
+    /// The inventory sources the environment names: `$FLOTILLA_INVENTORY`, else
+    /// `$ANSIBLE_INVENTORY`, each a comma list; nil when neither is set and non-empty.
+    public static func sources(environment: [String: String]) -> [String]? {
+        for name in ["FLOTILLA_INVENTORY", "ANSIBLE_INVENTORY"] {
+            if let value = environment[name], !value.isEmpty { return value.split(separator: ",").map(String.init) }
+        }
+        return nil
+    }
+
+    /// The inventory sources when no `-i` is given: the environment's, else
+    /// `/etc/ansible/hosts` when it exists (`fallback`), as Ansible looks for them.
+    public static func defaultSources(environment: [String: String], fallback: String = "/etc/ansible/hosts") -> [String]? {
+        if let sources = sources(environment: environment) { return sources }
+        return FileManager.default.fileExists(atPath: fallback) ? [fallback] : nil
+    }
+}
+
+/// The hosts a command works on: those the limit pattern selects from the inventory, with
+/// their connection settings (the SSH client config filling what the inventory leaves
+/// unset).
+public struct HostSelection: Sendable {
+    public var hosts: [Inventory.Host]
+    public var settings: [ConnectionSettings]
+
+    public init(hosts: [Inventory.Host], settings: [ConnectionSettings]) {
+        self.hosts = hosts
+        self.settings = settings
+    }
+
+    /// Reads the inventory `sources` and the SSH client config `sshConfig` (an
+    /// ``SSHConfig/load(option:home:)`` option), applies `limit`, and resolves each
+    /// selected host's connection settings.
+    /// - Parameter warn: gets the inventory's and the config's warnings as soon as they
+    ///   are read, before the settings are resolved.
+    /// - Throws: `InventoryError` for a bad inventory, pattern, config or host variable.
+    public static func load(sources: [String], limit: String?, sshConfig: String, localUser: String, home: String,
+                            warn: (String) -> Void) throws -> HostSelection {
+        let inventory = try Inventory.load(sources: sources)
+        let hosts = try inventory.select(limit)
+        let config = try SSHConfig.load(option: sshConfig, home: home)
+        for warning in inventory.warnings + (config?.warnings ?? []) { warn(warning.description) }
+        let settings = try hosts.map { try ConnectionSettings.resolve($0, sshConfig: config, localUser: localUser, home: home) }
+        return HostSelection(hosts: hosts, settings: settings)
+    }
+}

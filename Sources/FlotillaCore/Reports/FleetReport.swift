@@ -16,6 +16,20 @@ public struct FleetReport: Sendable {
         self.plans = plans
     }
 
+    /// The report with every reachable host planned by `planner` (nil: no target, no
+    /// plans).
+    public init(generatedAt: String, results: [HostFactsResult], planner: UpgradePlanner?) {
+        var plans: [String: HostPlan] = [:]
+        if let planner {
+            for result in results where result.unreachable == nil { plans[result.name] = planner.plan(result.facts) }
+        }
+        self.init(generatedAt: generatedAt, target: planner?.options.target, results: results, plans: plans)
+    }
+
+    /// SPEC §1 for `report`: 69 when no host was reached (or none selected); unreachable
+    /// hosts and unreadable facts are part of the report, not errors.
+    public var exitStatus: ExitStatus { results.allSatisfy { $0.unreachable != nil } ? .unavailable : .success }
+
     var reachable: [HostFactsResult] { results.filter { $0.unreachable == nil } }
     var unreachable: [HostFactsResult] { results.filter { $0.unreachable != nil } }
 

@@ -66,6 +66,15 @@ public struct RunProgress: Sendable {
         }
     }
 
+    /// The note a new run starts with: its hosts in batches, those it never starts, and
+    /// where its journal is.
+    public static func startNote(_ record: RunRecord, journal: String) -> String {
+        let notStarted = RunBuilder.notStarted(record).count
+        let batchable = record.hosts.count - notStarted
+        return "run \(record.id): \(batchable) host\(batchable == 1 ? "" : "s") in \(record.batches.count) batch\(record.batches.count == 1 ? "" : "es")"
+            + (notStarted == 0 ? "" : ", \(notStarted) not started (skipped, refused or unreachable)") + "; journal \(journal)"
+    }
+
     /// The run's result: its outcome and host counts, and how to continue it when it
     /// halted or stopped.
     public static func summary(_ state: JournalState, now: Date) -> [StyledLine] {

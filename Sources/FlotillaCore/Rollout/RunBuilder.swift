@@ -68,6 +68,12 @@ public enum RunBuilder {
                          batches: batches.map { $0.map { hosts[$0].name } }, options: options)
     }
 
+    /// A new run's record created `now`, with a new id (``RunRecord/newID(at:)``).
+    public static func record(kind: RunKind, name: String?, target: String?, hosts: [RunHost], options: RunOptions,
+                              now: Date) -> RunRecord {
+        record(id: RunRecord.newID(at: now), kind: kind, name: name, target: target, createdAt: now, hosts: hosts, options: options)
+    }
+
     /// How a host the run never starts is recorded when the run is created.
     public struct NotStarted: Sendable, Equatable {
         /// Its index in the record's hosts.

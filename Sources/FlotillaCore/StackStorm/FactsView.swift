@@ -18,6 +18,14 @@ public struct HostFactsResult: Sendable {
 
 /// `flotilla facts` output: a table or JSON.
 public enum FactsView {
+    /// SPEC §1 for `facts`: no host reached (or none selected) 69; some host unreachable
+    /// or some fact unreadable 1; else 0.
+    public static func exitStatus(_ results: [HostFactsResult]) -> ExitStatus {
+        if results.allSatisfy({ $0.unreachable != nil }) { return .unavailable }
+        if results.contains(where: { $0.unreachable != nil || !$0.facts.problems.isEmpty }) { return .someHostsFailed }
+        return .success
+    }
+
     public static func json(_ results: [HostFactsResult]) -> JSONValue {
         let hosts: [JSONValue] = results.map { result in
             var fields: [(String, JSONValue)] = [

@@ -34,6 +34,14 @@ public struct PlanView: Sendable {
         }
     }
 
+    /// SPEC §1 for `plan`: no host reached (or none selected) 69; some host refused or
+    /// unreachable 1; else 0.
+    public var exitStatus: ExitStatus {
+        if entries.allSatisfy({ $0.plan.action == .unreachable }) { return .unavailable }
+        if entries.contains(where: { $0.plan.action == .refuse || $0.plan.action == .unreachable }) { return .someHostsFailed }
+        return .success
+    }
+
     public func batch(of host: String) -> Int? { batches?.firstIndex { $0.contains(host) } }
 
     func hosts(_ action: HostPlan.Action) -> [Entry] { entries.filter { $0.plan.action == action } }

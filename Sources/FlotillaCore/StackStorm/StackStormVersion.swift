@@ -29,6 +29,13 @@ public struct StackStormVersion: Comparable, Hashable, Sendable, CustomStringCon
         self.revision = revision
     }
 
+    /// Parses a release to upgrade to (`3.8.1`, `3.8`): no package revision, at least
+    /// major and minor; nil for anything else.
+    public static func upgradeTarget(_ text: String) -> StackStormVersion? {
+        guard let version = StackStormVersion(text), version.revision == nil, version.release.count >= 2 else { return nil }
+        return version
+    }
+
     /// The release without the package revision, as `major.minor.patch`.
     public var releaseString: String {
         var parts = release

@@ -65,6 +65,14 @@ public struct UpgradePlanner: Sendable {
         public var minimumFreeKiB: Int64 = 1024 * 1024
 
         public init(target: StackStormVersion) { self.target = target }
+
+        /// The options the `plan`, `upgrade` and `report` flags give: free space in MiB.
+        public init(target: StackStormVersion, withOptionalMigrations: Bool, backup: Bool, minimumFreeMiB: Int64) {
+            self.target = target
+            self.withOptionalMigrations = withOptionalMigrations
+            self.backup = backup
+            minimumFreeKiB = minimumFreeMiB * 1024
+        }
     }
 
     public let catalog: MigrationCatalog
