@@ -231,12 +231,12 @@ enum LabDown {
         let processes = record.hosts.flatMap(\.processes).filter(ProcessTable.isAlive)
         for host in record.hosts {
             let live = host.processes.filter(ProcessTable.isAlive)
-            if let sshd = live.first(where: { $0.role == "sshd" }) {
+            if let hostInit = live.first(where: { $0.role == "init" }) {
                 // The init of the host's pid namespace: when it exits, the kernel ends
                 // every process of the host, and the unshare holding it exits too.
-                kill(sshd.pid, SIGTERM)
+                kill(hostInit.pid, SIGTERM)
             } else {
-                // No recorded sshd (a failed start, or a silent listener): unshare ignores
+                // No recorded init (a failed start, or a silent listener): unshare ignores
                 // SIGTERM, and SIGKILL takes its child with it (--kill-child).
                 for process in live { kill(process.pid, process.role == "silent-listener" ? SIGTERM : SIGKILL) }
             }
