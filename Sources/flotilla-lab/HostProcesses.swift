@@ -80,17 +80,10 @@ struct HostInit {
     }
 
     private func startSSHD() {
-        let argv = ["/usr/sbin/sshd", "-D", "-f", paths.sshdConfig.path, "-E", paths.sshdLog.path]
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        resetSignals(&attributes)
-        var cArgs = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, argv[0], nil, &attributes, &cArgs, environ)
-        if result != 0 {
-            FileHandle.standardError.write(Data("flotilla-lab boot: cannot start sshd: \(String(cString: strerror(result)))\n".utf8))
+        do {
+            _ = try ProcessTable.spawnDetached(["/usr/sbin/sshd", "-D", "-f", paths.sshdConfig.path, "-E", paths.sshdLog.path], log: paths.bootLog)
+        } catch {
+            FileHandle.standardError.write(Data("flotilla-lab boot: \(error)\n".utf8))
             exit(70)
         }
     }
@@ -351,7 +344,8 @@ enum SessionWrapper {
         }
     }
 
-    /// Kills the sshd processes serving this connection, so the client sees it drop.
+    /// Kills the sshd processes serving this connection, so the client sees it drop; the
+    /// listener (the child of the host's init, pid 1) stays.
     private static func dropConnection() -> Never {
         var pid = getppid()
         var victims: [pid_t] = []
@@ -359,8 +353,8 @@ enum SessionWrapper {
               let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") {
             let comm = stat[stat.index(after: open)..<close]
             let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard fields.count > 1, let parent = pid_t(fields[1]), parent > 1 else { break }
             if comm == "sshd" { victims.append(pid) }
-            guard fields.count > 1, let parent = pid_t(fields[1]) else { break }
             pid = parent
         }
         for victim in victims { kill(victim, SIGKILL) }

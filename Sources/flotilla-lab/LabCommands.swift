@@ -62,6 +62,12 @@ extension FlotillaLab {
             id_ed25519 (the client key), ssh_config, password (root's password on every \
             host, owner-only) and hosts/NAME/ for each host.
 
+            A spec's faults (the README has each key): unreachable (refused, silent), \
+            host_key (changed, unknown), slow, fail, tool_fail, tool_slow (a simulated tool \
+            logs its start, then works longer), hang, drop (the connection and the command \
+            killed), cut (every connection dropped, the command going on), reboot (every \
+            process of the host killed, a new boot id, sshd back), mistral_event_triggers.
+
             Examples:
               flotilla-lab up --dir lab --hosts 20
               flotilla-lab up --dir lab --spec inventories/lab-faults.yaml --first-address 127.78.0.1
