@@ -97,6 +97,8 @@ struct HostInit {
     /// left), a new boot id, sshd started again: what a client sees of a reboot.
     private func reboot() {
         while true {
+            // (The host's own /proc, always readable to its init; were it not, there would be
+            // no process this init could name to kill.)
             let others = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(pid_t.init).filter { $0 != getpid() }
             if others.isEmpty { break }
             for pid in others { kill(pid, SIGKILL) }
