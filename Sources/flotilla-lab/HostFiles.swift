@@ -16,6 +16,8 @@ struct HostPaths: Sendable {
     var sshdConfig: URL { dir.appendingPathComponent("sshd_config") }
     var sshdLog: URL { dir.appendingPathComponent("sshd.log") }
     var bootLog: URL { dir.appendingPathComponent("boot.log") }
+    /// The host's boot id, bound over /proc/sys/kernel/random/boot_id inside the host.
+    var bootID: URL { dir.appendingPathComponent("boot_id") }
     var hostKey: URL { dir.appendingPathComponent("ssh_host_key") }
     /// The key recorded in known_hosts when the host's key is "changed".
     var previousHostKey: URL { dir.appendingPathComponent("ssh_host_key.previous") }

@@ -3,8 +3,9 @@ import Foundation
 /// What runs inside (or in place of) a lab host: the namespace boot, the session wrapper
 /// that applies faults and logs every SSH command, and the silent listener.
 enum HostProcesses {
-    /// Pid 1 of a host's namespaces: gives the host its own /etc, /opt, /var/log, /run and
-    /// shadowed package managers, then becomes the host's sshd.
+    /// Pid 1 of a host's namespaces: gives the host its own /etc, /opt, /var/log, /run,
+    /// shadowed package managers and boot id, then runs the host's sshd as its init
+    /// (``HostInit``).
     static func boot(hostDir: String) -> Never {
         let paths = HostPaths(dir: URL(fileURLWithPath: hostDir))
         do {
@@ -14,15 +15,17 @@ enum HostProcesses {
             for (mountPoint, layer) in HostPaths.overlays {
                 try mountOverlay(at: mountPoint, options: "lowerdir=\(mountPoint),upperdir=\(paths.upper(layer).path),workdir=\(paths.work(layer).path)")
             }
+            try HostInit.newBootID(paths)
+            // The host's own boot id: its file bound over the kernel's, in this mount
+            // namespace only, so `cat /proc/sys/kernel/random/boot_id` on the host reads it.
+            guard mount(paths.bootID.path, HostInit.kernelBootID, nil, UInt(MS_BIND), nil) == 0 else {
+                throw LabError.failed("bind \(paths.bootID.path) over \(HostInit.kernelBootID): \(String(cString: strerror(errno)))")
+            }
         } catch {
             FileHandle.standardError.write(Data("flotilla-lab boot \(hostDir): \(error)\n".utf8))
             exit(70)
         }
-        let argv = ["/usr/sbin/sshd", "-D", "-f", paths.sshdConfig.path, "-E", paths.sshdLog.path]
-        var cArgs = argv.map { strdup($0) } + [nil]
-        execv(argv[0], &cArgs)
-        FileHandle.standardError.write(Data("flotilla-lab boot: cannot start sshd: \(String(cString: strerror(errno)))\n".utf8))
-        exit(70)
+        HostInit(paths: paths).run()
     }
 
     private static func mountOverlay(at target: String, options: String) throws {
@@ -43,6 +46,83 @@ enum HostProcesses {
             exit(70)
         }
         while true { pause() }
+    }
+}
+
+/// The init of a lab host (pid 1 of its pid namespace): starts the host's sshd, reaps
+/// orphans, and on SIGUSR1 reboots the host (the `reboot` fault): kills every other process
+/// of the host, gives it a new boot id and starts sshd again. SIGTERM ends the host (`down`):
+/// when pid 1 exits, the kernel ends every process of the namespace.
+struct HostInit {
+    static let kernelBootID = "/proc/sys/kernel/random/boot_id"
+    static let rebootSignal = SIGUSR1
+
+    let paths: HostPaths
+
+    func run() -> Never {
+        var waited = sigset_t()
+        sigemptyset(&waited)
+        for number in [SIGTERM, SIGINT, SIGHUP, SIGCHLD, Self.rebootSignal] { sigaddset(&waited, number) }
+        // Handled through sigwait; a handler besides, since a namespace's init gets only the
+        // signals it handles.
+        signal(Self.rebootSignal) { _ in }
+        sigprocmask(SIG_BLOCK, &waited, nil)
+        startSSHD()
+        while true {
+            var number: Int32 = 0
+            guard sigwait(&waited, &number) == 0 else { continue }
+            switch number {
+            case SIGCHLD: reap()
+            case Self.rebootSignal: reboot()
+            default: exit(0)
+            }
+        }
+    }
+
+    private func startSSHD() {
+        do {
+            _ = try ProcessTable.spawnDetached(["/usr/sbin/sshd", "-D", "-f", paths.sshdConfig.path, "-E", paths.sshdLog.path], log: paths.bootLog)
+        } catch {
+            FileHandle.standardError.write(Data("flotilla-lab boot: \(error)\n".utf8))
+            exit(70)
+        }
+    }
+
+    private func reap() {
+        var status: Int32 = 0
+        while waitpid(-1, &status, WNOHANG) > 0 {}
+    }
+
+    /// Every process but this one killed (reparented orphans included, until none is
+    /// left), a new boot id, sshd started again: what a client sees of a reboot.
+    private func reboot() {
+        while true {
+            // (The host's own /proc, always readable to its init; were it not, there would be
+            // no process this init could name to kill.)
+            let others = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(pid_t.init).filter { $0 != getpid() }
+            if others.isEmpty { break }
+            for pid in others { kill(pid, SIGKILL) }
+            reap()
+            usleep(1_000) // a killed process leaves /proc only once reaped, after it has died
+        }
+        do {
+            try Self.newBootID(paths)
+        } catch {
+            FileHandle.standardError.write(Data("flotilla-lab reboot: \(error)\n".utf8))
+        }
+        startSSHD()
+    }
+
+    /// Writes a new random boot id into the host's file, in place: the bind mount over the
+    /// kernel's file follows the inode.
+    static func newBootID(_ paths: HostPaths) throws {
+        let fd = open(paths.bootID.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw LabError.failed("cannot write \(paths.bootID.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array((UUID().uuidString.lowercased() + "\n").utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else {
+            throw LabError.failed("cannot write \(paths.bootID.path): \(String(cString: strerror(errno)))")
+        }
     }
 }
 
@@ -87,6 +167,7 @@ enum SessionWrapper {
             dropConnection()
         }
         let cut = firing(faults.cut, kind: "cut", command, store)
+        let reboot = firing(faults.reboot, kind: "reboot", command, store).map { HostReboot(delay: $0.delay, record: record, paths: paths) }
 
         let shellArgs: [String] = ["bash", "-c", command]
         var cArgs: [UnsafeMutablePointer<CChar>?] = shellArgs.map { strdup($0) }
@@ -116,6 +197,12 @@ enum SessionWrapper {
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
             signal(sig) { received in kill(sessionChild, received) }
         }
+        if let reboot {
+            Thread.detachNewThread {
+                usleep(useconds_t(reboot.delay * 1_000_000))
+                reboot.fire(exitStatus: -1)
+            }
+        }
         if let cut {
             record.fault = "cut"
             close(relay[1])
@@ -135,6 +222,9 @@ enum SessionWrapper {
         record.end = Date()
         let signaled = status & 0x7f
         record.exitStatus = signaled == 0 ? (status >> 8) & 0xff : 128 + signaled
+        // A command quicker than the delay still loses its host before its status could
+        // reach the client.
+        reboot?.fire(exitStatus: record.exitStatus)
         record.append(to: paths)
         if signaled != 0 {
             signal(signaled, SIG_DFL)
@@ -227,7 +317,37 @@ enum SessionWrapper {
         }
     }
 
-    /// Kills the sshd processes serving this connection, so the client sees it drop.
+    /// The `reboot` fault of one command: fired once, from a timer or at the command's end.
+    /// It logs the command with `"fault": "reboot"`, then asks the host's init to reboot,
+    /// which kills this process too.
+    private final class HostReboot: @unchecked Sendable { // immutable but for `lock`
+        let delay: Double
+        private let record: CommandRecord
+        private let paths: HostPaths
+        private let lock = NSLock()
+
+        init(delay: Double, record: CommandRecord, paths: HostPaths) {
+            self.delay = delay
+            self.record = record
+            self.paths = paths
+        }
+
+        func fire(exitStatus: Int32) {
+            // Never unlocked: the first caller never returns (the reboot kills this process
+            // with the rest of the host), a second one waits here for the same end.
+            lock.lock()
+            var record = record
+            record.fault = "reboot"
+            record.end = Date()
+            record.exitStatus = exitStatus
+            record.append(to: paths)
+            kill(1, HostInit.rebootSignal) // the host's init, pid 1 of its pid namespace
+            while true { pause() }
+        }
+    }
+
+    /// Kills the sshd processes serving this connection, so the client sees it drop; the
+    /// listener (the child of the host's init, pid 1) stays.
     private static func dropConnection() -> Never {
         var pid = getppid()
         var victims: [pid_t] = []
@@ -235,8 +355,8 @@ enum SessionWrapper {
               let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") {
             let comm = stat[stat.index(after: open)..<close]
             let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard fields.count > 1, let parent = pid_t(fields[1]), parent > 1 else { break }
             if comm == "sshd" { victims.append(pid) }
-            guard fields.count > 1, let parent = pid_t(fields[1]) else { break }
             pid = parent
         }
         for victim in victims { kill(victim, SIGKILL) }

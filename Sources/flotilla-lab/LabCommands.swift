@@ -62,6 +62,12 @@ extension FlotillaLab {
             id_ed25519 (the client key), ssh_config, password (root's password on every \
             host, owner-only) and hosts/NAME/ for each host.
 
+            A spec's faults (the README has each key): unreachable (refused, silent), \
+            host_key (changed, unknown), slow, fail, tool_fail, tool_slow (a simulated tool \
+            logs its start, then works longer), hang, drop (the connection and the command \
+            killed), cut (every connection dropped, the command going on), reboot (every \
+            process of the host killed, a new boot id, sshd back), mistral_event_triggers.
+
             Examples:
               flotilla-lab up --dir lab --hosts 20
               flotilla-lab up --dir lab --spec inventories/lab-faults.yaml --first-address 127.78.0.1
@@ -231,12 +237,12 @@ enum LabDown {
         let processes = record.hosts.flatMap(\.processes).filter(ProcessTable.isAlive)
         for host in record.hosts {
             let live = host.processes.filter(ProcessTable.isAlive)
-            if let sshd = live.first(where: { $0.role == "sshd" }) {
+            if let hostInit = live.first(where: { $0.role == "init" }) {
                 // The init of the host's pid namespace: when it exits, the kernel ends
                 // every process of the host, and the unshare holding it exits too.
-                kill(sshd.pid, SIGTERM)
+                kill(hostInit.pid, SIGTERM)
             } else {
-                // No recorded sshd (a failed start, or a silent listener): unshare ignores
+                // No recorded init (a failed start, or a silent listener): unshare ignores
                 // SIGTERM, and SIGKILL takes its child with it (--kill-child).
                 for process in live { kill(process.pid, process.role == "silent-listener" ? SIGTERM : SIGKILL) }
             }

@@ -70,6 +70,13 @@ struct CommandFault: Codable, Sendable, Equatable {
     var stdout: String = ""
     /// Extra seconds before the command runs (slow faults).
     var delay: Double = 0
+
+    /// The fault firing once unless its spec said how often.
+    var once: CommandFault {
+        var fault = self
+        fault.times = times ?? 1
+        return fault
+    }
 }
 
 /// A host's fault injection, read by the host's session wrapper and simulated commands.
@@ -84,11 +91,18 @@ struct HostFaults: Codable, Sendable, Equatable {
     /// Like `fail`, matched against a simulated tool's own command line (`st2ctl status`)
     /// wherever it runs: inside a script, under sudo.
     var toolFail: [CommandFault] = []
+    /// A simulated tool whose own command line matches logs a `started` record, then works
+    /// `delay` longer before it does anything: a test sees it start and acts while it runs.
+    var toolSlow: [CommandFault] = []
     var hang: [CommandFault] = []
     var drop: [CommandFault] = []
     /// Every SSH connection to the host dropped `delay` after a matching command starts
     /// (or when it ends, if sooner), the command itself going on; once unless `times`.
     var cut: [CommandFault] = []
+    /// The host reboots `delay` after a matching command starts (or when it ends, if
+    /// sooner): every process of the host is killed, its boot id changes and its sshd
+    /// comes back; once unless `times`.
+    var reboot: [CommandFault] = []
     var mistralEventTriggers = false
 
     /// Short words for `status`.
@@ -99,9 +113,11 @@ struct HostFaults: Codable, Sendable, Equatable {
         if !slow.isEmpty { words.append("slow") }
         if !fail.isEmpty { words.append("fail") }
         if !toolFail.isEmpty { words.append("tool-fail") }
+        if !toolSlow.isEmpty { words.append("tool-slow") }
         if !hang.isEmpty { words.append("hang") }
         if !drop.isEmpty { words.append("drop") }
         if !cut.isEmpty { words.append("cut") }
+        if !reboot.isEmpty { words.append("reboot") }
         if mistralEventTriggers { words.append("mistral-event-triggers") }
         return words.joined(separator: ",")
     }
@@ -370,7 +386,8 @@ enum LabSpec {
         }
 
         func faults(_ node: Node) throws -> HostFaults {
-            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "hang", "drop", "cut", "mistral_event_triggers"], what: "faults")
+            let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "tool_slow", "hang", "drop", "cut", "reboot",
+                                                    "mistral_event_triggers"], what: "faults")
             var faults = HostFaults()
             if let n = f["unreachable"] {
                 guard let kind = HostFaults.Unreachable(rawValue: try string(n, "faults.unreachable")) else {
@@ -393,15 +410,12 @@ enum LabSpec {
             }
             if let n = f["fail"] { faults.fail = try commandFaults(n, "faults.fail", extra: ["exit", "stderr", "stdout"]) }
             if let n = f["tool_fail"] { faults.toolFail = try commandFaults(n, "faults.tool_fail", extra: ["exit", "stderr", "stdout"]) }
+            if let n = f["tool_slow"] { faults.toolSlow = try commandFaults(n, "faults.tool_slow", extra: ["delay"]) }
             if let n = f["hang"] { faults.hang = try commandFaults(n, "faults.hang", extra: []) }
             if let n = f["drop"] { faults.drop = try commandFaults(n, "faults.drop", extra: []) }
-            if let n = f["cut"] {
-                faults.cut = try commandFaults(n, "faults.cut", extra: ["delay"], delayRequired: false).map { fault in
-                    var once = fault
-                    once.times = fault.times ?? 1 // a network cut is an event, not a property of the host
-                    return once
-                }
-            }
+            // A network cut and a reboot are events, not properties of the host: once unless `times`.
+            if let n = f["cut"] { faults.cut = try commandFaults(n, "faults.cut", extra: ["delay"], delayRequired: false).map(\.once) }
+            if let n = f["reboot"] { faults.reboot = try commandFaults(n, "faults.reboot", extra: ["delay"], delayRequired: false).map(\.once) }
             if let n = f["mistral_event_triggers"] {
                 guard let flag = n.bool else { throw fail(n, "faults.mistral_event_triggers must be true or false") }
                 faults.mistralEventTriggers = flag

@@ -101,7 +101,7 @@ struct LabUp: Sendable {
     }
 
     /// Polls each host until it answers as intended (sshd banner, or a silent accept),
-    /// also recording the pid of each namespace's sshd.
+    /// also recording the pid of each namespace's init (the parent of its sshd).
     private func waitUntilReady(_ record: inout LabRecord) throws {
         let deadline = Date().addingTimeInterval(30)
         var pending = Set(record.hosts.indices.filter { record.hosts[$0].unreachable != .refused })
@@ -120,8 +120,8 @@ struct LabUp: Sendable {
                 if ready {
                     pending.remove(index)
                     if let namespace = host.processes.first, namespace.role == "namespace",
-                       let sshd = ProcessTable.children(of: namespace.pid).first {
-                        record.hosts[index].processes.append(.init(pid: sshd, startTime: ProcessTable.startTime(of: sshd) ?? 0, role: "sshd"))
+                       let hostInit = ProcessTable.children(of: namespace.pid).first {
+                        record.hosts[index].processes.append(.init(pid: hostInit, startTime: ProcessTable.startTime(of: hostInit) ?? 0, role: "init"))
                     }
                 }
             }

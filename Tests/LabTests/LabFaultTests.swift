@@ -70,6 +70,7 @@ import Testing
         #expect(try lab.commandLog("drops").last?["fault"] as? String == "drop")
         let services = try #require(try lab.state("drops")["services"] as? [String: Int])
         #expect(!services.isEmpty, "the connection dropped before st2ctl stop ran")
+        #expect(try lab.ssh("drops", "true").status == 0, "only that connection dropped: the host's listener stays")
     }
 
     static let cutHost = """
@@ -120,6 +121,42 @@ import Testing
 
         let again = try lab.ssh("cut", "echo read x")
         #expect(again.status == 0 && again.stdout == "read x\n", "the listener stayed and the cut fired once: \(again.stderr)")
+    }
+
+    static let rebootHost = """
+        hosts:
+          - name: rb
+            faults:
+              reboot: [{match: "read x", delay: 300ms}]
+        """
+
+    @Test func rebootKillsEveryProcessOfTheHostChangesItsBootIDAndSSHDComesBack() throws {
+        let lab = try TestLab(spec: Self.rebootHost)
+        let machine = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)
+        let before = try lab.ssh("rb", "cat /proc/sys/kernel/random/boot_id")
+        #expect(before.status == 0 && before.stdout.count == machine.count && before.stdout != machine, "the host's own boot id: \(before.stdout)")
+        // A process of its own session, as a detached step runs: a reboot takes it too.
+        #expect(try lab.ssh("rb", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo started").stdout == "started\n")
+        let gate = lab.dir.appendingPathComponent("gate")
+        #expect(mkfifo(gate.path, 0o600) == 0)
+        let command = try lab.ssh("rb", "echo before; read x <\(gate.path); echo after")
+        #expect(command.status == 255 && command.stdout == "before\n", "the connection died with the host: \(command.stderr)")
+        let record = try #require(try lab.commandLog("rb").last)
+        #expect(record["fault"] as? String == "reboot" && record["exit_status"] as? Int == -1, "\(record)")
+
+        var after = try lab.ssh("rb", "true")
+        #expect(try lab.waitFor(seconds: 10) {
+            after = try lab.ssh("rb", "cat /proc/sys/kernel/random/boot_id; ps -e -o comm=")
+            return after.status == 0
+        }, "sshd came back: \(after.stderr)")
+        let lines = after.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first.map { $0 + "\n" } != before.stdout && lines.first?.count == machine.count - 1, "a new boot id: \(lines)")
+        #expect(!lines.contains("sleep") && !lines.contains("read"), "every process of the host was killed: \(lines)")
+        let again = try lab.ssh("rb", "echo read x")
+        #expect(again.status == 0 && again.stdout == "read x\n", "a reboot fires once: \(again.stderr)")
+        #expect(try run([labExecutable, "status", "--dir", lab.labDir.path]).status == 0)
+        #expect(try lab.down().status == 0)
+        #expect(lab.processesMentioningLab().isEmpty, "down ends the rebooted host too")
     }
 
     @Test func mistralUpgradeHeadFailsWithEventTriggersAlreadyExists() throws {

@@ -47,6 +47,20 @@ import Testing
         #expect(specs[1].faults.summary == "cut")
     }
 
+    @Test func rebootFiresOnceAndToolSlowNeedsADelay() throws {
+        let specs = try LabSpec.parse("""
+            hosts:
+              - name: a
+                faults:
+                  reboot: [{match: "upgrade head", delay: 1s}]
+                  tool_slow: [{match: "^apt-get install", delay: 3s}]
+            """, file: "spec.yaml")
+        #expect(specs[0].faults.reboot == [CommandFault(pattern: "upgrade head", times: 1, delay: 1)])
+        #expect(specs[0].faults.toolSlow == [CommandFault(pattern: "^apt-get install", delay: 3)])
+        #expect(specs[0].faults.summary == "tool-slow,reboot")
+        #expect(throws: (any Error).self) { try LabSpec.parse("hosts:\n  - {name: a, faults: {tool_slow: [{match: x}]}}\n", file: "spec.yaml") }
+    }
+
     @Test(arguments: [
         ("hosts:\n  - name: a\n    faults: {cut: [{match: x, exit: 3}]}\n", 3, "unknown key 'exit'"),
         ("hosts:\n  - name: a\n    os: solaris\n", 3, "unknown os 'solaris'"),

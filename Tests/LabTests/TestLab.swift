@@ -257,15 +257,20 @@ final class TestLab: Sendable {
     /// those connections drop. Returns the stopped sshd, for `restore`.
     func cut(_ host: String) throws -> Int32 {
         let record = try #require(try readRecord(labDir))
-        let sshd = try #require(record.hosts.first { $0.name == host }?.processes.first { $0.role == "sshd" && ProcessTable.isAlive($0) })
-        kill(sshd.pid, SIGSTOP)
-        var pending = ProcessTable.children(of: sshd.pid)
+        let hostInit = try #require(record.hosts.first { $0.name == host }?.processes.first { $0.role == "init" && ProcessTable.isAlive($0) })
+        // The listening sshd: the child of the host's init that is an sshd.
+        let sshd = try #require(ProcessTable.children(of: hostInit.pid).first { Self.isSSHD($0) }, "no sshd under the init of \(host)")
+        kill(sshd, SIGSTOP)
+        var pending = ProcessTable.children(of: sshd)
         while let pid = pending.popLast() {
             pending += ProcessTable.children(of: pid)
-            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
-            if comm.hasPrefix("sshd") { kill(pid, SIGKILL) }
+            if Self.isSSHD(pid) { kill(pid, SIGKILL) }
         }
-        return sshd.pid
+        return sshd
+    }
+
+    static func isSSHD(_ pid: Int32) -> Bool {
+        ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").hasPrefix("sshd")
     }
 
     /// Ends an outage `cut` began.

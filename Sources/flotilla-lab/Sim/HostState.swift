@@ -137,7 +137,8 @@ struct StateStore {
 
 /// One line of a host's `commands.log`.
 struct CommandRecord: Codable {
-    /// `ssh` for a command a client ran over SSH, `sim` for a simulated tool.
+    /// `ssh` for a command a client ran over SSH, `sim` for a simulated tool, `started`
+    /// for a simulated tool that a `tool_slow` fault holds (written as it starts).
     var kind: String
     var argv: [String]
     var start: Date

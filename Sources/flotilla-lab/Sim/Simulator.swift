@@ -55,6 +55,12 @@ enum Simulator {
             record.append(to: paths)
             return fault.exitCode
         }
+        if let fault = SessionWrapper.firing(config.spec.faults.toolSlow, kind: "tool-slow", line, context.store) {
+            var started = CommandRecord(kind: "started", argv: argv, start: start, end: start, exitStatus: 0)
+            started.fault = "tool-slow"
+            started.append(to: paths)
+            usleep(useconds_t(fault.delay * 1_000_000))
+        }
         let status: Int32
         do {
             if let tool = tools[name] {
