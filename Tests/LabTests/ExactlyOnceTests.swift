@@ -241,7 +241,8 @@ import Testing
         lab.restore(stopped)
 
         let runID = try #require(try FileManager.default.contentsOfDirectory(atPath: state + "/runs").first)
-        let records = "ls ~/.flotilla/steps/\(DetachedStep.fileName(runID))"
+        // One `.cmd` per step record (DetachedStep's layout).
+        let records = "cd ~/.flotilla/steps/\(DetachedStep.fileName(runID)) && ls *.cmd"
         #expect(try lab.ssh("k1", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n", "k1 finished: its records went with it")
         let before = try lab.ssh("k2", records).stdout.split(separator: "\n")
         #expect(before.count == 3, "quick, gate and long: \(before)")
