@@ -120,7 +120,9 @@ final class TestLab: Sendable {
     let upResult: Run
 
     /// - Parameter blocks: the /24 blocks of addresses the lab needs (254 hosts each).
-    init(spec: String, blocks: Int = 1) throws {
+    /// - Parameter login: `flotilla-lab up --login`: `user` (st2ops, sudo with its
+    ///   password) or `root`.
+    init(spec: String, blocks: Int = 1, login: String = "root") throws {
         reapOrphanedLabs
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -130,7 +132,7 @@ final class TestLab: Sendable {
         var attempt: (address: String, result: Run)
         repeat {
             let address = addressBlocks.take(blocks)
-            attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address]))
+            attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address, "--login", login]))
         } while attempt.result.status == 64 && attempt.result.stderr.contains("already in use")
         (firstAddress, upResult) = attempt
         guard upResult.status == 0 else { throw LabUpFailed(message: "flotilla-lab up exited \(upResult.status): \(upResult.stderr)") }
