@@ -94,7 +94,7 @@ extension FlotillaLab {
         var port = 2222
 
         @Option(help: ArgumentHelp("Who the inventories and ssh_config log in as: root, or the hosts' login user \(LabLogin.userName), who becomes root with sudo and its password (ansible_become).", valueName: "root|user"))
-        var login: LabLogin = .root
+        var login: LabLogin = .user
 
         func validate() throws {
             guard (hosts == nil) != (spec == nil) else { throw ValidationError("give exactly one of --hosts N or --spec FILE") }

@@ -18,7 +18,7 @@ struct LabUp: Sendable {
     let specs: [HostSpec]
     let firstAddress: String
     let port: Int
-    var login: LabLogin = .root
+    var login: LabLogin = .user
     let log: @Sendable (String) -> Void
 
     var labFile: URL { dir.appendingPathComponent("lab.json") }
