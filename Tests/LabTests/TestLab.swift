@@ -216,6 +216,15 @@ final class TestLab: Sendable {
         return nil
     }
 
+    /// The command a become line (`sudo … -- sh -c 'exec </dev/null; COMMAND'`) runs, so
+    /// checks of "the host ran X" read the same under become as with a root login; any
+    /// other line as it is.
+    static func unwrapBecome(_ sent: String) -> String {
+        guard sent.hasPrefix("sudo "), let shell = sent.range(of: " -- sh -c "), let word = unquote(sent[shell.upperBound...]) else { return sent }
+        let stdinClosed = "exec </dev/null; "
+        return word.hasPrefix(stdinClosed) ? String(word.dropFirst(stdinClosed.count)) : word
+    }
+
     /// One shell word as `ShellQuote.quote` writes it: bare, or single-quoted with `'\''`.
     static func unquote<S: StringProtocol>(_ word: S) -> String? {
         guard word.hasPrefix("'") else { return String(word) }
