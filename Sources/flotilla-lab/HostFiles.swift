@@ -22,6 +22,8 @@ struct HostPaths: Sendable {
     /// The key recorded in known_hosts when the host's key is "changed".
     var previousHostKey: URL { dir.appendingPathComponent("ssh_host_key.previous") }
     var home: URL { dir.appendingPathComponent("home") }
+    /// The login user's home (root's is `home`).
+    var loginHome: URL { dir.appendingPathComponent("home-\(LabLogin.userName)") }
     /// The writable layer of an overlaid system directory (`etc`, `opt`, `var-log`, `run`).
     func upper(_ layer: String) -> URL { dir.appendingPathComponent("upper/\(layer)") }
     func work(_ layer: String) -> URL { dir.appendingPathComponent("work/\(layer)") }
@@ -68,8 +70,9 @@ let labJSONDecoder: JSONDecoder = {
 }()
 
 /// Writes `data` to `url` through a temporary file and a rename, so readers never see a
-/// partial file; the file is owner-only.
-func writeAtomically(_ data: Data, to url: URL, mode: mode_t = 0o600) throws {
+/// partial file; the file is owner-only unless `mode` says otherwise, and of `group` when
+/// given.
+func writeAtomically(_ data: Data, to url: URL, mode: mode_t = 0o600, group: gid_t? = nil) throws {
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
     let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
     guard fd >= 0 else { throw LabError.failed("cannot write \(temporary.path): \(String(cString: strerror(errno)))") }
@@ -86,6 +89,9 @@ func writeAtomically(_ data: Data, to url: URL, mode: mode_t = 0o600) throws {
         }
     }
     fchmod(fd, mode)
+    if let group, fchown(fd, uid_t.max, group) != 0 {
+        throw LabError.failed("cannot give \(temporary.path) to group \(group): \(String(cString: strerror(errno)))")
+    }
     guard rename(temporary.path, url.path) == 0 else {
         throw LabError.failed("cannot rename \(temporary.path): \(String(cString: strerror(errno)))")
     }

@@ -53,14 +53,23 @@ func readRecord(_ dir: URL) throws -> LabRecord? {
     }
 }
 
+extension LabLogin: ExpressibleByArgument {}
+
 extension FlotillaLab {
     struct Up: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start a simulated fleet.",
             discussion: """
             Writes into DIR: inventory.ini and inventory.yaml (Ansible), known_hosts, \
-            id_ed25519 (the client key), ssh_config, password (root's password on every \
-            host, owner-only) and hosts/NAME/ for each host.
+            id_ed25519 (the client key), ssh_config, password (the password of root and of \
+            the login user st2ops on every host, owner-only) and hosts/NAME/ for each host.
+
+            Every host has two accounts that accept the client key: root, and st2ops, who \
+            may run anything as root through the host's real sudo, with its password. \
+            --login picks the one the inventories and ssh_config use; with user, they set \
+            ansible_become and ansible_become_password, so flotilla runs its changes \
+            through sudo. As a user without sudo, the simulated tools refuse changes as \
+            the real ones do (apt-get: exit 100, lock file permission denied); queries work.
 
             A spec's faults (the README has each key): unreachable (refused, silent), \
             host_key (changed, unknown), slow, fail, tool_fail, tool_slow (a simulated tool \
@@ -71,6 +80,7 @@ extension FlotillaLab {
             Examples:
               flotilla-lab up --dir lab --hosts 20
               flotilla-lab up --dir lab --spec inventories/lab-faults.yaml --first-address 127.78.0.1
+              flotilla-lab up --dir lab --hosts 5 --login root
               ssh -F lab/ssh_config st2-01 st2ctl status
             """
         )
@@ -88,6 +98,9 @@ extension FlotillaLab {
 
         @Option(help: "The SSH port every host listens on.")
         var port = 2222
+
+        @Option(help: ArgumentHelp("Who the inventories and ssh_config log in as: root, or the hosts' login user \(LabLogin.userName), who becomes root with sudo and its password (ansible_become).", valueName: "root|user"))
+        var login: LabLogin = .user
 
         func validate() throws {
             guard (hosts == nil) != (spec == nil) else { throw ValidationError("give exactly one of --hosts N or --spec FILE") }
@@ -108,7 +121,7 @@ extension FlotillaLab {
                 }
                 let specs = try spec.map { try LabSpec.load(path: $0) } ?? LabSpec.generate(count: hosts!)
                 let started = Date()
-                let builder = LabUp(dir: dir, specs: specs, firstAddress: firstAddress, port: port) { message in
+                let builder = LabUp(dir: dir, specs: specs, firstAddress: firstAddress, port: port, login: login) { message in
                     FileHandle.standardError.write(Data("flotilla-lab: \(message)\n".utf8))
                 }
                 let record: LabRecord

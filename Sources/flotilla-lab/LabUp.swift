@@ -1,6 +1,16 @@
 import FlotillaCore
 import Foundation
 
+/// Who the lab's inventories and ssh_config log in as: the host's non-root login user,
+/// which reaches root through the host's real sudo with its password (as most sites do),
+/// or root itself. Every host has both accounts either way.
+enum LabLogin: String, CaseIterable, Sendable {
+    case root, user
+
+    /// The non-root login user of every lab host.
+    static let userName = "st2ops"
+}
+
 /// Brings up a lab: files first (keys, configs, state, inventories), then one namespace
 /// and sshd per host, then waits until every host answers as its spec says.
 struct LabUp: Sendable {
@@ -8,6 +18,7 @@ struct LabUp: Sendable {
     let specs: [HostSpec]
     let firstAddress: String
     let port: Int
+    var login: LabLogin = .user
     let log: @Sendable (String) -> Void
 
     var labFile: URL { dir.appendingPathComponent("lab.json") }
@@ -51,6 +62,13 @@ struct LabUp: Sendable {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let passwd = try String(contentsOfFile: "/etc/passwd", encoding: .utf8)
         let shadow = (try? String(contentsOfFile: "/etc/shadow", encoding: .utf8)) ?? ""
+        let group = try String(contentsOfFile: "/etc/group", encoding: .utf8)
+        let user = LoginUser(id: Self.freeID(passwd: passwd, group: group))
+        // The login user's group may pass through the lab directory (not list it) to its
+        // host's shared files: the session wrapper and the simulated tools run as that user.
+        try shareWithLoginGroup(dir, user, mode: 0o710)
+        try fm.createDirectory(at: dir.appendingPathComponent("hosts"), withIntermediateDirectories: true)
+        try shareWithLoginGroup(dir.appendingPathComponent("hosts"), user, mode: 0o710)
 
         var record = LabRecord(dir: dir.path, createdAt: began, state: "starting", hosts: [])
         for (spec, address) in zip(specs, addresses) {
@@ -65,13 +83,13 @@ struct LabUp: Sendable {
         DispatchQueue.concurrentPerform(iterations: specs.count) { index in
             do {
                 try prepareHost(specs[index], hosts[index], executable: executable, catalog: catalog,
-                                passwd: passwd, shadow: shadow, passwordHash: passwordHash)
+                                accounts: .init(passwd: passwd, shadow: shadow, group: group, passwordHash: passwordHash, user: user))
             } catch {
                 failures.append("\(specs[index].name): \(error)")
             }
         }
         if let first = failures.items.first { throw LabError.failed("preparing hosts failed: \(first)") }
-        try writeClientFiles(record)
+        try writeClientFiles(record, password: password)
         log("prepared \(specs.count) hosts in \(String(format: "%.1f", Date().timeIntervalSince(began))) s; starting sshd")
 
         for index in record.hosts.indices {
@@ -135,16 +153,23 @@ struct LabUp: Sendable {
     }
 
     private func prepareHost(_ spec: HostSpec, _ host: LabRecord.Host, executable: String, catalog: MigrationCatalog,
-                             passwd: String, shadow: String, passwordHash: String) throws {
+                             accounts: Accounts) throws {
         let fm = FileManager.default
         let paths = HostPaths(dir: URL(fileURLWithPath: host.dir))
+        // The files the login user's commands share with root's (state, lock, command log)
+        // are the host directory's group's; the rest stays owner-only.
+        try fm.createDirectory(at: paths.dir, withIntermediateDirectories: true)
+        try shareWithLoginGroup(paths.dir, accounts.user, mode: 0o770)
+        for shared in [paths.lock, paths.commandLog] {
+            try writeAtomically(Data(), to: shared, mode: 0o660, group: accounts.user.id)
+        }
         for layer in HostPaths.overlays.map(\.layer) {
             try fm.createDirectory(at: paths.upper(layer), withIntermediateDirectories: true)
             try fm.createDirectory(at: paths.work(layer), withIntermediateDirectories: true)
         }
         try fm.createDirectory(at: paths.home, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let config = HostConfig(spec: spec, address: host.address, port: host.port, labDir: dir.path, hostDir: host.dir, executable: executable)
-        try writeAtomically(try labJSONEncoder.encode(config), to: paths.config)
+        try writeAtomically(try labJSONEncoder.encode(config), to: paths.config, mode: 0o640, group: accounts.user.id)
         let state = HostState(spec: spec)
         try StateStore(paths: paths).write(state)
 
@@ -172,19 +197,14 @@ struct LabUp: Sendable {
             try "# mistral.conf of \(spec.name)\n[database]\nconnection = postgresql://mistral@127.0.0.1/mistral\n"
                 .write(to: etc.appendingPathComponent("mistral/mistral.conf"), atomically: true, encoding: .utf8)
         }
-        let passwdLines = passwd.split(separator: "\n").map { line -> String in
-            var fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-            if fields.first == "root", fields.count >= 7 { fields[5] = paths.home.path; fields[6] = "/bin/bash" }
-            return fields.joined(separator: ":")
+        try accounts.write(etc: etc, rootHome: paths.home, userHome: paths.loginHome)
+        try fm.createDirectory(at: paths.loginHome.appendingPathComponent(".ssh"), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try writeAtomically(try Data(contentsOf: dir.appendingPathComponent("authorized_keys")), to: paths.loginHome.appendingPathComponent(".ssh/authorized_keys"))
+        for path in [paths.loginHome, paths.loginHome.appendingPathComponent(".ssh"), paths.loginHome.appendingPathComponent(".ssh/authorized_keys")] {
+            guard chown(path.path, accounts.user.id, accounts.user.id) == 0 else {
+                throw LabError.failed("cannot give \(path.path) to \(LabLogin.userName): \(String(cString: strerror(errno)))")
+            }
         }
-        try (passwdLines.joined(separator: "\n") + "\n").write(to: etc.appendingPathComponent("passwd"), atomically: true, encoding: .utf8)
-        var shadowLines = shadow.split(separator: "\n").map { line -> String in
-            var fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-            if fields.first == "root", fields.count >= 2 { fields[1] = passwordHash }
-            return fields.joined(separator: ":")
-        }
-        if !shadowLines.contains(where: { $0.hasPrefix("root:") }) { shadowLines.insert("root:\(passwordHash):20000:0:99999:7:::", at: 0) }
-        try writeAtomically(Data((shadowLines.joined(separator: "\n") + "\n").utf8), to: etc.appendingPathComponent("shadow"), mode: 0o640)
 
         // /run/sshd, which sshd needs for privilege separation.
         try fm.createDirectory(at: paths.upper("run").appendingPathComponent("sshd"), withIntermediateDirectories: true,
@@ -213,7 +233,7 @@ struct LabUp: Sendable {
             ListenAddress \(host.address):\(host.port)
             HostKey \(q(paths.hostKey.path))
             PidFile none
-            AuthorizedKeysFile \(q(dir.appendingPathComponent("authorized_keys").path))
+            AuthorizedKeysFile \(q(dir.appendingPathComponent("authorized_keys").path)) .ssh/authorized_keys
             PermitRootLogin yes
             PubkeyAuthentication yes
             PasswordAuthentication yes
@@ -236,7 +256,7 @@ struct LabUp: Sendable {
     }
 
     /// known_hosts, both inventories, an ssh_config, all for the client side.
-    private func writeClientFiles(_ record: LabRecord) throws {
+    private func writeClientFiles(_ record: LabRecord, password: String) throws {
         var knownHosts: [String] = []
         for (spec, host) in zip(specs, record.hosts) where spec.faults.hostKey != .unknown && spec.faults.unreachable == nil {
             let paths = HostPaths(dir: URL(fileURLWithPath: host.dir))
@@ -245,10 +265,31 @@ struct LabUp: Sendable {
             knownHosts.append("\(host.port == 22 ? host.address : "[\(host.address)]:\(host.port)") \(publicKey)")
         }
         try writeAtomically(Data((knownHosts.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("known_hosts"))
-        let inventories = LabInventory(dir: dir, specs: specs, hosts: record.hosts, clientKey: clientKey)
+        let inventories = LabInventory(dir: dir, specs: specs, hosts: record.hosts, clientKey: clientKey,
+                                       login: login, becomePassword: password)
         try writeAtomically(Data(inventories.ini().utf8), to: dir.appendingPathComponent("inventory.ini"))
         try writeAtomically(Data(inventories.yaml().utf8), to: dir.appendingPathComponent("inventory.yaml"))
         try writeAtomically(Data(inventories.sshConfig().utf8), to: dir.appendingPathComponent("ssh_config"))
+    }
+
+    /// Gives `url` to root and the login user's group, with `mode`.
+    private func shareWithLoginGroup(_ url: URL, _ user: LoginUser, mode: mode_t) throws {
+        guard chown(url.path, 0, user.id) == 0, chmod(url.path, mode) == 0 else {
+            throw LabError.failed("cannot share \(url.path) with the login user's group: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// A user and group id this machine does not use, so no account of it owns the lab
+    /// user's files.
+    static func freeID(passwd: String, group: String) -> uid_t {
+        func ids(_ text: String) -> Set<uid_t> {
+            Set(text.split(separator: "\n").compactMap { line in
+                let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+                return fields.count > 2 ? uid_t(fields[2]) : nil
+            })
+        }
+        let used = ids(passwd).union(ids(group))
+        return (2200...).lazy.map { uid_t($0) }.first { !used.contains($0) }!
     }
 
     static func randomPassword() -> String {

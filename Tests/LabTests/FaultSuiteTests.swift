@@ -95,6 +95,7 @@ import Testing
     /// database step): one comes back and the controller reconnects and goes on; one stays
     /// away and fails once the reconnect attempts run out. Nothing runs twice.
     @Test func unreachableBetweenStepsReconnectsOrFails() throws {
+        // Root login: the checks below match each step's command exactly as the host ran it.
         let lab = try TestLab(spec: """
             defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
             hosts:
@@ -102,7 +103,7 @@ import Testing
               - {name: a2, st2_cluster: a}
               - {name: b1, st2_cluster: b}
               - {name: b2, st2_cluster: b}
-            """)
+            """, login: "root")
         let book = try lab.write("book.yaml", """
             steps:
               - {name: first, run: "echo first"}

@@ -49,6 +49,21 @@ import Testing
         #expect(clusters.map { $0["name"] as? String } == ["st2-05"])
     }
 
+    @Test func userLoginResolvesToTheLoginUserWithBecome() throws {
+        let files = LabInventory(dir: dir, specs: LabSpec.generate(count: 30), hosts: hosts, clientKey: dir.appendingPathComponent("id_ed25519"),
+                                 login: .user, becomePassword: "lab-Secret-1")
+        for (name, text) in [("user.ini", files.ini()), ("user.yaml", files.yaml())] {
+            try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+            let resolved = try resolve(["-i", dir.appendingPathComponent(name).path])
+            #expect(resolved.count == hosts.count)
+            for entry in resolved {
+                #expect(entry["user"] as? String == "st2ops" && entry["become"] as? Bool == true, "\(name): \(entry)")
+                #expect(entry["become_user"] as? String == "root", "\(name)")
+            }
+        }
+        #expect(files.sshConfig().contains("    User st2ops\n"))
+    }
+
     @Test func sshConfigAloneGivesTheSameAddresses() throws {
         let names = hosts.map(\.name).joined(separator: ",") + ","
         let viaConfig = try resolve(["-i", names, "--ssh-config", dir.appendingPathComponent("ssh_config").path])

@@ -158,6 +158,13 @@ import Testing
             """)
         let box = try Sandbox(lab)
         let secrets = Secrets()
+        // The login user's sudo takes the test's become password (given to chpasswd on
+        // stdin, after the lab's password for sudo itself).
+        let labPassword = try String(contentsOfFile: lab.path("password"), encoding: .utf8)
+        for host in ["deb", "rpm"] {
+            let changed = try lab.ssh(host, "sudo -S -p '' chpasswd", input: labPassword + "st2ops:\(secrets.become)\n")
+            #expect(changed.status == 0, "\(changed.stderr)")
+        }
         // An encrypted copy of the lab's key, its passphrase in a file, and an inventory
         // with a login and a become password (the lab logs in by key: the login password is
         // never needed, the become password goes to sudo -S).
@@ -298,7 +305,8 @@ import Testing
     /// `sudo ... sh -c '...'`), and so does a hostile `ansible_become_user`.
     /// (RolloutTests.runbookQuotesVariablesAndRunsClusterStepsOnce covers one level, without sudo.)
     @Test func hostileValuesStayOneWordThroughSudo() throws {
-        let lab = try TestLab(spec: "defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}\nhosts: [{name: h1}, {name: h2}]\n")
+        // Root login: the inventory below logs in as root, and the checks read root's files.
+        let lab = try TestLab(spec: "defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}\nhosts: [{name: h1}, {name: h2}]\n", login: "root")
         let box = try Sandbox(lab)
         let hostile = "x; touch /run/pwned1 $(touch /run/pwned2) `touch /run/pwned3` 'q' \"dq\" \\ \ntouch /run/pwned4\n'; touch /run/pwned5 #\n"
         func yaml(_ text: String) -> String {
@@ -331,6 +339,13 @@ import Testing
                 run: printf '%s' {{ inventory_hostname }} > /run/name && printf '%s' {{ note }} > /run/note-plain
                 become: false
             """.write(to: book, atomically: true, encoding: .utf8)
+        // The hosts' real sudo runs only as users that exist: the hostile name is one, as
+        // root with root's home in the host (a passwd line takes any name), so the steps run
+        // when it arrives as one word.
+        for host in ["h1", "h2"] {
+            let account = try lab.ssh(host, "printf '%s\\n' \"root; touch /run/pwned-user:x:0:0::$HOME:/bin/sh\" >> /etc/passwd")
+            #expect(account.status == 0, "\(account.stderr)")
+        }
         let result = try box.flotilla(["run", "-i", inventory.path, book.path, "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
         #expect(result.status == 0, "\(result.stderr)")
         for host in ["h1", "h2"] {

@@ -120,7 +120,9 @@ final class TestLab: Sendable {
     let upResult: Run
 
     /// - Parameter blocks: the /24 blocks of addresses the lab needs (254 hosts each).
-    init(spec: String, blocks: Int = 1) throws {
+    /// - Parameter login: `flotilla-lab up --login`: `user` (st2ops, sudo with its
+    ///   password) or `root`.
+    init(spec: String, blocks: Int = 1, login: String = "user") throws {
         reapOrphanedLabs
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -130,7 +132,7 @@ final class TestLab: Sendable {
         var attempt: (address: String, result: Run)
         repeat {
             let address = addressBlocks.take(blocks)
-            attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address]))
+            attempt = (address, try run([labExecutable, "up", "--dir", dir.appendingPathComponent("lab").path, "--spec", specFile.path, "--first-address", address, "--login", login]))
         } while attempt.result.status == 64 && attempt.result.stderr.contains("already in use")
         (firstAddress, upResult) = attempt
         guard upResult.status == 0 else { throw LabUpFailed(message: "flotilla-lab up exited \(upResult.status): \(upResult.stderr)") }
@@ -212,6 +214,15 @@ final class TestLab: Sendable {
             return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d.cmd\"".count)).map(wrap)
         }
         return nil
+    }
+
+    /// The command a become line (`sudo … -- sh -c 'exec </dev/null; COMMAND'`) runs, so
+    /// checks of "the host ran X" read the same under become as with a root login; any
+    /// other line as it is.
+    static func unwrapBecome(_ sent: String) -> String {
+        guard sent.hasPrefix("sudo "), let shell = sent.range(of: " -- sh -c "), let word = unquote(sent[shell.upperBound...]) else { return sent }
+        let stdinClosed = "exec </dev/null; "
+        return word.hasPrefix(stdinClosed) ? String(word.dropFirst(stdinClosed.count)) : word
     }
 
     /// One shell word as `ShellQuote.quote` writes it: bare, or single-quoted with `'\''`.

@@ -221,7 +221,8 @@ import Testing
     /// `old` resolves `hidden-rocky2`. The controller can resolve none of these names, so
     /// reaching them proves each hop was used: one hop, and two hops in a row.
     @Test func proxyJumpThroughOneAndTwoHops() throws {
-        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        // Root login: the hops are root@ (as written below), and /etc/hosts is root's.
+        let lab = try TestLab(spec: LabFleetTests.healthySpec, login: "root")
         let inventory = try FlotillaCore.Inventory.load(sources: [lab.path("inventory.ini")])
         func address(_ name: String) throws -> String { try #require(inventory.host(named: name)?.variables["ansible_host"]?.value.scalarText) }
         let (deb, rocky, old) = (try address("deb"), try address("rocky"), try address("old"))

@@ -119,8 +119,12 @@ struct StateStore {
         }
     }
 
+    /// Writes the state for root and the host's login user alike: the host directory's
+    /// group is the login user's.
     func write(_ state: HostState) throws {
-        try writeAtomically(try labJSONEncoder.encode(state), to: paths.state)
+        var directory = stat()
+        let group = stat(paths.dir.path, &directory) == 0 ? directory.st_gid : nil
+        try writeAtomically(try labJSONEncoder.encode(state), to: paths.state, mode: 0o660, group: group)
     }
 
     /// Applies `change` to the state atomically with respect to other commands on the host.

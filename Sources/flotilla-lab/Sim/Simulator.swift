@@ -22,24 +22,25 @@ enum Simulator {
     ]
 
     /// Names the lab may link into a host's /usr/bin.
-    static let binLinks = ["st2ctl", "st2", "apt-get", "apt", "apt-cache", "dpkg-query", "dpkg", "yum", "dnf", "rpm", "sudo"]
+    /// sudo is the real one (the host's own /etc/sudoers), found in /usr/bin by its
+    /// secure_path like the simulated tools there.
+    static let binLinks = ["st2ctl", "st2", "apt-get", "apt", "apt-cache", "dpkg-query", "dpkg", "yum", "dnf", "rpm"]
 
-    /// The tools a host of `os` has: st2's, sudo, and its own package manager's. The
-    /// others are hidden from its /usr/bin (overlay whiteouts), so an EL host has no
-    /// apt-get even though this machine does.
+    /// The tools a host of `os` has: st2's and its own package manager's. The others are
+    /// hidden from its /usr/bin (overlay whiteouts), so an EL host has no apt-get even
+    /// though this machine does.
     static func tools(for os: LabOS) -> [String] {
         let managers = ["apt": ["apt-get", "apt", "apt-cache", "dpkg-query", "dpkg"], "yum": ["yum", "rpm"], "dnf": ["dnf", "yum", "rpm"]]
-        return ["st2ctl", "st2", "sudo"] + (os.packageManager.flatMap { managers[$0] } ?? [])
+        return ["st2ctl", "st2"] + (os.packageManager.flatMap { managers[$0] } ?? [])
     }
 
-    /// Whether a program name is simulated (a tool above, sudo, or a catalog migration script).
+    /// Whether a program name is simulated (a tool above, or a catalog migration script).
     static func handles(_ name: String) -> Bool {
-        tools[name] != nil || name == "sudo" || name.hasPrefix("st2-migrate-")
+        tools[name] != nil || name.hasPrefix("st2-migrate-")
     }
 
     /// Runs the simulated tool `name` and returns its exit status.
     static func run(name: String, argv: [String]) -> Int32 {
-        if name == "sudo" { return Sudo.run(argv) }
         guard let paths = HostPaths.current(), let config = try? HostConfig.load(paths) else {
             FileHandle.standardError.write(Data("flotilla-lab: '\(name)' is simulated only inside a lab host\n".utf8))
             return 127
@@ -63,7 +64,10 @@ enum Simulator {
         }
         let status: Int32
         do {
-            if let tool = tools[name] {
+            if geteuid() != 0, let refusal = Privilege.refusal(name, context.arguments, os: context.os) {
+                context.err(refusal.message)
+                status = refusal.status
+            } else if let tool = tools[name] {
                 status = try tool(&context)
             } else {
                 status = try St2Tools.migrationScript(&context)
@@ -97,29 +101,6 @@ struct SimContext {
     }
 
     func catalog() throws -> MigrationCatalog { try MigrationCatalog.bundled() }
-}
-
-/// `sudo` passes through: every lab login is root, so it only strips its own options.
-enum Sudo {
-    static func run(_ argv: [String]) -> Int32 {
-        var index = 1
-        let withValue: Set<String> = ["-u", "-g", "-p", "-C", "-h", "-r", "-t", "-U", "-D"]
-        while index < argv.count {
-            let arg = argv[index]
-            if arg == "--" { index += 1; break }
-            guard arg.hasPrefix("-"), arg.count > 1 else { break }
-            if withValue.contains(arg) { index += 2 } else { index += 1 }
-        }
-        guard index < argv.count else {
-            FileHandle.standardError.write(Data("usage: sudo -h | -K | -k | -V\nusage: sudo [-AbEHknPS] [-u user] command [arg ...]\n".utf8))
-            return 1
-        }
-        let command = Array(argv[index...])
-        var cArgs = command.map { strdup($0) } + [nil]
-        execvp(command[0], &cArgs)
-        FileHandle.standardError.write(Data("sudo: \(command[0]): command not found\n".utf8))
-        return 1
-    }
 }
 
 /// Keeps the catalog's migration scripts and mistral-db-manage present exactly when the
