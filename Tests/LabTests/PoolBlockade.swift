@@ -39,7 +39,9 @@ enum PoolBlockade {
             Thread.detachNewThread {
                 var gate: [Int32] = [-1, -1]
                 precondition(pipe(&gate) == 0, "cannot create the blockade's pipe")
-                let readEnd = gate[0], blockers = 64
+                // Far more than the pool's threads: libdispatch adds a few per core when its
+                // workers block, never this many.
+                let readEnd = gate[0], blockers = 64 + 8 * ProcessInfo.processInfo.activeProcessorCount
                 let released = Shared(Atomic<Int>(0))
                 for _ in 0..<blockers {
                     Task.detached {
