@@ -181,13 +181,15 @@ private actor OnLoop {
     /// Starts a task waiting for `fd` to be readable; returns once the loop has
     /// registered it (a later wait on a ready descriptor has returned).
     func startWaiting(on fd: Int32, until deadline: ContinuousClock.Instant? = nil) async -> Task<Void, any Error> {
-        let waiter = Task { try await self.loop.wait(for: fd, events: .readable, until: deadline) }
+        // Started on the loop itself (its executor preference), never queued on the shared
+        // pool: two tasks queued there could reach the loop in either order.
+        let waiter = Task(executorPreference: loop) { [loop] in try await loop.wait(for: fd, events: .readable, until: deadline) }
         var ready: [Int32] = [-1, -1]
         socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ready)
         defer { close(ready[0]); close(ready[1]) }
         _ = write(ready[1], "x", 1)
         // Jobs run in order on the loop: the waiter's registration is queued first.
-        let barrier = Task { try await self.loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
+        let barrier = Task(executorPreference: loop) { [loop, ready] in try await loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
         _ = await barrier.result
         return waiter
     }
