@@ -190,7 +190,9 @@ private actor OnLoop {
         _ = write(ready[1], "x", 1)
         // Jobs run in order on the loop: the waiter's registration is queued first.
         let barrier = Task(executorPreference: loop) { [loop, ready] in try await loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
-        _ = await barrier.result
+        // Awaited under the loop's preference: a finished task's waiter is otherwise resumed
+        // through the shared pool, and a busy pool could hold it past the waiter's deadline.
+        _ = await withTaskExecutorPreference(loop) { await barrier.result }
         return waiter
     }
 
