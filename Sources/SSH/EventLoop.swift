@@ -6,10 +6,11 @@ import Synchronization
 /// SSH session runs on. A session is an actor whose executor is its loop, so all of its
 /// libssh2 calls happen on that one thread; when libssh2 would block, the session
 /// suspends on ``wait(for:events:until:)`` and the loop resumes it when the socket is
-/// ready or the deadline passes. No thread is blocked per host and nothing spins.
+/// ready or the deadline passes. No thread is blocked per host and nothing spins, and
+/// nothing waits for a thread of Swift's shared pool.
 /// Waits are registered through the same locked queue as jobs, so the loop's tables
 /// are only ever touched by the loop thread.
-public final class EventLoop: SerialExecutor, @unchecked Sendable {
+public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
     // @unchecked Sendable: `pending` is guarded by its Mutex; every other mutable
     // property is touched only on the loop thread (by the loop itself, or by jobs it runs).
 
@@ -88,6 +89,12 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         UnownedSerialExecutor(ordinary: self)
     }
 
+    /// As a task executor (see ``wait(forAnyOf:until:isolation:)``) the loop runs a job as it
+    /// runs the jobs of its sessions: on its thread, one at a time.
+    public func asUnownedTaskExecutor() -> UnownedTaskExecutor {
+        UnownedTaskExecutor(ordinary: self)
+    }
+
     private func wake() {
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
@@ -107,19 +114,31 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     /// Suspends until any of `interests` is ready (or the deadline passes).
+    ///
+    /// Neither registering nor resuming needs a thread of the shared pool. Two hops to it
+    /// hid here, and a pool whose threads were all blocked (the test process's synchronous
+    /// waits for the programs it starts) held every session's waits, so their deadlines
+    /// passed on an idle loop:
+    /// - the operation closure did not capture `isolation`, so it was nonisolated (a closure
+    ///   runs in an isolated parameter's actor only if it captures it, SE-0420) and
+    ///   registering ran on the pool; `isolation:` is now passed explicitly;
+    /// - a continuation resumes on the generic executor and only then hops to the caller's
+    ///   actor; with this loop as the task's executor preference, "generic" is this loop.
     public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?,
                      isolation: isolated (any Actor)? = #isolation) async throws {
         try Task.checkCancellation()
         let id = Self.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
-        try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                let waiter = Waiter(interests: interests.map { ($0.fd, $0.events.rawValue) }, deadline: deadline, continuation: continuation)
-                pending.withLock { $0.registrations.append((id, waiter)) }
+        try await withTaskExecutorPreference(self, isolation: isolation) {
+            try await withTaskCancellationHandler(operation: {
+                try await withUnsafeThrowingContinuation(isolation: isolation) { (continuation: UnsafeContinuation<Void, any Error>) in
+                    let waiter = Waiter(interests: interests.map { ($0.fd, $0.events.rawValue) }, deadline: deadline, continuation: continuation)
+                    pending.withLock { $0.registrations.append((id, waiter)) }
+                    wake()
+                }
+            }, onCancel: {
+                pending.withLock { $0.cancelled.append(id) }
                 wake()
-            }
-        } onCancel: {
-            pending.withLock { $0.cancelled.append(id) }
-            wake()
+            }, isolation: isolation)
         }
     }
 
@@ -209,7 +228,9 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
                 }
                 return (state.jobs, state.registrations, state.cancelled)
             }
-            for job in jobs { job.runSynchronously(on: asUnownedSerialExecutor()) }
+            // Run as both executors: a job of a task that prefers this loop (a wait) would
+            // otherwise be enqueued again on entering a session, behind later jobs.
+            for job in jobs { job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor()) }
             var touched: Set<Int32> = []
             for (id, waiter) in registrations {
                 waiters[id] = waiter

@@ -72,10 +72,13 @@ public actor SSHSession {
     }
 
     /// Connects, verifies the host key and authenticates, all within the connect timeout.
+    /// Runs in the caller's isolation and the session's: it needs no thread of the shared
+    /// pool, so a caller on an actor of its own connects even when the pool is all busy.
     ///
     /// - Throws: ``SSHError`` whose code says what failed (refused, timeout, host key,
     ///   key file, passphrase, auth denied...). Nothing is left open when it throws.
-    public static func connect(_ options: Options, on loop: EventLoop = .next()) async throws -> SSHSession {
+    public static func connect(_ options: Options, on loop: EventLoop = .next(),
+                               isolation: isolated (any Actor)? = #isolation) async throws -> SSHSession {
         try LibSSH2.initialize()
         let session = SSHSession(options: options, loop: loop)
         do {
@@ -180,7 +183,8 @@ public actor SSHSession {
     /// channel of the one before; the last session is returned and owns the others.
     ///
     /// - Throws: ``SSHError``; a failure at a jump host says which one.
-    public static func connect(_ options: Options, through jumps: [Options], on loop: EventLoop = .next()) async throws -> SSHSession {
+    public static func connect(_ options: Options, through jumps: [Options], on loop: EventLoop = .next(),
+                               isolation: isolated (any Actor)? = #isolation) async throws -> SSHSession {
         guard let first = jumps.first else { return try await connect(options, on: loop) }
         var previous: SSHSession
         do {

@@ -27,11 +27,9 @@ import Testing
 
 /// The event loop on real descriptors (a pipe), no sleeping: readiness, deadlines and
 /// cancellation each resume the waiting task.
-/// Run in a test process of their own by `SSHModuleInItsOwnProcess` (Tests/LabTests): their
-/// bounds are measured on the loop, and the shared process can starve the test bodies.
-/// Serialized: they close and reuse descriptor numbers behind the loop's back on purpose.
-@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
-struct EventLoopTests {
+/// Their bounds are measured on the loop, which needs no thread of the shared pool, so
+/// they run in the shared test process however busy its pool is.
+@Suite struct EventLoopTests {
     let loop = EventLoop(name: "test-loop")
 
     @Test func resumesWhenTheDescriptorIsReady() async throws {
@@ -91,8 +89,10 @@ struct EventLoopTests {
         let stale = await probe.startWaiting(on: number)
         let fresh = try Self.socketPair() // made while `number` is open, so neither end is `number`
         defer { close(fresh[1]) }
-        close(number)  // behind the loop's back, its waiter still registered
-        #expect(dup2(fresh[0], number) == number)  // the number reused, as the next socket() would
+        // Closed behind the loop's back (its waiter still registered) and the number reused,
+        // as the next socket() would, in one step: dup2 replaces the file atomically, so no
+        // descriptor another test opens meanwhile can take the number and be closed here.
+        #expect(dup2(fresh[0], number) == number)
         defer { close(number) }
         close(fresh[0])
         #expect(write(fresh[1], "x", 1) == 1)
@@ -181,14 +181,18 @@ private actor OnLoop {
     /// Starts a task waiting for `fd` to be readable; returns once the loop has
     /// registered it (a later wait on a ready descriptor has returned).
     func startWaiting(on fd: Int32, until deadline: ContinuousClock.Instant? = nil) async -> Task<Void, any Error> {
-        let waiter = Task { try await self.loop.wait(for: fd, events: .readable, until: deadline) }
+        // Started on the loop itself (its executor preference), never queued on the shared
+        // pool: two tasks queued there could reach the loop in either order.
+        let waiter = Task(executorPreference: loop) { [loop] in try await loop.wait(for: fd, events: .readable, until: deadline) }
         var ready: [Int32] = [-1, -1]
         socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ready)
         defer { close(ready[0]); close(ready[1]) }
         _ = write(ready[1], "x", 1)
         // Jobs run in order on the loop: the waiter's registration is queued first.
-        let barrier = Task { try await self.loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
-        _ = await barrier.result
+        let barrier = Task(executorPreference: loop) { [loop, ready] in try await loop.wait(for: ready[0], events: .readable, until: .now + .seconds(20)) }
+        // Awaited under the loop's preference: a finished task's waiter is otherwise resumed
+        // through the shared pool, and a busy pool could hold it past the waiter's deadline.
+        _ = await withTaskExecutorPreference(loop) { await barrier.result }
         return waiter
     }
 

@@ -4,42 +4,10 @@ import SSH
 import Testing
 @testable import flotilla_lab
 
-/// Runs the in-process SSH tests (`SFTPTests` here, `EventLoopTests` in the unit tests)
-/// in a test process of their own. In the shared process some 300 tests block the
-/// cooperative thread pool (2 threads on a 2-core machine) with synchronous waits for the
-/// programs they start (gdb showed both pool threads in `poll`/`wait4` under `runProcess`
-/// and `Background.wait`, for minutes, while the SSH event loops sat idle); an in-process
-/// session then timed out on its connect deadline though its socket was intact. Two real
-/// causes of such stalls were found and fixed (an event loop that trusted a reused
-/// descriptor number, a download that closed its file twice: see EventLoopTests and
-/// PartialFileTests), but runs on a loaded machine still showed the whole-process stall,
-/// so these tests keep their own process. The flotilla binary blocks no pool thread this
-/// way and never showed it (up to 1,000 hosts).
-@Suite struct SSHModuleInItsOwnProcess {
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] == nil))
-    func sshModuleTestsPass() throws {
-        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        var environment = ProcessInfo.processInfo.environment
-        environment["FLOTILLA_SSH_MODULE_TESTS"] = "1"
-        // One process each: EventLoopTests close and reuse descriptor numbers on purpose,
-        // which must not race another test's sessions.
-        for (suite, tests) in [("SFTPTests", ["withSessionClosesWhenTheBodyThrowsOrIsCancelled", "stdinReachesTheCommandAndStreamsStaySeparate",
-                                              "roundTripKeepsBytesAndModeAndLeavesNoPartialFile", "aFailedRenameLeavesOtherSessionsWorking"]),
-                               ("EventLoopTests", ["aReusedDescriptorNumberIsWatchedAfterTheOldOneWasClosedUnderAWaiter", "closingThroughTheLoopWakesItsWaiter"])] {
-            let result = try runProcess([exe, "--testing-library", "swift-testing", "--filter", suite], environment: environment)
-            let output = result.stdout + result.stderr
-            #expect(result.status == 0, "\(output.suffix(6000))")
-            for test in tests {
-                #expect(output.contains("Test \(test)() passed"), "\(output.suffix(6000))")
-            }
-        }
-    }
-}
-
 /// The SSH module itself on a lab host: SFTP transfers, stdin and output streams, scoped
-/// sessions. Run by `SSHModuleInItsOwnProcess`.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["FLOTILLA_SSH_MODULE_TESTS"] != nil))
-struct SFTPTests {
+/// sessions, and sessions that need no thread of the shared pool. They run in the shared
+/// test process, beside tests that block its pool with synchronous waits for programs.
+@Suite struct SFTPTests {
     static func options(_ lab: TestLab, host: String) throws -> SSHSession.Options {
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
         let vars = try #require(inventory.host(named: host)?.variables)
@@ -85,6 +53,27 @@ struct SFTPTests {
         for session in sessions {
             await #expect { _ = try await session.run("true") } throws: { ($0 as? SSHError)?.code == .notStarted }
         }
+    }
+
+    /// A session connects and runs a command while every thread of the shared pool is
+    /// blocked (as the tests' synchronous waits for programs block them): connecting,
+    /// reading and every deadline run on the event loops, so a busy pool can delay the
+    /// caller but never make a session's deadline pass.
+    @Test func aSessionNeedsNoThreadOfTheSharedPool() async throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        let options = try Self.options(lab, host: "deb")
+        let outcome = await PoolBlockade.run(bound: .seconds(60)) { _ in
+            do {
+                let session = try await SSHSession.connect(options)
+                let result = try await session.run("echo alive")
+                await session.close()
+                return result.stdout.text
+            } catch {
+                return "failed: \(error)"
+            }
+        }
+        #expect(!outcome.poolRanMeanwhile, "the pool was not blocked: the test proves nothing")
+        #expect(outcome.value == "alive\n", "\(outcome.value ?? "no outcome within the bound: the session waited for the pool")")
     }
 
     @Test func stdinReachesTheCommandAndStreamsStaySeparate() async throws {
