@@ -18,6 +18,9 @@ struct HostPaths: Sendable {
     var bootLog: URL { dir.appendingPathComponent("boot.log") }
     /// The host's boot id, bound over /proc/sys/kernel/random/boot_id inside the host.
     var bootID: URL { dir.appendingPathComponent("boot_id") }
+    /// A fifo the host's init reads: a byte written there asks it to reboot the host (the
+    /// login user's commands cannot signal the init, which is root's).
+    var rebootRequest: URL { dir.appendingPathComponent("reboot.fifo") }
     var hostKey: URL { dir.appendingPathComponent("ssh_host_key") }
     /// The key recorded in known_hosts when the host's key is "changed".
     var previousHostKey: URL { dir.appendingPathComponent("ssh_host_key.previous") }

@@ -50,7 +50,7 @@ enum HostProcesses {
 }
 
 /// The init of a lab host (pid 1 of its pid namespace): starts the host's sshd, reaps
-/// orphans, and on SIGUSR1 reboots the host (the `reboot` fault): kills every other process
+/// orphans, and on SIGUSR1 (or a byte in its reboot fifo) reboots the host (the `reboot` fault): kills every other process
 /// of the host, gives it a new boot id and starts sshd again. SIGTERM ends the host (`down`):
 /// when pid 1 exits, the kernel ends every process of the namespace.
 struct HostInit {
@@ -67,6 +67,17 @@ struct HostInit {
         // signals it handles.
         signal(Self.rebootSignal) { _ in }
         sigprocmask(SIG_BLOCK, &waited, nil)
+        // Reboot requests by fifo (opened read-write: it never reads as ended), turned into
+        // the signal this loop waits for; the thread inherits the blocked mask.
+        let requests = open(paths.rebootRequest.path, O_RDWR | O_CLOEXEC)
+        if requests >= 0 {
+            Thread.detachNewThread {
+                var byte: UInt8 = 0
+                while true {
+                    if read(requests, &byte, 1) == 1 { kill(getpid(), Self.rebootSignal) } else if errno != EINTR { return }
+                }
+            }
+        }
         startSSHD()
         while true {
             var number: Int32 = 0
@@ -341,7 +352,9 @@ enum SessionWrapper {
             record.end = Date()
             record.exitStatus = exitStatus
             record.append(to: paths)
-            kill(1, HostInit.rebootSignal) // the host's init, pid 1 of its pid namespace
+            // The host's init (pid 1 of its pid namespace, root's) reads the request.
+            let fd = open(paths.rebootRequest.path, O_WRONLY | O_CLOEXEC)
+            if fd >= 0 { _ = write(fd, "r", 1) }
             while true { pause() }
         }
     }

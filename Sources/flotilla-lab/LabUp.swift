@@ -163,6 +163,10 @@ struct LabUp: Sendable {
         for shared in [paths.lock, paths.commandLog] {
             try writeAtomically(Data(), to: shared, mode: 0o660, group: accounts.user.id)
         }
+        guard mkfifo(paths.rebootRequest.path, 0o600) == 0 else {
+            throw LabError.failed("cannot make \(paths.rebootRequest.path): \(String(cString: strerror(errno)))")
+        }
+        try shareWithLoginGroup(paths.rebootRequest, accounts.user, mode: 0o660)
         for layer in HostPaths.overlays.map(\.layer) {
             try fm.createDirectory(at: paths.upper(layer), withIntermediateDirectories: true)
             try fm.createDirectory(at: paths.work(layer), withIntermediateDirectories: true)

@@ -168,6 +168,13 @@ final class TestLab: Sendable {
         try run(["/usr/bin/ssh", "-F", path("ssh_config")] + options + [host, command], input: input)
     }
 
+    /// `command` as root on `host`: through sudo with the lab's password under the default
+    /// user login (a root login runs it as it is).
+    func asRoot(_ host: String, _ command: String) throws -> Run {
+        let password = try String(contentsOfFile: path("password"), encoding: .utf8)
+        return try ssh(host, "sudo -S -p '' sh -c \(ShellQuote.quote(command))", input: password)
+    }
+
     func state(_ host: String) throws -> [String: Any] {
         let data = try Data(contentsOf: labDir.appendingPathComponent("hosts/\(host)/state.json"))
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
