@@ -7,7 +7,8 @@ import Testing
 /// A host's facts: the OS from its ID and version, the package manager that fits it unless
 /// given, and free space on / and /opt.
 fileprivate func facts(os: String = "ubuntu", version: String = "18.04", manager: String? = nil, installed: [String: String],
-           offered: [String: [String]], freeKiB: Int64 = 20 * 1024 * 1024, optFreeKiB: Int64? = nil) -> HostFacts {
+           offered: [String: [String]], freeKiB: Int64 = 20 * 1024 * 1024, optFreeKiB: Int64? = nil,
+           components: Fact<[ComponentState]> = .known([ComponentState(name: "st2api", pid: 100)])) -> HostFacts {
     let family: OSInfo.Family
     let name: String
     switch os {
@@ -24,7 +25,7 @@ fileprivate func facts(os: String = "ubuntu", version: String = "18.04", manager
         packageManager: .known(packageManager),
         installed: .known(installed),
         offered: .known(offered),
-        components: .known([ComponentState(name: "st2api", pid: 100)]),
+        components: components,
         disk: .known([DiskSpace(path: "/", mountPoint: "/", availableKiB: freeKiB),
                       DiskSpace(path: "/opt", mountPoint: "/", availableKiB: optFreeKiB ?? freeKiB)]),
         leftoverConfigs: .known([]))
@@ -111,7 +112,7 @@ fileprivate enum Expect {
             middle: [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
         #expect(result.steps.map(\.name)[5...6] == ["migration 2.1: st2-migrate-datastore-scopes.py", "migration 2.1: st2-migrate-runners.sh"])
-        #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10"))
+        #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
         #expect(result.notes[0] == "2.1: Pack metadata became stricter (semver version, valid email, ref [a-z0-9_]); old packs may fail to register.")
     }
 
@@ -124,7 +125,7 @@ fileprivate enum Expect {
             middle: [Expect.migration("1.5", Expect.scopeSecret), Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
         #expect(result.steps[5].name == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
-        #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10"))
+        #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
     }
 
     @Test func aVersionBetweenEntriesCrossesOnlyTheLaterOnes() {
@@ -132,7 +133,7 @@ fileprivate enum Expect {
         let host = facts(version: "16.04", installed: ["st2": "2.1.0-1"], offered: ["st2": ["3.0.1-1"]])
         let result = plan(host, to: "3.0.1")
         #expect(result.steps.filter { $0.kind == .migration } == [])
-        #expect(result.notes == manual("2.2", "2.3", "2.4", "2.8", "2.9", "2.10"))
+        #expect(result.notes == manual("2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
     }
 
     @Test func optionalMigrationOnlyWithTheFlag() {
@@ -156,8 +157,8 @@ fileprivate enum Expect {
         let host = facts(os: "centos", version: "7", installed: ["st2": "3.0.1-1.el7"], offered: ["st2": ["3.0.1-1.el7", "3.8.1-1.el7"]])
         let result = plan(host, to: "3.8.1")
         #expect(result.steps == Expect.backup(from25: true) + Expect.pass(0, upgrade: "yum update -y st2-3.8.1-1.el7", query: Expect.rpmQuery, expect: "3.8.1-1.el7"))
-        #expect(result.notes == manual("3.3", "3.4", "3.5", "3.7") + [Self.optionalNote])
-        #expect(result.notes.first == "3.3: MongoDB must go 3.4 -> 3.6 -> 4.0 with setFeatureCompatibilityVersion at each step (Ubuntu 16.04 / EL7).")
+        #expect(result.notes == manual("3.2", "3.3", "3.4", "3.5", "3.6", "3.7") + [Self.optionalNote])
+        #expect(result.notes[1] == "3.3: MongoDB must go 3.4 -> 3.6 -> 4.0 with setFeatureCompatibilityVersion at each step (Ubuntu 16.04 / EL7).")
     }
 
     // MARK: Backup
@@ -196,8 +197,8 @@ fileprivate enum Expect {
                 + Expect.pass(1, upgrade: "yum update -y st2-3.5.0-1.el7", query: Expect.rpmQuery, expect: "3.5.0-1.el7"))
         #expect(result.steps.filter { $0.kind == .stop }.map(\.pass) == [0, 1])
         #expect(result.steps.filter { $0.kind == .verifyVersion }.map(\.expect) == ["3.0.1-1.el7", "3.5.0-1.el7"])
-        #expect(result.notes == ["goes through 3.0.1 first: the 2.1 migration scripts stopped shipping after 3.0.2"]
-                + manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.3", "3.4", "3.5") + [Self.optionalNote])
+        #expect(result.notes == ["goes through 3.0.1 first: the 2.1 migration scripts stopped shipping after 3.0.1"]
+                + manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0", "3.2", "3.3", "3.4", "3.5") + [Self.optionalNote])
 
         // With the optional migration it runs in the second pass.
         let with = plan(host, to: "3.5.0", optional: true)
@@ -215,15 +216,16 @@ fileprivate enum Expect {
         #expect(result.steps.filter { $0.kind == .migration } == [
             Expect.migration("1.5", Expect.scopeSecret), Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners),
         ])
-        #expect(result.notes.first == "goes through 3.0.1 first: the 1.5 migration scripts stopped shipping after 3.0.2")
+        #expect(result.notes.first == "goes through 3.0.1 first: the 1.5 migration scripts stopped shipping after 3.0.1")
     }
 
     @Test func noHopWhenTheTargetStillShipsTheScripts() {
-        let host = facts(os: "centos", version: "7", installed: ["st2": "2.0.1-1.el7"], offered: ["st2": ["3.0.1-1.el7", "3.0.2-1.el7"]])
-        let result = plan(host, to: "3.0.2")
+        // 3.0.1 is the last release shipping the 2.1 scripts (there is no 3.0.2).
+        let host = facts(os: "centos", version: "7", installed: ["st2": "2.0.1-1.el7"], offered: ["st2": ["3.0.0-1.el7", "3.0.1-1.el7"]])
+        let result = plan(host, to: "3.0.1")
         #expect(result.hops == [])
         #expect(result.steps.filter { $0.kind == .stop }.count == 1)
-        #expect(result.toVersion == "3.0.2-1.el7")
+        #expect(result.toVersion == "3.0.1-1.el7")
     }
 
     @Test func refusesWhenNoHopReleaseIsOffered() {
@@ -231,9 +233,9 @@ fileprivate enum Expect {
         let result = plan(host, to: "3.5.0")
         #expect(result == HostPlan(
             action: .refuse,
-            reason: "needs an intermediate release from 2.1 to 3.0.2 (the 2.1 migrations stopped shipping after 3.0.2), and the host's repositories offer none",
+            reason: "needs an intermediate release from 2.1 to 3.0.1 (the 2.1 migrations stopped shipping after 3.0.1), and the host's repositories offer none",
             fromVersion: "2.0.1-1.el7",
-            notes: manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.3", "3.4", "3.5")))
+            notes: manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0", "3.2", "3.3", "3.4", "3.5")))
     }
 
     @Test func refusesWhenTheHopReleaseLacksAPackage() {
@@ -306,6 +308,13 @@ fileprivate enum Expect {
         #expect(plan(empty, to: "3.8.1").reason == "the target 3.8.1 of st2 is not offered by the host's repositories (offered: none)")
     }
 
+    @Test func ubuntu1404StopsAt30() {
+        let trusty = facts(version: "14.04", installed: ["st2": "2.10.4-1"], offered: ["st2": ["3.0.1-1", "3.1.0-1"]])
+        #expect(plan(trusty, to: "3.1.0") == HostPlan(action: .refuse, reason: "the target 3.1.0 is above the highest release Ubuntu 14.04 LTS can run (3.0)",
+                                                      fromVersion: "2.10.4-1", notes: manual("3.0")))
+        #expect(plan(trusty, to: "3.0.1").action == .upgrade)
+    }
+
     @Test func refusesATargetAboveTheOSCeiling() {
         let xenial = facts(version: "16.04", installed: ["st2": "3.4.0-1"], offered: ["st2": ["3.4.1-1", "3.5.0-1"]])
         let refused = plan(xenial, to: "3.5.0")
@@ -350,6 +359,41 @@ fileprivate enum Expect {
         let kept = facts(os: "centos", version: "7", installed: ["st2": "3.1.0-1.el7", "st2mistral": "3.1.0-1.el7"],
                          offered: ["st2": ["3.2.0-1.el7"], "st2mistral": ["3.2.0-1.el7"]])
         #expect(plan(kept, to: "3.2.0").action == .upgrade)
+    }
+
+    @Test func bwcEnterpriseMustBeRemovedBeforeCrossing33() {
+        let host = facts(os: "centos", version: "7", installed: ["st2": "3.2.0-1.el7", "bwc-enterprise": "3.2.0-1.el7"],
+                         offered: ["st2": ["3.3.0-1.el7", "3.4.1-1.el7"], "bwc-enterprise": ["3.2.0-1.el7"]])
+        let result = plan(host, to: "3.4.1")
+        #expect(result.action == .refuse)
+        #expect(result.reason == "crossing 3.3: bwc-enterprise is installed: the enterprise add-on ends at 3.2 (no 3.3 package); remove it "
+                + "(apt-get purge bwc-enterprise / yum remove bwc-enterprise) before crossing 3.3, keeping RBAC through st2-rbac-backend if used")
+        #expect(!(result.reason ?? "").contains("not offered"))
+        #expect(result.notes.contains("3.3: bwc-enterprise is not shipped after 3.2 (Workflow Designer moved into st2web): remove it before crossing 3.3."))
+        // With st2mistral too, both are named, in the catalog's removes order.
+        var both = host
+        both.installed = .known(["st2": "3.2.0-1.el7", "bwc-enterprise": "3.2.0-1.el7", "st2mistral": "3.2.0-1.el7"])
+        let reason = plan(both, to: "3.4.1").reason ?? ""
+        #expect(reason.hasPrefix("crossing 3.3: st2mistral is installed: Mistral was removed in 3.3.0;"))
+        #expect(reason.contains("; bwc-enterprise is installed: the enterprise add-on ends at 3.2"))
+    }
+
+    @Test func blocksIfTextStillCoversEveryRemovedPackage() throws {
+        let synthetic = try MigrationCatalog(yaml: """
+            versions:
+              "1.2":
+                removes: [st2web, st2chatops]
+                blocks_if:
+                  st2web: "st2web must go first"
+            packages: [st2, st2web, st2chatops]
+            os_ceilings: {}
+            mistral:
+              commands: []
+            """)
+        let host = facts(installed: ["st2": "1.0.0-1", "st2web": "1.0.0-1", "st2chatops": "1.0.0-1"], offered: ["st2": ["1.2.0-1"]])
+        // A package without its own reason gets the general one.
+        #expect(plan(host, to: "1.2", catalog: synthetic).reason
+                == "crossing 1.2: st2web, st2chatops is installed and 1.2 no longer ships it; st2web must go first")
     }
 
     @Test func removedPackageWithoutAnExplanationInTheCatalog() throws {
@@ -500,7 +544,7 @@ fileprivate enum Expect {
             packages: "st2 st2mistral"))
         #expect(result.steps[5].name == "mistral-db-manage upgrade head")
         #expect(result.steps[6].name == "mistral-db-manage populate")
-        #expect(result.notes == manual("2.10") + [Self.mistralNote])
+        #expect(result.notes == manual("2.10", "3.0", "3.2") + [Self.mistralNote])
     }
 
     @Test func mistralStepsComeBeforeTheMigrationScripts() {
@@ -607,7 +651,7 @@ fileprivate enum Expect {
         #expect(groups[0].plan.notes == [])
         #expect(groups[1].hosts == ["st2-17", "st2-18"])
         #expect(groups[1].from == ["3.6.0-1"])
-        #expect(groups[1].plan.notes.count == 2)
+        #expect(groups[1].plan.notes.count == 1)
         #expect(groups[1].plan.notes.allSatisfy { $0.hasPrefix("3.7: ") })
     }
 
@@ -633,7 +677,7 @@ fileprivate enum Expect {
         #expect(text.contains("   pass 1: to 3.0.1\n"))
         #expect(text.contains("   pass 2: to 3.5.0\n"))
         #expect(text.contains("st2-migrate-runners.sh  [once per st2_cluster]\n"))
-        #expect(text.contains("    - goes through 3.0.1 first: the 2.1 migration scripts stopped shipping after 3.0.2\n"))
+        #expect(text.contains("    - goes through 3.0.1 first: the 2.1 migration scripts stopped shipping after 3.0.1\n"))
         #expect(text.hasSuffix("\n1 to upgrade\n"))
     }
 
@@ -721,5 +765,78 @@ fileprivate extension JSONValue {
     var isNull: Bool {
         if case .null = self { return true }
         return false
+    }
+}
+
+extension UpgradePlannerTests {
+    // MARK: Catalog steps and script arguments
+
+    static let recreate = "st2ctl reload --register-recreate-virtualenvs"
+
+    func running(_ names: String...) -> Fact<[ComponentState]> {
+        .known(([ComponentState(name: "st2api", pid: 100)] + names.enumerated().map { ComponentState(name: $1, pid: 200 + $0) }))
+    }
+
+    @Test func migrationScriptsGetTheConfigFileBelow28() {
+        let host = facts(version: "16.04", installed: ["st2": "1.4.0-1"], offered: ["st2": ["2.7.2-1", "2.8.0-1"]])
+        let below = plan(host, to: "2.7.2")
+        #expect(below.steps.filter { $0.kind == .migration }.map(\.command) == [
+            Expect.scopeSecret + " --config-file /etc/st2/st2.conf",
+            Expect.scopes + " --config-file /etc/st2/st2.conf",
+            Expect.runners + " --config-file /etc/st2/st2.conf",
+        ])
+        // The step names stay the script names.
+        #expect(below.steps.filter { $0.kind == .migration }.map(\.name)[0] == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
+        let from28 = plan(host, to: "2.8.0")
+        #expect(from28.steps.filter { $0.kind == .migration }.map(\.command) == [Expect.scopeSecret, Expect.scopes, Expect.runners])
+    }
+
+    @Test func virtualenvsAreRecreatedCrossing34OnXenialAndEL7WhereRunnersRun() {
+        let xenial = facts(version: "16.04", installed: ["st2": "3.3.0-1"], offered: ["st2": ["3.4.1-1"]], components: running("st2actionrunner"))
+        let result = plan(xenial, to: "3.4.1")
+        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.4.1-1", query: Expect.dpkgQuery, expect: "3.4.1-1")
+            .flatMap { step in
+                step.kind == .reload ? [step, PlanStep(name: "recreate pack virtualenvs", command: Self.recreate, kind: .reload)] : [step]
+            })
+        let el7 = facts(os: "centos", version: "7", installed: ["st2": "3.2.0-1.el7"], offered: ["st2": ["3.4.1-1.el7"]],
+                        components: running("st2sensorcontainer"))
+        #expect(plan(el7, to: "3.4.1").steps.filter { $0.command == Self.recreate }.count == 1)
+        // Not where neither st2actionrunner nor st2sensorcontainer runs, nor on Bionic.
+        let apiOnly = facts(version: "16.04", installed: ["st2": "3.3.0-1"], offered: ["st2": ["3.4.1-1"]])
+        #expect(!plan(apiOnly, to: "3.4.1").steps.contains { $0.command == Self.recreate })
+        let bionic = facts(installed: ["st2": "3.3.0-1"], offered: ["st2": ["3.4.1-1"]], components: running("st2actionrunner"))
+        #expect(!plan(bionic, to: "3.4.1").steps.contains { $0.command == Self.recreate })
+        // Components unknown: the step is planned (harmless where not needed).
+        let unknown = facts(version: "16.04", installed: ["st2": "3.3.0-1"], offered: ["st2": ["3.4.1-1"]], components: .unreadable("no st2ctl"))
+        #expect(plan(unknown, to: "3.4.1", backup: false).steps.contains { $0.command == Self.recreate })
+    }
+
+    @Test func virtualenvsAreRecreatedCrossing37OnEL8Only() {
+        let el8 = facts(os: "rocky", version: "8.9", installed: ["st2": "3.6.0-1.el8"], offered: ["st2": ["3.7.0-1.el8", "3.8.1-1.el8"]],
+                        components: running("st2actionrunner", "st2sensorcontainer"))
+        let steps = plan(el8, to: "3.8.1").steps
+        #expect(steps.filter { $0.command == Self.recreate } == [PlanStep(name: "recreate pack virtualenvs", command: Self.recreate, kind: .reload)])
+        #expect(steps.firstIndex { $0.command == Self.recreate } == (steps.firstIndex { $0.name == "reload content" } ?? -2) + 1)
+        // Already past 3.7, or on EL7 crossing 3.7: no recreation.
+        let past = facts(os: "rocky", version: "8.9", installed: ["st2": "3.7.0-1.el8"], offered: ["st2": ["3.8.1-1.el8"]], components: running("st2actionrunner"))
+        #expect(!plan(past, to: "3.8.1").steps.contains { $0.command == Self.recreate })
+        let el7 = facts(os: "centos", version: "7", installed: ["st2": "3.6.0-1.el7"], offered: ["st2": ["3.8.1-1.el7"]], components: running("st2actionrunner"))
+        #expect(!plan(el7, to: "3.8.1").steps.contains { $0.command == Self.recreate })
+    }
+
+    @Test func catalogNotesOfIssue15() {
+        func note(_ series: String) -> String { manual(series).joined(separator: "\n") }
+        #expect(note("2.3").contains("st2.notifiers.work is empty"))
+        #expect(note("2.10").contains("signing key was rotated"))
+        #expect(note("3.0").contains("[rbac] backend = enterprise"))
+        #expect(note("3.2").contains("workflow execution finish"))
+        #expect(note("3.5").contains("last 30 days by default"))
+        #expect(note("3.6").contains("RabbitMQ"))
+        #expect(note("3.9").contains("ssl_* options are renamed to tls_*"))
+        // The virtualenv recreation is a step now, not a note.
+        #expect(!note("3.4").contains("--register-recreate-virtualenvs") && !note("3.7").contains("--register-recreate-virtualenvs"))
+        // Every entry says where its facts come from.
+        #expect(catalog.entries.filter { ($0.source ?? "").isEmpty }.map(\.version.series) == [])
+        #expect(catalog.scriptArguments.allSatisfy { !($0.source ?? "").isEmpty })
     }
 }

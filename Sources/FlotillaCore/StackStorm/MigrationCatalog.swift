@@ -10,6 +10,30 @@ public struct MigrationCatalog: Sendable {
     public struct Entry: Sendable, Decodable {
         public enum Scope: String, Sendable, Decodable { case database, host }
 
+        /// A command the planner adds, after the content reload, to every pass that crosses
+        /// this release on a host it fits (`steps:`).
+        public struct Step: Sendable, Decodable {
+            public var name: String
+            public var command: String
+            /// OS keys (`ubuntu16.04`, `el7`) the step is for; empty: every OS.
+            public var os: [String]
+            /// Components of which one must run on the host (`st2ctl status`); empty: every host.
+            public var components: [String]
+
+            enum CodingKeys: String, CodingKey { case name, command, os, components }
+
+            public init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                name = try c.decode(String.self, forKey: .name)
+                command = try c.decode(String.self, forKey: .command)
+                for (key, text) in [(CodingKeys.name, name), (.command, command)] where text.trimmingCharacters(in: .whitespaces).isEmpty {
+                    throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "must not be empty")
+                }
+                os = try c.decodeIfPresent([String].self, forKey: .os) ?? []
+                components = try c.decodeIfPresent([String].self, forKey: .components) ?? []
+            }
+        }
+
         /// The release, e.g. `3.5`.
         public var version: StackStormVersion { _version! }
         var _version: StackStormVersion?
@@ -21,11 +45,15 @@ public struct MigrationCatalog: Sendable {
         public var mistralDB: Bool
         public var removes: [String]
         public var blocksIf: String?
+        /// Per removed package, why the planner refuses and what the operator must do
+        /// (`blocks_if` written as a mapping); a package not listed falls back to `blocksIf`.
+        public var removalReasons: [String: String]
+        public var steps: [Step]
         public var manual: [String]
         public var source: String?
 
         enum CodingKeys: String, CodingKey {
-            case scripts, scope, optional, flag, removes, manual, source
+            case scripts, scope, optional, flag, removes, manual, source, steps
             case shippedUntil = "shipped_until", mistralDB = "mistral_db", blocksIf = "blocks_if"
         }
 
@@ -43,7 +71,19 @@ public struct MigrationCatalog: Sendable {
             }
             mistralDB = try c.decodeIfPresent(Bool.self, forKey: .mistralDB) ?? false
             removes = try c.decodeIfPresent([String].self, forKey: .removes) ?? []
-            blocksIf = try c.decodeIfPresent(String.self, forKey: .blocksIf)
+            // `blocks_if` is one reason for every removed package, or one per package; when
+            // it is not a mapping, the text form is decoded (and its errors thrown) below.
+            if let reasons = try? c.decodeIfPresent([String: String].self, forKey: .blocksIf) {
+                blocksIf = nil
+                removalReasons = reasons
+                for package in reasons.keys.sorted() where !removes.contains(package) {
+                    throw DecodingError.dataCorruptedError(forKey: .blocksIf, in: c, debugDescription: "'\(package)' is not listed in removes")
+                }
+            } else {
+                blocksIf = try c.decodeIfPresent(String.self, forKey: .blocksIf)
+                removalReasons = [:]
+            }
+            steps = try c.decodeIfPresent([Step].self, forKey: .steps) ?? []
             manual = try c.decodeIfPresent([String].self, forKey: .manual) ?? []
             source = try c.decodeIfPresent(String.self, forKey: .source)
         }
@@ -70,6 +110,37 @@ public struct MigrationCatalog: Sendable {
     public var osCeilings: [String: StackStormVersion]
     public var mistral: Mistral
     public var facts: [String: String]
+    /// Arguments appended to every migration script of a pass whose target is below a release.
+    public var scriptArguments: [ScriptArguments]
+
+    /// `script_arguments:` one rule: on passes to a release below `below`, append `append`.
+    public struct ScriptArguments: Sendable, Decodable {
+        public var below: StackStormVersion
+        public var append: String
+        public var source: String?
+
+        enum CodingKeys: String, CodingKey { case below, append, source }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let text = try c.decode(String.self, forKey: .below)
+            guard let version = StackStormVersion(text) else {
+                throw DecodingError.dataCorruptedError(forKey: .below, in: c, debugDescription: "not a version: \(text)")
+            }
+            below = version
+            append = try c.decode(String.self, forKey: .append)
+            guard !append.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw DecodingError.dataCorruptedError(forKey: .append, in: c, debugDescription: "must not be empty")
+            }
+            source = try c.decodeIfPresent(String.self, forKey: .source)
+        }
+    }
+
+    /// A migration script line as run on a pass to `target`, with the arguments the
+    /// catalog's `script_arguments` add below their release.
+    public func scriptCommand(_ script: String, target: StackStormVersion) -> String {
+        scriptArguments.filter { target.compareRelease($0.below) < 0 }.reduce(script) { "\($0) \($1.append)" }
+    }
 
     /// An error in the catalog file, naming what is wrong.
     public struct LoadError: Error, CustomStringConvertible {
@@ -87,6 +158,7 @@ public struct MigrationCatalog: Sendable {
             var os_ceilings: [String: String]
             var mistral: Mistral
             var facts: [String: String]?
+            var script_arguments: [ScriptArguments]?
         }
         let raw: Raw
         if let (line, _, message) = YAMLLimits.violation(yaml) {
@@ -99,7 +171,7 @@ public struct MigrationCatalog: Sendable {
             let error = YAMLReader.describe(context.underlyingError as! YamlError, file: file)
             throw LoadError(file: file, message: (error.location?.line.map { "line \($0): " } ?? "") + error.message)
         } catch let error as DecodingError {
-            throw LoadError(file: file, message: Self.describe(error))
+            throw LoadError(file: file, message: Self.line(of: error, in: yaml).map { "line \($0): " }.map { $0 + Self.describe(error) } ?? Self.describe(error))
         } catch let error as YamlError {
             let error = YAMLReader.describe(error, file: file)
             throw LoadError(file: file, message: (error.location?.line.map { "line \($0): " } ?? "") + error.message)
@@ -126,6 +198,7 @@ public struct MigrationCatalog: Sendable {
         osCeilings = ceilings
         mistral = raw.mistral
         facts = raw.facts ?? [:]
+        scriptArguments = raw.script_arguments ?? []
     }
 
     /// The catalog bundled with flotilla.
@@ -170,6 +243,28 @@ public struct MigrationCatalog: Sendable {
     /// The executable path of a script line (`/path --yes` -> `/path`).
     public static func scriptPath(_ line: String) -> String {
         String(line.split(separator: " ", maxSplits: 1).first ?? Substring(line))
+    }
+
+    /// The line of the node a decoding error is about, found by walking its coding path
+    /// through the composed YAML (as far as the path goes).
+    static func line(of error: DecodingError, in yaml: String) -> Int? {
+        let context: DecodingError.Context
+        switch error {
+        case .keyNotFound(_, let c), .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): context = c
+        @unknown default: return nil
+        }
+        // A YAML that decoded this far composes; without a node there is no line to give.
+        guard var node = try? Yams.compose(yaml: yaml) else { return nil }
+        for key in context.codingPath {
+            if let index = key.intValue, let item = node.sequence?[index] {
+                node = item
+            } else if let item = node.mapping?.first(where: { $0.key.string == key.stringValue })?.value {
+                node = item
+            } else {
+                break
+            }
+        }
+        return node.mark?.line
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -99,6 +99,8 @@ public struct UpgradePlanner: Sendable {
         /// The installed st2 package version (`3.7.1-1`).
         var st2Package: String
         var st2: StackStormVersion
+        /// Components `st2ctl status` shows running; nil when that could not be read.
+        var running: Set<String>?
     }
 
     /// One upgrade pass, and the version each installed package is pinned to in it.
@@ -149,7 +151,8 @@ public struct UpgradePlanner: Sendable {
         guard let installed = facts.installed.value else { throw Refusal("installed packages unknown: \(facts.installed.problem ?? "")") }
         guard let st2Package = installed["st2"] else { throw Refusal("st2 is not installed") }
         guard let st2 = StackStormVersion(st2Package) else { throw Refusal("the installed st2 version '\(st2Package)' is not a version") }
-        return Installation(os: os, manager: manager, packages: installed, st2Package: st2Package, st2: st2)
+        let running = facts.components.value.map { Set($0.filter(\.running).map(\.name)) }
+        return Installation(os: os, manager: manager, packages: installed, st2Package: st2Package, st2: st2, running: running)
     }
 
     /// The plan of a host below the target, or why it cannot be upgraded.
@@ -161,8 +164,10 @@ public struct UpgradePlanner: Sendable {
         for entry in crossed {
             let removed = entry.removes.filter { host.packages[$0] != nil }
             if !removed.isEmpty {
-                throw Refusal("crossing \(entry.version.series): "
-                              + (entry.blocksIf ?? "\(removed.joined(separator: ", ")) is installed and \(entry.version.series) no longer ships it"))
+                let reasons = removed.compactMap { entry.removalReasons[$0] }
+                let general = removed.allSatisfy { entry.removalReasons[$0] != nil } ? nil
+                    : entry.blocksIf ?? "\(removed.joined(separator: ", ")) is installed and \(entry.version.series) no longer ships it"
+                throw Refusal("crossing \(entry.version.series): " + ([general].compactMap { $0 } + reasons).joined(separator: "; "))
             }
         }
         guard let offered = facts.offered.value else { throw Refusal("repository versions unknown: \(facts.offered.problem ?? "")") }
@@ -259,11 +264,14 @@ public struct UpgradePlanner: Sendable {
             for entry in neededEntries(from: pass.from, to: pass.to) {
                 for script in entry.scripts {
                     let file = MigrationCatalog.scriptPath(script).split(separator: "/").last.map(String.init) ?? script
-                    steps.append(PlanStep(name: "migration \(entry.version.series): \(file)", command: script, kind: .migration,
+                    steps.append(PlanStep(name: "migration \(entry.version.series): \(file)", command: catalog.scriptCommand(script, target: pass.to), kind: .migration,
                                           oncePer: entry.scope == .database ? Self.cluster : nil, pass: index))
                 }
             }
             steps.append(PlanStep(name: "reload content", command: "st2ctl reload --register-all", kind: .reload, pass: index))
+            for step in catalogSteps(host, pass) {
+                steps.append(PlanStep(name: step.name, command: step.command, kind: .reload, pass: index))
+            }
             steps.append(PlanStep(name: "start services", command: "st2ctl start", kind: .start, pass: index))
             let query = host.manager == "apt" ? "dpkg-query -W -f='${Version}' st2" : "rpm -q --qf '%{VERSION}-%{RELEASE}' st2"
             steps.append(PlanStep(name: "verify version", command: query, kind: .verifyVersion, pass: index, expect: pinned.first { $0.package == "st2" }?.version))
@@ -272,6 +280,18 @@ public struct UpgradePlanner: Sendable {
                                   expect: pinned.map(\.package).joined(separator: " ")))
         }
         return steps
+    }
+
+    /// The catalog's extra steps of the releases a pass crosses that fit the host: its OS
+    /// listed, and one of the listed components running (or the components unknown, as
+    /// the steps are safe to run where they are not needed); each command once.
+    func catalogSteps(_ host: Installation, _ pass: Pass) -> [MigrationCatalog.Entry.Step] {
+        var seen: Set<String> = []
+        return catalog.entries(crossingFrom: pass.from, to: pass.to).flatMap(\.steps).filter { step in
+            (step.os.isEmpty || step.os.contains(host.os.key))
+                && (step.components.isEmpty || host.running.map { !$0.isDisjoint(with: step.components) } ?? true)
+                && seen.insert(step.command).inserted
+        }
     }
 
     /// Crossed entries whose scripts this run executes (optional ones only when asked).
