@@ -21,12 +21,14 @@ import Testing
     }
 
     /// A host's command log records of `kind` (`started`, `sim`, `ssh`) whose line (the
-    /// simulated tool's name and arguments, or the command sent) starts with `prefix`.
+    /// simulated tool's name and arguments, or the command sent, unwrapped from sudo)
+    /// starts with `prefix`.
     static func records(_ lab: TestLab, _ host: String, _ kind: String, _ prefix: String) throws -> [[String: Any]] {
         guard FileManager.default.fileExists(atPath: lab.labDir.appendingPathComponent("hosts/\(host)/commands.log").path) else { return [] }
         return try lab.commandLog(host).filter { record in
             guard record["kind"] as? String == kind, let argv = record["argv"] as? [String], let first = argv.first else { return false }
-            let line = kind == "ssh" ? first : ([URL(fileURLWithPath: first).lastPathComponent] + argv.dropFirst()).joined(separator: " ")
+            // A command sent through sudo (the default user login) reads as the command itself.
+            let line = kind == "ssh" ? TestLab.unwrapBecome(first) : ([URL(fileURLWithPath: first).lastPathComponent] + argv.dropFirst()).joined(separator: " ")
             return line.hasPrefix(prefix)
         }
     }
@@ -51,7 +53,7 @@ import Testing
               - {name: after, run: "echo after"}
             """)
         let state = lab.dir.appendingPathComponent("state").path
-        let bootBefore = try lab.ssh("b1", "cat /proc/sys/kernel/random/boot_id").stdout
+        let bootBefore = try lab.asRoot("b1", "cat /proc/sys/kernel/random/boot_id").stdout
 
         let first = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--json", "--state-dir", state])
         #expect(first.status == 2, "halted: its one host failed: \(first.stderr.suffix(2000))")
@@ -60,8 +62,8 @@ import Testing
         #expect(steps["after"]?["status"] as? String != "succeeded")
         let reboots = try Self.records(lab, "b1", "ssh", step).filter { $0["fault"] as? String == "reboot" }
         #expect(reboots.count == 1 && reboots.first?["detached"] as? Bool == true, "the host rebooted during the detached step")
-        #expect(try lab.ssh("b1", "cat /proc/sys/kernel/random/boot_id").stdout != bootBefore, "a new boot id")
-        #expect(try lab.ssh("b1", "cat ~/marks").status != 0, "the step died with the host, before its mark")
+        #expect(try lab.asRoot("b1", "cat /proc/sys/kernel/random/boot_id").stdout != bootBefore, "a new boot id")
+        #expect(try lab.asRoot("b1", "cat ~/marks").status != 0, "the step died with the host, before its mark")
 
         let plain = try run([Self.flotilla, "resume", "--json", "--state-dir", state])
         #expect(plain.status == 2 && plain.stderr.contains("unknown, left failed"), "\(plain.stderr.suffix(2000))")
@@ -78,7 +80,7 @@ import Testing
         #expect(steps["migrate"]?["attempts"] as? Int == 2 && steps["migrate"]?["stdout_tail"] as? String == "migrated\n", "\(steps["migrate"] ?? [:])")
         let starts = try Self.records(lab, "b1", "ssh", step)
         #expect(starts.count == 2 && starts.last?["exit_status"] as? Int == 0 && starts.last?["fault"] == nil, "\(starts)")
-        #expect(try lab.ssh("b1", "cat ~/marks").stdout == "mark-reboot\n")
+        #expect(try lab.asRoot("b1", "cat ~/marks").stdout == "mark-reboot\n")
     }
 
     // MARK: (b) controller kills inside the steps that must not run twice
@@ -243,31 +245,31 @@ import Testing
         let runID = try #require(try FileManager.default.contentsOfDirectory(atPath: state + "/runs").first)
         // One `.cmd` per step record (DetachedStep's layout).
         let records = "cd ~/.flotilla/steps/\(DetachedStep.fileName(runID)) && ls *.cmd"
-        #expect(try lab.ssh("k1", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n", "k1 finished: its records went with it")
-        let before = try lab.ssh("k2", records).stdout.split(separator: "\n")
+        #expect(try lab.asRoot("k1", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n", "k1 finished: its records went with it")
+        let before = try lab.asRoot("k2", records).stdout.split(separator: "\n")
         #expect(before.count == 3, "quick, gate and long: \(before)")
 
         let prune = try run([Self.flotilla, "runs", "--prune", runID, "--state-dir", state])
         #expect(prune.status == 0, "\(prune.stdout)\(prune.stderr)")
         #expect(prune.stdout.contains("k2: removed the step records; kept, still running: 'long'"), "\(prune.stdout)")
-        let after = try lab.ssh("k2", records).stdout.split(separator: "\n")
+        let after = try lab.asRoot("k2", records).stdout.split(separator: "\n")
         #expect(after.count == 1 && before.contains(after[0]), "only the running step's record is left: \(after)")
 
         // The step ends; its record now tells `resume --retry-failed` how: prune keeps it.
         // (Until the host has it ended, a prune finds it running, as above.)
-        #expect(try lab.ssh("k2", "echo go >$HOME/gate").status == 0)
+        #expect(try lab.asRoot("k2", "echo go >$HOME/gate").status == 0)
         var again = try run([Self.flotilla, "runs", "--prune", "--state-dir", state])
         #expect(try lab.waitFor(seconds: 20) {
             again = try run([Self.flotilla, "runs", "--prune", "--state-dir", state])
             return !again.stdout.contains("still running: 'long'")
         })
         #expect(again.status == 0 && again.stdout.contains("k2: kept the step records: 'long' ended on the host"), "\(again.stdout)\(again.stderr)")
-        #expect(try lab.ssh("k2", records).stdout.split(separator: "\n") == after)
+        #expect(try lab.asRoot("k2", records).stdout.split(separator: "\n") == after)
         let resumed = try run([Self.flotilla, "resume", "--retry-failed", "--json", "--state-dir", state])
         #expect(resumed.status == 0, "\(resumed.stderr.suffix(2000))")
         let long = Self.steps(try json(resumed), "k2")["long"]
         #expect(long?["attempts"] as? Int == 1 && long?["stdout_tail"] as? String == "released\n", "\(long ?? [:])")
-        #expect(try lab.ssh("k2", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n")
+        #expect(try lab.asRoot("k2", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n")
 
         let unfinished = try run([Self.flotilla, "runs", "--prune", "nope", "--state-dir", state])
         #expect(unfinished.status == 64, "\(unfinished.stderr)")

@@ -169,7 +169,8 @@ final class TestLab: Sendable {
     }
 
     /// `command` as root on `host`: through sudo with the lab's password under the default
-    /// user login (a root login runs it as it is).
+    /// user login (a root login runs it as it is), so `$HOME` and `~` are those of the
+    /// become user, where steps under become keep their files and step records.
     func asRoot(_ host: String, _ command: String) throws -> Run {
         let password = try String(contentsOfFile: path("password"), encoding: .utf8)
         return try ssh(host, "sudo -S -p '' sh -c \(ShellQuote.quote(command))", input: password)
