@@ -122,7 +122,7 @@ final class TestLab: Sendable {
     /// - Parameter blocks: the /24 blocks of addresses the lab needs (254 hosts each).
     /// - Parameter login: `flotilla-lab up --login`: `user` (st2ops, sudo with its
     ///   password) or `root`.
-    init(spec: String, blocks: Int = 1, login: String = "user") throws {
+    init(spec: String, blocks: Int = 1, login: String = "root") throws {
         reapOrphanedLabs
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

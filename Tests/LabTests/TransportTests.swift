@@ -55,13 +55,14 @@ import Testing
         let argv = [Self.flotilla, "ping", "-i", lab.path("inventory.ini"), "--forks", "30", "--json"]
         let raised = try run(["/usr/bin/prlimit", "--nofile=40:4096", "--"] + argv)
         #expect(raised.status == 0 && !raised.stderr.contains("open files"), "\(raised.stderr)")
-        let capped = try run(["/usr/bin/prlimit", "--nofile=40:40", "--"] + argv)
-        #expect(capped.stderr.contains("30 sessions need about 188 open files, and the limit is 40 (hard 40)"), "\(capped.stderr)")
+        // 20 descriptors leave room for far fewer than 30 sockets, however quickly sessions end.
+        let capped = try run(["/usr/bin/prlimit", "--nofile=20:20", "--"] + argv)
+        #expect(capped.stderr.contains("30 sessions need about 188 open files, and the limit is 20 (hard 20)"), "\(capped.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(capped.stdout.utf8)) as? [String: Any]
         let hosts = try #require(object?["hosts"] as? [[String: Any]], "\(capped.stdout)\(capped.stderr)")
         #expect(hosts.count == 30)
         let failed = hosts.filter { $0["exit_status"] as? Int != 0 }
-        #expect(capped.status == 1 && !failed.isEmpty, "some hosts cannot get a socket: \(capped.stdout)")
+        #expect([1, 69].contains(capped.status) && !failed.isEmpty, "some or all hosts cannot get a socket: \(capped.status) \(capped.stdout)")
         // Which call runs out first varies; the hosts say so, and never blame their keys.
         let errors = failed.map { $0["error"] as? String ?? "" }
         #expect(errors.contains { $0.contains("open files") }, "\(errors)")
