@@ -40,7 +40,7 @@ extension HostConnection {
         // What the start line printed at the end is the whole of each stream: drop what the follower passed on.
         let filter = DetachedShell.StreamFilter(stateLineFirst: true, offsets: passed.counts, output: passed.take)
         held.replay(into: filter.take)
-        return await DetachedShell.conclude(outcome, filter: filter, tails: { passed.tails }, token: token, starting: true, become: become, on: self)
+        return await DetachedShell.conclude(outcome, filter: filter, passed: passed, token: token, starting: true, become: become, on: self)
     }
 
     public func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
@@ -84,7 +84,8 @@ enum DetachedShell {
     static func follow(_ line: String, token: DetachedStep.Token, stateLineFirst: Bool, offsets: (Int, Int), become: Bool,
                        timeout: Duration?, on connection: some HostConnection,
                        output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
-        let filter = StreamFilter(stateLineFirst: stateLineFirst, offsets: offsets, output: output)
+        let passed = Passed(output)
+        let filter = StreamFilter(stateLineFirst: stateLineFirst, offsets: offsets, output: passed.take)
         let outcome: StepOutcome
         do {
             outcome = try await connection.run(line, become: become, timeout: timeout) { kind, bytes in filter.take(kind, bytes) }
@@ -92,15 +93,15 @@ enum DetachedShell {
             return lostOrFailed(error)
         }
         if outcome.timedOut { return .timedOut }
-        return await conclude(outcome, filter: filter, tails: { filter.tails }, token: token, starting: false, become: become, on: connection)
+        return await conclude(outcome, filter: filter, passed: passed, token: token, starting: false, become: become, on: connection)
     }
 
     /// What became of the step, from a start's or an attach's end: its state line, else
     /// its exit status, else (254, the protocol's own status, or none) a query.
-    static func conclude(_ outcome: StepOutcome, filter: StreamFilter, tails passed: () -> (stdout: String, stderr: String),
+    static func conclude(_ outcome: StepOutcome, filter: StreamFilter, passed: Passed,
                          token: DetachedStep.Token, starting: Bool, become: Bool, on connection: some HostConnection) async -> DetachedOutcome {
         filter.finish()
-        let tails = passed()
+        let tails = passed.tails
         if let state = filter.state, state.phase != .running, state.phase != .ended {
             return self.outcome(of: state, tails: tails)
         }
@@ -201,7 +202,8 @@ enum DetachedShell {
 
     /// Passes a start's or an attach's output on: holds it back until the state line (the
     /// first line of an attach's stdout) is read, then drops what an ended step's tail
-    /// repeats of the bytes already received; keeps the tails of both streams.
+    /// repeats of the bytes already received (its output goes through a ``Passed``, which
+    /// keeps the tails).
     final class StreamFilter: Sendable {
         private struct Held {
             var stateLine: [UInt8] = []
@@ -209,7 +211,6 @@ enum DetachedShell {
             var decided: Bool
             var pending: [(OutputKind, [UInt8])] = []
             var skip: [OutputKind: Int] = [:]
-            var tails: [OutputKind: [UInt8]] = [.stdout: [], .stderr: []]
         }
 
         private let held: Mutex<Held>
@@ -223,10 +224,6 @@ enum DetachedShell {
         }
 
         var state: DetachedStep.State? { held.withLock { $0.state } }
-
-        var tails: (stdout: String, stderr: String) {
-            held.withLock { (String(decoding: $0.tails[.stdout] ?? [], as: UTF8.self), String(decoding: $0.tails[.stderr] ?? [], as: UTF8.self)) }
-        }
 
         func take(_ kind: OutputKind, _ bytes: UnsafeRawBufferPointer) {
             let ready: [(OutputKind, [UInt8])] = held.withLock { held in
@@ -262,7 +259,7 @@ enum DetachedShell {
             pass(ready)
         }
 
-        /// The held chunks, without what the controller has already; keeps the tails.
+        /// The held chunks, without what the controller has already.
         private func release(_ held: inout Held) -> [(OutputKind, [UInt8])] {
             let ready = held.pending
             held.pending = []
@@ -271,8 +268,6 @@ enum DetachedShell {
                 held.skip[kind, default: 0] -= skipped
                 let kept = Array(chunk.dropFirst(skipped))
                 guard !kept.isEmpty else { return nil }
-                held.tails[kind, default: []] += kept
-                if held.tails[kind]!.count > DetachedShell.tailLimit { held.tails[kind]!.removeFirst(held.tails[kind]!.count - DetachedShell.tailLimit) }
                 return (kind, kept)
             }
         }
