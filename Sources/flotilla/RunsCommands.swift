@@ -116,7 +116,7 @@ struct Runs: AsyncParsableCommand {
     func run() async throws {
         let url = state.url
         if prune {
-            try await StepRecordPruner(stateDir: url).prune(runID: runID)
+            try await pruneStepRecords(stateDir: url)
             return
         }
         let runs: [RunSummary] = try Journal.listRuns(stateDir: url).reversed()
@@ -130,152 +130,26 @@ struct Runs: AsyncParsableCommand {
         }
         print(RunListView.table(runs), terminator: "")
     }
-}
 
-/// `flotilla runs --prune`: removes the host-side step records (SPEC §8.1) that finished
-/// runs left on their hosts, connecting as `resume` does, through the hosts' one cleanup
-/// (``HostConnection/cleanupDetached(run:olderThanDays:become:)``).
-struct StepRecordPruner {
-    let stateDir: URL
-
-    /// The runs whose records nothing reads any more: `resume` goes on only from the others.
-    static let finished: Set<RunState> = [.succeeded, .completedWithFailures]
-    /// As a run's own cleanup: other runs' records older than this go too.
-    static let olderThanDays = 7
-    static let hostsAtOnce = 32
-
-    /// What became of one host's records of one run.
-    struct Outcome: Sendable {
-        var host: String
-        /// Why the records were not removed (unreachable, a failed cleanup, a step to record first).
-        var problem: String?
-        /// Whether the host could not be reached or cleaned (as opposed to records kept on purpose).
-        var failed = false
-        /// The steps whose records the host keeps because they still run.
-        var kept: [String] = []
-    }
-
-    func prune(runID: String?) async throws {
+    private func pruneStepRecords(stateDir: URL) async throws {
         let locks = try RunLocks(stateDir: stateDir)
-        var runs: [JournalState] = []
-        if let runID {
-            let run = try Journal.open(stateDir: stateDir, runID: runID).load()
-            guard Self.finished.contains(run.state) else {
-                throw FlotillaError(.usage, "run \(run.record.id) is \(run.state.rawValue), not finished: 'flotilla resume \(run.record.id)' "
-                                    + "reads its step records on the hosts; resume it first")
+        let runs = try StepRecordPruner.runs(stateDir: stateDir, runID: runID, leftAlone: Console.note)
+        var outcomes: [StepRecordPruner.Outcome] = []
+        for run in runs {
+            let record = run.record, hosts = StepRecordPruner.hostsWithRecords(run)
+            guard !hosts.isEmpty else {
+                print("\(record.id): no host has step records of this run")
+                continue
             }
-            runs = [run]
-        } else {
-            for summary in try Journal.listRuns(stateDir: stateDir) {
-                guard let state = summary.state, Self.finished.contains(state) else {
-                    Console.note("run \(summary.id): \(summary.state?.rawValue ?? "unreadable"), not finished; left alone")
-                    continue
-                }
-                runs.append(try Journal.open(stateDir: stateDir, runID: summary.id).load())
-            }
+            let targets = try Targets(try InventoryOptions.parse(record.options.selection), try ConnectionOptions.parse(record.options.connection))
+                .ordered(record.hosts.map(\.name))
+            try locks.lockHosts(targets, runID: record.id)
+            Console.note("run \(record.id): removing its step records from \(hosts.count) host\(hosts.count == 1 ? "" : "s")")
+            outcomes += await StepRecordPruner.prune(run, hosts: hosts, over: SSHTransport(targets: targets)) { print($0.line(run: record.id)) }
         }
-        var outcomes: [Outcome] = []
-        for run in runs { outcomes += try await prune(run, locks: locks) }
-        let failed = outcomes.filter(\.failed).count, left = outcomes.filter { $0.problem != nil && !$0.failed }.count
-        print("\(runs.count) finished run\(runs.count == 1 ? "" : "s"): pruned \(outcomes.count - failed - left) host\(outcomes.count - failed - left == 1 ? "" : "s")"
-              + (left > 0 ? ", \(left) left for resume" : "") + (failed > 0 ? ", \(failed) failed" : ""))
-        if failed > 0 { throw ExitCode(failed == outcomes.count ? ExitStatus.unavailable.rawValue : ExitStatus.someHostsFailed.rawValue) }
-    }
-
-    /// One run: every host that started a step that leaves a record, a few at once.
-    private func prune(_ run: JournalState, locks: RunLocks) async throws -> [Outcome] {
-        let record = run.record
-        let hosts = record.hosts.indices.filter { run.host(record.hosts[$0].name)?.steps.contains { $0.token != nil } ?? false }
-        guard !hosts.isEmpty else {
-            print("\(record.id): no host has step records of this run")
-            return []
-        }
-        let targets = try Targets(try InventoryOptions.parse(record.options.selection), try ConnectionOptions.parse(record.options.connection))
-            .ordered(record.hosts.map(\.name))
-        try locks.lockHosts(targets, runID: record.id)
-        let transport = SSHTransport(targets: targets)
-        Console.note("run \(record.id): removing its step records from \(hosts.count) host\(hosts.count == 1 ? "" : "s")")
-        return await withTaskGroup(of: Outcome.self) { group in
-            var pending = hosts.makeIterator(), outcomes: [Outcome] = []
-            for _ in 0..<Self.hostsAtOnce {
-                guard let index = pending.next() else { break }
-                group.addTask { await Self.prune(host: index, of: run, over: transport) }
-            }
-            for await outcome in group {
-                Self.show(outcome, run: record.id)
-                outcomes.append(outcome)
-                if let index = pending.next() { group.addTask { await Self.prune(host: index, of: run, over: transport) } }
-            }
-            return outcomes
-        }
-    }
-
-    private static func prune(host index: Int, of run: JournalState, over transport: SSHTransport) async -> Outcome {
-        let planned = run.record.hosts[index]
-        var outcome = Outcome(host: planned.name)
-        let connection: any HostConnection
-        do {
-            connection = try await transport.connect(index)
-        } catch {
-            outcome.problem = "\(error)"
-            outcome.failed = true
-            return outcome
-        }
-        // A step the journal still has in flight (the run lost the host mid-step): its
-        // record is how `resume --retry-failed` learns how it ended, so a host whose step
-        // has ended keeps its records until then.
-        for step in run.host(planned.name)?.steps ?? [] where step.status == .running {
-            let token = DetachedStep.Token(run: run.record.id, host: planned.name, step: step.index, attempt: step.attempts)
-            guard step.token == token.path else { continue }
-            switch await query(token, become: planned.steps[step.index].become, on: connection) {
-            case .success(.running):
-                outcome.kept.append(step.name)
-            case .success(.ended), .success(.exists):
-                outcome.problem = "'\(step.name)' ended on the host after the run lost it; 'flotilla resume --retry-failed \(run.record.id)' records it"
-            case .success(.never), .success(.lost):
-                break // nothing on the host to learn from
-            case .failure(let error):
-                outcome.problem = "cannot ask the host about '\(step.name)': \(error.message)"
-                outcome.failed = true
-            }
-        }
-        if outcome.problem == nil {
-            let becomes = Set(planned.steps.filter(\.kind.runsDetached).map(\.become)).sorted { !$0 && $1 }
-            for become in becomes {
-                do {
-                    try await connection.cleanupDetached(run: run.record.id, olderThanDays: olderThanDays, become: become)
-                } catch {
-                    outcome.problem = "\(error)"
-                    outcome.failed = true
-                    break
-                }
-            }
-        }
-        await connection.close()
-        return outcome
-    }
-
-    private static func query(_ token: DetachedStep.Token, become: Bool, on connection: any HostConnection) async -> Result<DetachedStep.State.Phase, TransportError> {
-        do {
-            let answer = try await connection.run(DetachedStep.query(token), become: become, timeout: .seconds(60)) { _, _ in }
-            guard let state = answer.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
-                return .failure(TransportError(.other, "the answer is not a step state: \(answer.stderrTail)"))
-            }
-            return .success(state.phase)
-        } catch let error as TransportError {
-            return .failure(error)
-        } catch {
-            return .failure(TransportError(.other, "\(error)"))
-        }
-    }
-
-    private static func show(_ outcome: Outcome, run: String) {
-        let kept = outcome.kept.isEmpty ? "" : "; kept, still running: " + outcome.kept.map { "'\($0)'" }.joined(separator: ", ")
-        switch (outcome.problem, outcome.failed) {
-        case (nil, _): print("\(run) \(outcome.host): removed the step records\(kept)")
-        case (let problem?, true): print("\(run) \(outcome.host): FAILED: \(problem)")
-        case (let problem?, false): print("\(run) \(outcome.host): kept the step records: \(problem)")
-        }
+        let summary = StepRecordPruner.summary(runs: runs.count, outcomes)
+        print(summary.line)
+        if let failure = summary.failure { throw ExitCode(failure.rawValue) }
     }
 }
 
