@@ -28,6 +28,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         var jobs: [UnownedJob] = []
         var registrations: [(UInt64, Waiter)] = []
         var cancelled: [UInt64] = []
+        /// ``wakeWaiters(on:)``: a descriptor and the last waiter id issued then.
+        var wakeUps: [(fd: Int32, upTo: UInt64)] = []
     }
 
     private struct Waiter {
@@ -46,7 +48,12 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var waitersByFD: [Int32: Set<UInt64>] = [:]
     private var interest: [Int32: UInt32] = [:]
     private var cancelledBeforeRegistration: Set<UInt64> = []
-    private static let waiterIDs = Atomic<UInt64>(0)
+    /// Per descriptor, the last waiter id a ``wakeWaiters(on:)`` covered. A wait's
+    /// registration can reach the loop after a wake-up meant for it (its task hopped to the
+    /// loop as a job of its own first), so a registration that comes late is woken on
+    /// arrival.
+    private var wokenUpTo: [Int32: UInt64] = [:]
+    fileprivate static let waiterIDs = Atomic<UInt64>(0)
 
     /// Starts a loop on its own thread; it runs for the life of the process.
     public init(name: String = "flotilla-ssh") {
@@ -108,9 +115,17 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     ///
     /// It runs in the caller's isolation (a session, on this loop): registering never waits
     /// for a thread of the shared pool, which a busy process may have none of to spare.
-    public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?,
+    public func wait(for fd: Int32, events: Events, until deadline: ContinuousClock.Instant?, ticket: Ticket? = nil,
                      isolation: isolated (any Actor)? = #isolation) async throws {
-        try await wait(forAnyOf: fd >= 0 ? [(fd, events)] : [], until: deadline)
+        try await wait(forAnyOf: fd >= 0 ? [(fd, events)] : [], until: deadline, ticket: ticket)
+    }
+
+    /// A wait's place in line, taken before the call that found nothing to do: a
+    /// ``wakeWaiters(on:)`` after it wakes the wait, even when the waiting task reaches the
+    /// loop later (entering the wait can hop through the loop's queue first).
+    public struct Ticket: Sendable {
+        fileprivate let id: UInt64
+        public init() { id = EventLoop.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue }
     }
 
     /// Suspends until any of `interests` is ready (or the deadline passes).
@@ -124,10 +139,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     ///   registering ran on the pool; `isolation:` is now passed explicitly;
     /// - a continuation resumes on the generic executor and only then hops to the caller's
     ///   actor; with this loop as the task's executor preference, "generic" is this loop.
-    public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?,
+    public func wait(forAnyOf interests: [(fd: Int32, events: Events)], until deadline: ContinuousClock.Instant?, ticket: Ticket? = nil,
                      isolation: isolated (any Actor)? = #isolation) async throws {
         try Task.checkCancellation()
-        let id = Self.waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
+        let id = (ticket ?? Ticket()).id
         try await withTaskExecutorPreference(self, isolation: isolation) {
             try await withTaskCancellationHandler(operation: {
                 try await withUnsafeThrowingContinuation(isolation: isolation) { (continuation: UnsafeContinuation<Void, any Error>) in
@@ -140,6 +155,18 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
                 wake()
             }, isolation: isolation)
         }
+    }
+
+    /// Wakes the tasks that wait on `fd` now (not those that start waiting later), as if it
+    /// were ready: they try again. For a socket several tasks share (channels of one SSH
+    /// session), when one of them read what the others wait for into a buffer of its own.
+    /// A wait that began before this call is woken even if its registration reaches the
+    /// loop after it (``wokenUpTo``).
+    public func wakeWaiters(on fd: Int32) {
+        guard fd >= 0 else { return }
+        let upTo = Self.waiterIDs.load(ordering: .relaxed)
+        pending.withLock { $0.wakeUps.append((fd, upTo)) }
+        wake()
     }
 
     /// The descriptor was closed through ``close(_:)`` while a task waited on it.
@@ -155,6 +182,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         var touched: Set<Int32> = []
         for id in waitersByFD[fd] ?? [] { touched.formUnion(resume(id, throwing: Closed())) }
         waitersByFD[fd] = nil
+        wokenUpTo[fd] = nil
         touched.forEach(updateInterest)
         Glibc.close(fd)
     }
@@ -220,25 +248,31 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         pthread_setspecific(Self.currentKey, Unmanaged.passUnretained(self).toOpaque())
         var events = [epoll_event](repeating: epoll_event(), count: 128)
         while true {
-            let (jobs, registrations, cancelled) = pending.withLock { state in
+            let (jobs, registrations, cancelled, wakeUps) = pending.withLock { state in
                 defer {
                     state.jobs.removeAll(keepingCapacity: true)
                     state.registrations.removeAll(keepingCapacity: true)
                     state.cancelled.removeAll()
+                    state.wakeUps.removeAll()
                 }
-                return (state.jobs, state.registrations, state.cancelled)
+                return (state.jobs, state.registrations, state.cancelled, state.wakeUps)
             }
             // Run as both executors: a job of a task that prefers this loop (a wait) would
             // otherwise be enqueued again on entering a session, behind later jobs.
             for job in jobs { job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor()) }
             var touched: Set<Int32> = []
+            for (fd, upTo) in wakeUps { wokenUpTo[fd] = max(wokenUpTo[fd] ?? 0, upTo) }
             for (id, waiter) in registrations {
                 waiters[id] = waiter
                 for (fd, _) in waiter.interests {
                     waitersByFD[fd, default: []].insert(id)
                     touched.insert(fd)
                 }
-                if cancelledBeforeRegistration.remove(id) != nil { touched.formUnion(resume(id, throwing: CancellationError())) }
+                if cancelledBeforeRegistration.remove(id) != nil {
+                    touched.formUnion(resume(id, throwing: CancellationError()))
+                } else if waiter.interests.contains(where: { id <= wokenUpTo[$0.fd] ?? 0 }) {
+                    touched.formUnion(resume(id, throwing: nil))
+                }
             }
             for id in cancelled {
                 guard waiters[id] != nil else {
@@ -247,6 +281,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
                 }
                 touched.formUnion(resume(id, throwing: CancellationError()))
             }
+            for (fd, upTo) in wakeUps {
+                for id in waitersByFD[fd] ?? [] where id <= upTo { touched.formUnion(resume(id, throwing: nil)) }
+            }
             let now = ContinuousClock.now
             for (id, waiter) in waiters {
                 if let deadline = waiter.deadline, deadline <= now {
@@ -254,7 +291,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
                 }
             }
             touched.forEach(updateInterest)
-            let hasJobs = pending.withLock { !$0.jobs.isEmpty || !$0.cancelled.isEmpty || !$0.registrations.isEmpty }
+            let hasJobs = pending.withLock { !$0.jobs.isEmpty || !$0.cancelled.isEmpty || !$0.registrations.isEmpty || !$0.wakeUps.isEmpty }
             var timeout: Int32 = -1
             if hasJobs {
                 timeout = 0

@@ -110,7 +110,7 @@ extension SSHSession {
 
     private func openSFTP(until deadline: ContinuousClock.Instant?) async throws -> OpaquePointer {
         guard let raw else { throw fail(.disconnected, "sftp", "the session is closed") }
-        let sftp: OpaquePointer? = try await retry("starting sftp", until: deadline) { libssh2_sftp_init(raw) }
+        let sftp: OpaquePointer? = try await settingUpChannel { try await retry("starting sftp", until: deadline) { libssh2_sftp_init(raw) } }
         guard let sftp else { throw fail(.sftp, "sftp", "the server refused the sftp subsystem: \(lastError())") }
         return sftp
     }

@@ -65,10 +65,25 @@ public actor SSHSession {
     private var jump: SSHSession?
     /// Tunnels this session carries for sessions opened through it.
     private var pumps: [Task<Void, Never>] = []
+    /// Bytes libssh2 has read from the socket (counted by ``countingReceive``, through the
+    /// session's abstract pointer). A call on one channel reads whatever the socket holds,
+    /// packets of other channels too; a channel whose packet was read that way would wait
+    /// on a socket with nothing left for it, so a call that read anything wakes the others
+    /// (``wakeOthers(ifReadSince:)``).
+    // nonisolated(unsafe): read and written only on the loop (by libssh2 calls and the
+    // actor's methods); freed by deinit.
+    private nonisolated(unsafe) let received = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Whether a channel is being opened and started. libssh2 1.10 waits for a channel's
+    /// open confirmation or exec reply by packet type, then takes it by channel number, and
+    /// fails when the packet of that type was another channel's (`_libssh2_packet_requirev`):
+    /// two channels must not be set up at once. The others queue in `setupQueue`.
+    private var settingUp = false
+    private var setupQueue: [CheckedContinuation<Void, Never>] = []
 
     private init(options: Options, loop: EventLoop) {
         self.options = options
         self.loop = loop
+        received.initialize(to: 0)
     }
 
     /// Connects, verifies the host key and authenticates, all within the connect timeout.
@@ -143,14 +158,14 @@ public actor SSHSession {
 
     // MARK: Waiting on the socket
 
-    private func waitForSocket(until deadline: ContinuousClock.Instant?, _ operation: String) async throws {
+    private func waitForSocket(until deadline: ContinuousClock.Instant?, _ operation: String, ticket: EventLoop.Ticket) async throws {
         let directions = libssh2_session_block_directions(raw)
         var events: EventLoop.Events = []
         if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 { events.insert(.readable) }
         if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events.insert(.writable) }
         if events.isEmpty { events = .readable }
         do {
-            try await loop.wait(for: fd, events: events, until: deadline)
+            try await loop.wait(for: fd, events: events, until: deadline, ticket: ticket)
         } catch is EventLoop.TimedOut {
             throw fail(.timeout, operation, "\(operation) timed out")
         } catch is EventLoop.Closed {
@@ -159,21 +174,50 @@ public actor SSHSession {
         }
     }
 
+    /// After a libssh2 call: if it read from the socket, the tasks already waiting on it
+    /// (other channels) try again, as their packets may be among what it read.
+    func wakeOthers(ifReadSince before: UInt64) {
+        if received.pointee != before { loop.wakeWaiters(on: fd) }
+    }
+
+    /// Runs `body` (opening and starting a channel) while no other channel of the session
+    /// is being set up (see ``settingUp``).
+    func settingUpChannel<T>(_ body: () async throws -> T) async rethrows -> T {
+        while settingUp {
+            // Checked again where the continuation is queued: entering the wait may hop
+            // through the loop's queue, and the setup may have ended meanwhile.
+            await withCheckedContinuation { continuation in
+                if settingUp { setupQueue.append(continuation) } else { continuation.resume() }
+            }
+        }
+        settingUp = true
+        defer {
+            settingUp = false
+            if !setupQueue.isEmpty { setupQueue.removeFirst().resume() }
+        }
+        return try await body()
+    }
+
     /// Calls `body` until it stops answering EAGAIN, waiting on the socket in between.
     func retry(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> Int32) async throws -> Int32 {
         while true {
+            let ticket = EventLoop.Ticket(), before = received.pointee
             let rc = body()
+            wakeOthers(ifReadSince: before)
             guard rc == LIBSSH2_ERROR_EAGAIN else { return rc }
-            try await waitForSocket(until: deadline, operation)
+            try await waitForSocket(until: deadline, operation, ticket: ticket)
         }
     }
 
     /// The same for calls that return a pointer, NULL with EAGAIN meaning "again".
     func retry<T>(_ operation: String, until deadline: ContinuousClock.Instant?, _ body: () -> T?) async throws -> T? {
         while true {
-            if let value = body() { return value }
+            let ticket = EventLoop.Ticket(), before = received.pointee
+            let value = body()
+            wakeOthers(ifReadSince: before)
+            if let value { return value }
             guard libssh2_session_last_errno(raw) == LIBSSH2_ERROR_EAGAIN else { return nil }
-            try await waitForSocket(until: deadline, operation)
+            try await waitForSocket(until: deadline, operation, ticket: ticket)
         }
     }
 
@@ -214,8 +258,10 @@ public actor SSHSession {
     /// pair whose other end this session pumps through the channel.
     func tunnel(to address: String, port: Int, until deadline: ContinuousClock.Instant) async throws -> Int32 {
         guard let raw else { throw fail(.disconnected, "jump", "the jump session is closed") }
-        let channel: OpaquePointer? = try await retry("opening a channel to \(address):\(port)", until: deadline) {
-            libssh2_channel_direct_tcpip_ex(raw, address, Int32(port), "127.0.0.1", 22)
+        let channel: OpaquePointer? = try await settingUpChannel {
+            try await retry("opening a channel to \(address):\(port)", until: deadline) {
+                libssh2_channel_direct_tcpip_ex(raw, address, Int32(port), "127.0.0.1", 22)
+            }
         }
         guard let channel else {
             throw fail(.connectFailed, "jump", "jump host \(host) could not connect to \(address):\(port): \(lastError())",
@@ -247,6 +293,8 @@ public actor SSHSession {
         }
         while !Task.isCancelled, raw != nil {
             var progressed = false
+            let ticket = EventLoop.Ticket(), before = received.pointee
+            defer { wakeOthers(ifReadSince: before) }
             var socketEvents: EventLoop.Events = []
             var wantChannel = false
             if toSocket.isEmpty && !channelClosed {
@@ -305,7 +353,7 @@ public actor SSHSession {
             if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 || wantChannel { sessionEvents.insert(.readable) }
             if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { sessionEvents.insert(.writable) }
             do {
-                try await loop.wait(forAnyOf: [(fd, sessionEvents), (socket, socketEvents)], until: nil)
+                try await loop.wait(forAnyOf: [(fd, sessionEvents), (socket, socketEvents)], until: nil, ticket: ticket)
             } catch {
                 return
             }
@@ -336,10 +384,11 @@ public actor SSHSession {
         let connected = clock.now
         timings.tcp = connected - start
 
-        guard let session = flotilla_libssh2_session_init() else {
+        guard let session = libssh2_session_init_ex(nil, nil, nil, UnsafeMutableRawPointer(received)) else {
             throw fail(.protocolError, "session", "libssh2 could not create a session")
         }
         raw = session
+        _ = libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, unsafeBitCast(countingReceive, to: UnsafeMutableRawPointer.self))
         libssh2_session_set_blocking(session, 0)
         let known = try KnownHosts(file: options.knownHostsFile, address: options.address, port: options.port, session: session)
         let preferred = known.preferredHostKeyAlgorithms(address: options.address, port: options.port)
@@ -576,17 +625,24 @@ public actor SSHSession {
         let start = clock.now
         let deadline = timeout.map { start + $0 }
         var result = CommandResult(stdout: TailBuffer(limit: tailLimit), stderr: TailBuffer(limit: tailLimit))
-        let channel: OpaquePointer? = try await retry("opening a channel", until: deadline) {
-            libssh2_channel_open_ex(raw, "session", 7, 2 * 1024 * 1024, UInt32(LIBSSH2_CHANNEL_PACKET_DEFAULT), nil, 0)
-        }
-        guard let channel else {
-            // No channel, so no exec request was sent: the command did not run.
-            throw fail(.notStarted, "exec", "cannot open a channel: \(lastError())", rc: libssh2_session_last_errno(raw))
+        let (channel, started) = try await settingUpChannel {
+            let channel: OpaquePointer? = try await retry("opening a channel", until: deadline) {
+                libssh2_channel_open_ex(raw, "session", 7, 2 * 1024 * 1024, UInt32(LIBSSH2_CHANNEL_PACKET_DEFAULT), nil, 0)
+            }
+            guard let channel else {
+                // No channel, so no exec request was sent: the command did not run.
+                throw fail(.notStarted, "exec", "cannot open a channel: \(lastError())", rc: libssh2_session_last_errno(raw))
+            }
+            do {
+                return (channel, try await retry("starting the command", until: deadline) {
+                    libssh2_channel_process_startup(channel, "exec", 4, command, UInt32(command.utf8.count))
+                })
+            } catch {
+                free(channel)
+                throw error
+            }
         }
         do {
-            let started = try await retry("starting the command", until: deadline) {
-                libssh2_channel_process_startup(channel, "exec", 4, command, UInt32(command.utf8.count))
-            }
             guard started == 0 else { throw fail(.channel, "exec", "the server refused to run the command: \(lastError())", rc: started) }
             if let stdin { try await write(stdin, to: channel, until: deadline) }
             _ = try await retry("closing stdin", until: deadline) { libssh2_channel_send_eof(channel) }
@@ -643,6 +699,8 @@ public actor SSHSession {
         let clock = ContinuousClock()
         while true {
             var progressed = false
+            let ticket = EventLoop.Ticket(), before = received.pointee
+            defer { wakeOthers(ifReadSince: before) }
             for (stream, id) in [(RemoteStream.stdout, Int32(0)), (.stderr, Int32(SSH_EXTENDED_DATA_STDERR))] {
                 while true {
                     let count = libssh2_channel_read_ex(channel, id, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), size)
@@ -672,7 +730,7 @@ public actor SSHSession {
                 }
             }
             do {
-                try await waitForSocket(until: wait, "the command")
+                try await waitForSocket(until: wait, "the command", ticket: ticket)
             } catch let error as SSHError where error.code == .timeout {
                 if let deadline, clock.now >= deadline { throw error }
             }
@@ -720,5 +778,16 @@ public actor SSHSession {
             libssh2_session_free(raw)
         }
         if fd >= 0 { Glibc.close(fd) }
+        received.deallocate()
     }
+}
+
+/// libssh2's receive (`recv`, errors as negative errno), counting the bytes into the
+/// session's ``SSHSession/received`` (the session's abstract pointer).
+private let countingReceive: @convention(c) (libssh2_socket_t, UnsafeMutableRawPointer?, Int, Int32,
+                                             UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { socket, buffer, length, flags, abstract in
+    let count = recv(socket, buffer, length, flags)
+    guard count >= 0 else { return errno == EWOULDBLOCK ? -Int(EAGAIN) : -Int(errno) }
+    if count > 0, let counter = abstract?.pointee?.assumingMemoryBound(to: UInt64.self) { counter.pointee &+= UInt64(count) }
+    return count
 }

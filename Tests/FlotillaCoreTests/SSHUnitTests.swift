@@ -66,6 +66,31 @@ import Testing
         await #expect(throws: CancellationError.self) { try await task.value }
     }
 
+    /// `wakeWaiters(on:)` resumes a task waiting on a descriptor that never becomes ready
+    /// (what one channel of a session does for another whose packet it read).
+    @Test func aWakeUpResumesTheWaitersOfItsDescriptor() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let waiter = await OnLoop(loop).startWaiting(on: fds[0])
+        loop.wakeWaiters(on: fds[0])
+        try await waiter.value
+    }
+
+    /// A wait whose ticket was taken before a wake-up is woken by it even when the wait
+    /// reaches the loop after it; a ticket taken after the wake-up waits for the descriptor.
+    @Test func aWakeUpCoversTheTicketsTakenBeforeIt() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let before = EventLoop.Ticket()
+        loop.wakeWaiters(on: fds[0])
+        try await loop.wait(for: fds[0], events: .readable, until: .now + .seconds(30), ticket: before)
+        await #expect(throws: EventLoop.TimedOut.self) {
+            try await loop.wait(for: fds[0], events: .readable, until: .now + .milliseconds(50), ticket: EventLoop.Ticket())
+        }
+    }
+
     @Test func anyOfSeveralDescriptors() async throws {
         var a: [Int32] = [0, 0], b: [Int32] = [0, 0]
         #expect(pipe(&a) == 0 && pipe(&b) == 0)

@@ -24,6 +24,22 @@ import Testing
         try await SSHSession.connect(options(lab, host: host))
     }
 
+    /// `body`'s value, or nil when `bound` passed first (then `body` is cancelled): a hang
+    /// must not hang the test run.
+    static func within<T: Sendable>(_ bound: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask { await body() }
+            group.addTask {
+                // The bound of a hang, not a wait for an event: the body's end is awaited.
+                try? await Task.sleep(for: bound)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
     /// A scoped session is closed however its body ends: a later command finds it closed.
     @Test func withSessionClosesWhenTheBodyThrowsOrIsCancelled() async throws {
         struct Stop: Error {}
@@ -74,6 +90,40 @@ import Testing
         }
         #expect(!outcome.poolRanMeanwhile, "the pool was not blocked: the test proves nothing")
         #expect(outcome.value == "alive\n", "\(outcome.value ?? "no outcome within the bound: the session waited for the pool")")
+    }
+
+    /// Many channels of one session at once, opening, starting and reading while the
+    /// others do: a packet for one channel that another channel's call pulled off the socket
+    /// must still wake its channel. No keepalive (whose timer would wake a lost waiter
+    /// after 15 s) and no deadline: a lost wake-up hangs until the bound.
+    @Test func channelsOfOneSessionWakeEachOther() async throws {
+        let lab = try TestLab(spec: LabFleetTests.healthySpec)
+        var options = try Self.options(lab, host: "deb")
+        options.keepalive = nil
+        let session = try await SSHSession.connect(options)
+        let outcome = await Self.within(.seconds(120)) {
+            await withTaskGroup(of: [String].self) { group in
+                for lane in 0..<8 {
+                    group.addTask {
+                        var answers: [String] = []
+                        for round in 0..<25 {
+                            let pause = (lane * 7 + round) % 4 == 0 ? "sleep 0.0$((RANDOM % 9));" : ""
+                            do {
+                                answers.append(try await session.run("\(pause) echo \(lane).\(round)").stdout.text)
+                            } catch {
+                                answers.append("failed: \(error)")
+                            }
+                        }
+                        return answers
+                    }
+                }
+                return await group.reduce(into: []) { $0 += $1 }
+            }
+        }
+        let answers = try #require(outcome, "a channel never woke up: no answer within the bound")
+        #expect(answers.count == 200)
+        #expect(Set(answers) == Set((0..<8).flatMap { lane in (0..<25).map { "\(lane).\($0)\n" } }), "\(answers.filter { $0.hasPrefix("failed") }.prefix(3))")
+        await session.close()
     }
 
     @Test func stdinReachesTheCommandAndStreamsStaySeparate() async throws {
