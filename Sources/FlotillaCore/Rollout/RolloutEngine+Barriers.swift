@@ -20,7 +20,8 @@ extension RolloutEngine {
         var arrived: Set<Int> = []
         /// Why it will never open: a participant ended before it got there.
         var broken: String?
-        var waiters: [CheckedContinuation<String?, Never>] = []
+        /// Per host index, the host waiting there.
+        var waiters: [Int: CheckedContinuation<String?, Never>] = [:]
 
         var isOpen: Bool { broken == nil && arrived.isSuperset(of: participants.keys) }
     }
@@ -67,19 +68,33 @@ extension RolloutEngine {
                 barrierStates[key] = state
             }
             if state.isOpen {
-                let waiters = state.waiters
-                barrierStates[key]?.waiters = []
+                let waiters = state.waiters.values
+                barrierStates[key]?.waiters = [:]
                 for waiter in waiters { waiter.resume(returning: nil) }
                 continue
             }
             let missing = state.participants.keys.filter { !state.arrived.contains($0) }.map { record.hosts[$0].name }.sorted()
             run.log.note("waiting before '\(step.name)' for every host of \(key) (\(barrier.name)): \(missing.joined(separator: ", ")) not there yet")
-            let broken = await withCheckedContinuation { continuation in
-                barrierStates[key]?.waiters.append(continuation)
+            let index = run.index
+            // Stopping at once cancels the host tasks: a host waiting here stops waiting.
+            let broken = await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+                    if Task.isCancelled {
+                        continuation.resume(returning: "the run stopped at once")
+                    } else {
+                        barrierStates[key]?.waiters[index] = continuation
+                    }
+                }
+            } onCancel: {
+                Task { await self.stopWaiting(key, index) }
             }
             if let broken { return stopped(at: step, key, broken) }
         }
         return nil
+    }
+
+    private func stopWaiting(_ key: BarrierKey, _ index: Int) {
+        barrierStates[key]?.waiters.removeValue(forKey: index)?.resume(returning: "the run stopped at once")
     }
 
     private func stopped(at step: RunStep, _ key: BarrierKey, _ why: String) -> String {
@@ -91,8 +106,8 @@ extension RolloutEngine {
         for (key, state) in barrierStates where state.participants[index] != nil && !state.arrived.contains(index) && state.broken == nil {
             let why = "\(record.hosts[index].name) did not get there (\(status.rawValue)\(error.map { ": \($0)" } ?? ""))"
             barrierStates[key]?.broken = why
-            barrierStates[key]?.waiters = []
-            for waiter in state.waiters { waiter.resume(returning: why) }
+            barrierStates[key]?.waiters = [:]
+            for waiter in state.waiters.values { waiter.resume(returning: why) }
         }
     }
 }

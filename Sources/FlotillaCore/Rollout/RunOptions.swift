@@ -95,13 +95,16 @@ public struct RunOptions: Sendable, Equatable {
         healthDeadline = try flags["health-deadline"].map { try RolloutFlags.duration($0, flag: "--health-deadline") }
         stepTimeout = try flags["step-timeout"].map { try RolloutFlags.duration($0, flag: "--step-timeout") }
         forceStop = flags["force-stop"] == "yes"
-        if let text = flags["cluster-strategy"] {
-            guard let strategy = ClusterStrategy(rawValue: text) else { throw FlagError("--cluster-strategy must be auto, whole or rolling") }
-            clusterStrategy = strategy
-        }
+        clusterStrategy = try flags["cluster-strategy"].map(Self.clusterStrategy)
         selection = try Self.arguments(flags["selection"], flag: "selection")
         connection = try Self.arguments(flags["connection"], flag: "connection")
         stateDir = flags["state-dir"]
+    }
+
+    /// `auto`, `whole` or `rolling`.
+    private static func clusterStrategy(_ text: String) throws -> ClusterStrategy {
+        guard let strategy = ClusterStrategy(rawValue: text) else { throw RolloutFlags.FlagError("--cluster-strategy must be auto, whole or rolling") }
+        return strategy
     }
 
     /// A JSON array of strings (schema 1's `selection` and `connection`).
@@ -221,10 +224,7 @@ extension RunOptions: Codable {
         healthDeadline = try container.decodeIfPresent(Double.self, forKey: .healthDeadline)
         stepTimeout = try container.decodeIfPresent(Double.self, forKey: .stepTimeout)
         forceStop = try container.decodeIfPresent(Bool.self, forKey: .forceStop) ?? false
-        clusterStrategy = try parsed(.clusterStrategy) { text in
-            guard let strategy = ClusterStrategy(rawValue: text) else { throw RolloutFlags.FlagError("--cluster-strategy must be auto, whole or rolling") }
-            return strategy
-        }
+        clusterStrategy = try parsed(.clusterStrategy, Self.clusterStrategy)
         selection = try container.decodeIfPresent([String].self, forKey: .selection) ?? []
         connection = try container.decodeIfPresent([String].self, forKey: .connection) ?? []
         stateDir = try container.decodeIfPresent(String.self, forKey: .stateDir)
