@@ -57,9 +57,9 @@ extension RolloutEngine {
         return states
     }
 
-    /// Waits at the barriers before step `number` until every other participant got there
+    /// Waits at the barriers before `step` until every other participant got there
     /// too; returns why the host must stop instead, when one of them broke.
-    func meet(before step: RunStep, number: Int, of run: HostRun) async -> String? {
+    func meet(before step: RunStep, of run: HostRun) async -> String? {
         for barrier in step.barriers ?? [] {
             let key = BarrierKey(group: barrier.group, value: run.host.groups[barrier.group] ?? run.host.name, name: barrier.name)
             guard var state = barrierStates[key] else { continue }

@@ -57,7 +57,7 @@ extension RolloutEngine {
                 run.end(.cancelled, "stopped before '\(step.name)' (--on-halt stop)")
                 break
             }
-            if let why = await meet(before: step, number: number, of: run) {
+            if let why = await meet(before: step, of: run) {
                 run.end(.failed, why)
                 break
             }
