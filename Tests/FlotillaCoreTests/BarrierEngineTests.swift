@@ -120,6 +120,26 @@ import Testing
         #expect(second.transport.ran.filter { $0.command == "migrate" }.count == 1)
     }
 
+    @Test func stoppingAtOnceEndsAWaitAtABarrierAndResumeMeetsAgain() async throws {
+        let first = try EngineHarness(hosts: Self.cluster(2), batches: [[0, 1]], policy: { $0.startTogether = [[0, 1]] })
+        first.transport.script(1, "backup", .hang)
+        _ = await first.start()
+        await first.transport.events.first { $0 == .hanging(host: 1, command: "backup") }
+        await first.progress.first { if case .stepFinished(host: "n0", step: "backup", _, _) = $0 { true } else { false } }
+        // n0 waits (or is about to wait) for n1, whose cancelled step ends its run and so
+        // breaks the barrier: the stop returns, nothing recorded past the backups.
+        try await first.engine.stopAtOnce(reason: "SIGINT twice")
+        #expect(try await first.state().state == .stopped)
+        #expect(first.transport.commands(0) == ["backup"])
+        let second = try EngineHarness(resuming: first, policy: { $0.startTogether = [[0, 1]] })
+        let task = await second.start()
+        await first.transport.events.first { $0 == .attached(host: 1, command: "backup") }
+        first.transport.release(1, "backup")
+        #expect(await task.value == .succeeded)
+        #expect(Self.withoutMigrate(second, 0) == ["backup", "stop", "start"])
+        #expect(Self.withoutMigrate(second, 1) == ["backup", "stop", "start"])
+    }
+
     @Test func aNodeSkippedByTheOperatorBreaksItsClustersBarriers() async throws {
         let hosts = [host("first", ["one"])] + Self.cluster(2)
         let run = try EngineHarness(hosts: hosts, batches: [[0], [1, 2]], policy: { $0.startTogether = [[1, 2]]; $0.maxFail = .count(10) })

@@ -76,7 +76,9 @@ extension RolloutEngine {
             let missing = state.participants.keys.filter { !state.arrived.contains($0) }.map { record.hosts[$0].name }.sorted()
             run.log.note("waiting before '\(step.name)' for every host of \(key) (\(barrier.name)): \(missing.joined(separator: ", ")) not there yet")
             let index = run.index
-            // Stopping at once cancels the host tasks: a host waiting here stops waiting.
+            // Stopping at once cancels the host tasks. The hosts awaited are in flight (they
+            // start together), and their ends break the barrier; this is the safety net should
+            // one of them not end, so that the stop never hangs on a wait.
             let broken = await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
                     if Task.isCancelled {
