@@ -12,6 +12,15 @@ extension Targets {
         }
     }
 
+    /// The targets as the cluster strategy sees them (``ClusterPlanning/apply(_:to:)``):
+    /// each one's name, `st2_cluster` value (nil without one) and plan (`plans`, one per
+    /// target).
+    public func clusterMembers(plans: [HostPlan]) -> [ClusterPlanning.Member] {
+        zip(hosts, plans).map { host, plan in
+            ClusterPlanning.Member(name: host.name, cluster: RunBuilder.groups(host, ["st2_cluster"])["st2_cluster"], plan: plan)
+        }
+    }
+
     /// The hosts of a runbook run, in target order: the runbook's steps for each host
     /// (`become` defaulting to the host's), with the health check and the `--max-per`
     /// groups of `options`.

@@ -144,6 +144,7 @@ struct Plan: AsyncParsableCommand {
     @OptionGroup(title: "Gathering") var gather: GatherOptions
     @OptionGroup(title: "Plan") var targetOptions: TargetOptions
     @OptionGroup(title: "Batches") var batches: BatchOptions
+    @OptionGroup(title: "Clusters") var clusters: ClusterStrategyOption
 
     @Option(help: ArgumentHelp("The st2 release to upgrade to, e.g. 3.8.1.", valueName: "version"))
     var to: String
@@ -157,9 +158,12 @@ struct Plan: AsyncParsableCommand {
         let target = try TargetOptions.version(to)
         let catalog = try targetOptions.loadCatalog()
         let planner = targetOptions.planner(catalog, target: target)
-        let results = try await gather.facts(selection, connection, packages: catalog.packages)
-        let entries = results.map { PlanView.Entry(name: $0.name, address: $0.address, plan: planner.plan($0)) }
-        let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary)
+        let targets = try Targets(selection, connection)
+        let results = await gather.facts(targets, packages: catalog.packages)
+        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
+        decided.warnings.forEach(Console.warn)
+        let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
+        let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary, clusters: decided.clusters)
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
         try view.exitStatus.end()
     }

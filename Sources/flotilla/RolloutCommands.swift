@@ -88,6 +88,15 @@ struct RolloutOptions: ParsableArguments {
     }
 }
 
+/// `--cluster-strategy`, shared by `plan` and `upgrade`.
+struct ClusterStrategyOption: ParsableArguments {
+    @Option(help: ArgumentHelp("How a cluster (hosts sharing st2_cluster) is upgraded: whole (every node stopped before its database is migrated, all or nothing), rolling (node by node; unsafe across a database change) or auto (whole where a database change is crossed).",
+                               valueName: "auto|whole|rolling"))
+    var clusterStrategy: ClusterStrategy = .auto
+}
+
+extension ClusterStrategy: ExpressibleByArgument {}
+
 /// The state dir: journals, logs, artifacts, locks, the control socket.
 struct StateDirOption: ParsableArguments {
     @Option(help: ArgumentHelp("The state dir: journals, logs, artifacts, the control socket.", valueName: "path"))
@@ -159,6 +168,8 @@ struct Upgrade: AsyncParsableCommand {
     @Flag(help: "Kill st2 processes still running after st2ctl stop (else such a host fails).")
     var forceStop = false
 
+    @OptionGroup(title: "Clusters") var clusters: ClusterStrategyOption
+
     func validate() throws { _ = try TargetOptions.version(to) }
 
     func run() async throws {
@@ -170,10 +181,13 @@ struct Upgrade: AsyncParsableCommand {
         try locks.lockHosts(targets)
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
+        options.clusterStrategy = clusters.clusterStrategy
         let results = await gather.facts(targets, packages: catalog.packages)
-        let hosts = targets.upgradeHosts(plans: results.map(planner.plan), target: target.releaseString, options: options)
+        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
+        decided.warnings.forEach(Console.warn)
+        let hosts = targets.upgradeHosts(plans: decided.plans, target: target.releaseString, options: options)
         let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
-                                       now: Date())
+                                       now: Date(), clusters: decided.clusters)
         try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: catalog.knownFailures)
     }
 }

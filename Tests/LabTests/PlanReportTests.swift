@@ -53,7 +53,9 @@ import Testing
 
     @Test func planIsRightAndTouchesNothing() throws {
         let before = try names.map(stateBytes)
-        let plan = try json(["plan", "--to", "3.5.0", "--json", "--canary", "1", "--batch", "2"], status: 1)
+        // Node by node (old-1 and old-2 share a cluster crossing the 2.1 migrations, which
+        // `auto` upgrades whole: below).
+        let plan = try json(["plan", "--to", "3.5.0", "--json", "--canary", "1", "--batch", "2", "--cluster-strategy", "rolling"], status: 1)
         let hosts = try byName(plan["hosts"])
         #expect(Set(hosts.keys) == Set(names))
         func action(_ name: String) -> String? { hosts[name]?["action"] as? String }
@@ -93,6 +95,21 @@ import Testing
         #expect(hosts["old-1"]?["batch"] as? Int == 0 && hosts["old-2"]?["batch"] as? Int == 1)
         let summary = try #require(plan["summary"] as? [String: Any])
         #expect(summary["text"] as? String == "4 to upgrade in 3 batches, 1 skipped (at target), 6 refused, 1 unreachable")
+
+        // By default that cluster goes whole: one unit of batching, the canary being that
+        // cluster; the plan says why, and marks where its nodes meet.
+        let whole = try json(["plan", "--to", "3.5.0", "--json", "--canary", "1", "--batch", "2"], status: 1)
+        let wholeHosts = try byName(whole["hosts"])
+        #expect(wholeHosts["old-1"]?["batch"] as? Int == 0 && wholeHosts["old-2"]?["batch"] as? Int == 0)
+        let clusters = try #require(whole["clusters"] as? [[String: Any]])
+        let oldCluster = clusters.first { ($0["hosts"] as? [String])?.contains("old-1") == true }
+        #expect(oldCluster?["strategy"] as? String == "whole" && oldCluster?["hosts"] as? [String] == ["old-1", "old-2"], "\(clusters)")
+        #expect((oldCluster?["reason"] as? String)?.hasPrefix("crosses database changes (migration 2.1: st2-migrate-datastore-scopes.py") == true)
+        let meeting = (wholeHosts["old-1"]?["steps"] as? [[String: Any]] ?? []).compactMap { step in
+            (step["barriers"] as? [String]).map { "\(step["name"] as? String ?? ""): \($0.joined(separator: ","))" }
+        }
+        #expect(meeting == ["stop services: stop 1", "migration 2.1: st2-migrate-datastore-scopes.py: database 1",
+                            "reload content: services 1", "stop services: stop 2"], "\(meeting)")
 
         // Optional migrations on request; the Mistral DB steps where the target keeps st2mistral.
         let optional = try byName(try json(["plan", "--to", "3.5.0", "--json", "--with-optional-migrations", "--limit", "el7-a"], status: 0)["hosts"])

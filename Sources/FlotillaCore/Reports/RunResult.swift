@@ -58,7 +58,7 @@ public enum RunResult {
             ("halt_reason", .string(journal.haltReason)), ("started_at", stamp(journal.startedAt ?? record.createdAt)),
             ("finished_at", stamp(journal.finishedAt)), ("batches", .array(batches)), ("hosts", .array(hosts)),
             ("summary", summary),
-        ])
+        ] + (record.clusters.map { [("clusters", .array($0.map(\.json)))] } ?? []))
     }
 
     /// The exit status SPEC §1 gives a run: 2 halted, 3 stopped (resumable), 69 every

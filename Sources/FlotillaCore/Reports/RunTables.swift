@@ -46,6 +46,9 @@ extension RunReports {
                          planned.toVersion ?? "-", "\(finished)/\(host.steps.count)", host.error ?? planned.skipReason ?? ""])
         }
         text += TextTable.render(rows)
+        if let clusters = record.clusters, !clusters.isEmpty {
+            text += "clusters:\n" + clusters.map { "  \($0.text)\n" }.joined()
+        }
         return text
     }
 }

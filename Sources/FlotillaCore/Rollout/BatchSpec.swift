@@ -57,25 +57,41 @@ public struct BatchSpec: Sendable, Equatable, CustomStringConvertible {
     /// the ramp (its last size repeating), percentages taken of `targeted`. Without a spec
     /// the hosts after the canary form one batch. Returns each batch's host indices.
     public static func batches(count: Int, spec: BatchSpec?, canary: Int?, targeted: Int) -> [[Int]] {
+        batches(units: Array(repeating: 1, count: max(0, count)), spec: spec, canary: canary, targeted: targeted)
+    }
+
+    /// Splits units of hosts that never part (a whole cluster; a single host is a unit of
+    /// 1), in order, into batches sized as ``batches(count:spec:canary:targeted:)`` says,
+    /// counting hosts: a batch takes units while their hosts fit its size, and a unit
+    /// larger than the size makes a batch of its own (a batch never splits a unit). The
+    /// canary likewise: when the first unit is a whole cluster larger than `--canary`, that
+    /// cluster alone is the canary. Returns each batch's unit indices.
+    public static func batches(units: [Int], spec: BatchSpec?, canary: Int?, targeted: Int) -> [[Int]] {
         var batches: [[Int]] = []
         var next = 0
-        if let canary, canary > 0, count > 0 {
-            let size = min(canary, count)
-            batches.append(Array(0..<size))
-            next = size
+        /// The units from `next` whose hosts fit `size` (at least one unit).
+        func take(_ size: Int) -> [Int] {
+            var taken: [Int] = []
+            var hosts = 0
+            while next < units.count, taken.isEmpty || units[next] <= size - hosts {
+                hosts += units[next]
+                taken.append(next)
+                next += 1
+            }
+            return taken
+        }
+        if let canary, canary > 0, !units.isEmpty {
+            batches.append(take(canary))
         }
         var step = 0
-        while next < count {
+        while next < units.count {
             let size: Int
             if let spec, !spec.sizes.isEmpty {
-                size = resolve(spec.sizes[min(step, spec.sizes.count - 1)], targeted: targeted)
+                size = max(resolve(spec.sizes[min(step, spec.sizes.count - 1)], targeted: targeted), 1)
             } else {
-                size = count - next
+                size = Int.max
             }
-            // `next + size` could overflow (`--canary 1 --batch 9223372036854775807`).
-            let end = next + min(max(size, 1), count - next)
-            batches.append(Array(next..<end))
-            next = end
+            batches.append(take(size))
             step += 1
         }
         return batches

@@ -57,6 +57,10 @@ extension RolloutEngine {
                 run.end(.cancelled, "stopped before '\(step.name)' (--on-halt stop)")
                 break
             }
+            if let why = await meet(before: step, of: run) {
+                run.end(.failed, why)
+                break
+            }
             let claim = await claimClusterStep(step, number: number, of: run)
             if case .doneElsewhere = claim { continue }
             if case .unreadable(let why) = claim {
@@ -71,6 +75,7 @@ extension RolloutEngine {
         if let connection = run.connection, !run.leftInFlight { await removeStepRecords(on: connection, run) }
         await run.connection?.close()
         log.close()
+        leaveBarriers(index, status: run.status, error: run.error)
         await hostDone(index, status: run.status, error: run.error, seconds: clock.now.timeIntervalSince(started))
     }
 

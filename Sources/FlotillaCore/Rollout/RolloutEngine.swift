@@ -75,6 +75,8 @@ public actor RolloutEngine {
     var remainingInBatch: [Int: Int] = [:]
     var startedBatches: Set<Int> = []
     var clusterLocks: [String: AsyncSemaphore] = [:]
+    /// The run's barriers, decided when it begins (``barrierStates(_:started:finished:)``).
+    var barrierStates: [BarrierKey: BarrierState] = [:]
     var events: AsyncStream<RolloutPolicy.Event>.Continuation?
     var hostTasks: [Int: Task<Void, Never>] = [:]
     /// Told every event the policy handled and the actions it returned (tests).
@@ -136,6 +138,7 @@ public actor RolloutEngine {
         events = continuation
         var outcome = RolloutPolicy.Outcome.stopped("no events")
         let begun = clock.now
+        decideBarriers()
         recordNow("the start of the run") { [journal] in try journal.runStatus(state: .running, haltReason: nil, at: begun) }
         continuation.yield(.begin)
         loop: for await event in stream {
@@ -147,6 +150,7 @@ public actor RolloutEngine {
                 recordNow("the skip of \(name)") { [journal] in
                     try journal.hostStatus(host: name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: now)
                 }
+                leaveBarriers(host, status: .skipped, error: "skipped by the operator")
             }
             for action in actions {
                 switch action {
@@ -184,6 +188,26 @@ public actor RolloutEngine {
         let ended = clock.now
         recordNow("the end of the run") { [journal] in try journal.runStatus(state: state, haltReason: reason, at: ended) }
         return outcome
+    }
+
+    /// The barriers as the journal leaves them: passed, broken, or still to meet at. A
+    /// journal that cannot be read leaves the steps this controller was told are done.
+    func decideBarriers() {
+        var started: [Int: Set<Int>] = done
+        for (host, steps) in reattach { started[host, default: []].formUnion(steps.keys) }
+        do {
+            let state = try journal.load()
+            for (index, host) in state.hosts.enumerated() {
+                started[index, default: []].formUnion(host.steps.filter { $0.status != .pending }.map(\.index))
+            }
+        } catch {
+            settings.logger.warning("cannot read the journal to decide the barriers; going by the steps done", metadata: ["error": "\(error)"])
+        }
+        var finished: [Int: HostRunStatus] = [:]
+        for index in record.hosts.indices {
+            if let status = policy.status(of: index), status != .notStarted, status != .running { finished[index] = status }
+        }
+        barrierStates = Self.barrierStates(record, started: started, finished: finished)
     }
 
     func startHost(_ index: Int) {

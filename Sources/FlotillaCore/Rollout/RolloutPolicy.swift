@@ -45,6 +45,12 @@ import Foundation
 ///   median cut-off stops at the next event or at the end).
 /// - The whole-batch rule is waived for `--max-fail` of 100% or more; the canary rule
 ///   ignores `unreachableCounts` (a canary must succeed).
+/// - Hosts of one `startTogether` set (a whole cluster) start at once or not at all: when
+///   the batch order reaches the first of them, all of its pending hosts start if
+///   `maxParallel` and every `--max-per` limit hold them all (or nothing is in flight);
+///   otherwise nothing after them starts until they fit, so a set is never starved by the
+///   hosts behind it and never half started (its hosts would wait for each other at
+///   their barriers while holding slots).
 /// - Determinism: hosts start in batch order, reasons list hosts in index order, and no
 ///   action depends on hashing order.
 /// - Events before `.begin` are ignored, except `pause`, `resume`, `skip` and
@@ -128,6 +134,9 @@ public struct RolloutPolicy: Sendable {
         public var window: Window? = nil
         /// Number of targeted hosts, for `--max-fail P%` (includes hosts in no batch).
         public var targeted: Int
+        /// Sets of hosts that start together or not at all (each within one batch): hosts
+        /// that wait for each other at barriers.
+        public var startTogether: [[Int]] = []
 
         public init(batches: [[Int]], targeted: Int) {
             self.batches = batches
@@ -244,6 +253,8 @@ public struct RolloutPolicy: Sendable {
     private var config: Config
     private let batches: [[Int]]
     private let batchOf: [Int: Int]
+    /// Per host of a `startTogether` set, the whole set.
+    private let together: [Int: [Int]]
     private let preset: Set<Int>
     private var results: [Int: HostResult]
     private var durations: [TimeInterval] = []
@@ -276,6 +287,11 @@ public struct RolloutPolicy: Sendable {
         self.config = config
         self.batches = batches
         self.batchOf = batchOf
+        var together: [Int: [Int]] = [:]
+        for set in config.startTogether where set.count > 1 {
+            for host in set { together[host] = set }
+        }
+        self.together = together
         self.results = finished
         self.preset = Set(finished.keys)
     }
@@ -541,17 +557,32 @@ public struct RolloutPolicy: Sendable {
         var started: [Int] = []
         for host in batches[batch] where isPending(host) {
             if let parallel, inFlight.count >= parallel { break }
+            let hosts = together[host].map { $0.filter { isPending($0) && batchOf[$0] == batch } } ?? [host]
+            var adding = perValue
+            for index in config.maxPer.indices {
+                for member in hosts {
+                    if let value = config.maxPer[index].value(of: member) { adding[index][value, default: 0] += 1 }
+                }
+            }
             let blocked = config.maxPer.indices.contains { index in
                 let rule = config.maxPer[index]
-                guard let value = rule.value(of: host) else { return false }
-                return perValue[index][value, default: 0] >= max(1, rule.limit)
+                return hosts.contains { member in
+                    guard let value = rule.value(of: member) else { return false }
+                    return adding[index][value, default: 0] > max(1, rule.limit)
+                }
             }
-            if blocked { continue }
-            for index in config.maxPer.indices {
-                if let value = config.maxPer[index].value(of: host) { perValue[index][value, default: 0] += 1 }
+            if hosts.count > 1 {
+                let room = parallel.map { inFlight.count + hosts.count <= $0 } ?? true
+                // A set that does not fit waits for room, holding back the hosts behind it.
+                if (blocked || !room) && !inFlight.isEmpty { break }
+            } else if blocked {
+                continue
             }
-            inFlight.insert(host)
-            started.append(host)
+            perValue = adding
+            for member in hosts {
+                inFlight.insert(member)
+                started.append(member)
+            }
         }
         return started
     }

@@ -18,9 +18,12 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
     /// The release a hopped upgrade's pass goes to, so the same command in two passes is
     /// two different once-per-cluster steps.
     public var stage: String?
+    /// The barriers the host waits at before this step, in order (nil: none; journals
+    /// written before barriers existed have none).
+    public var barriers: [Barrier]?
 
     public init(name: String, command: String, kind: StepKind = .command, oncePer: String? = nil, expect: String? = nil,
-                become: Bool = false, timeout: Double? = nil, stage: String? = nil) {
+                become: Bool = false, timeout: Double? = nil, stage: String? = nil, barriers: [Barrier] = []) {
         self.name = name
         self.command = command
         self.kind = kind
@@ -29,6 +32,7 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
         self.become = become
         self.timeout = timeout
         self.stage = stage
+        self.barriers = barriers.isEmpty ? nil : barriers
     }
 
     /// The same number for the same step on every host of a cluster, whatever its place in
@@ -41,6 +45,55 @@ public struct RunStep: Sendable, Codable, Equatable, Hashable {
         }
         return Int(hash >> 11) // 53 bits: exact in SQLite and JSON
     }
+}
+
+/// A point where the hosts of a group meet (SPEC §8.2's whole clusters): a host reaching
+/// the step that holds it waits until every host of the run that shares its value of
+/// `group` and has a barrier of the same `name` has reached it too. When one of them ends
+/// before it gets there (failed, unreachable, cancelled, skipped), the barrier breaks and
+/// every other stops there, so none goes past what all of them could do.
+public struct Barrier: Sendable, Codable, Equatable, Hashable {
+    /// The host variable the hosts meet by (`st2_cluster`).
+    public var group: String
+    /// Which of the group's meeting points (`stop`, `database 1`).
+    public var name: String
+
+    public init(group: String, name: String) {
+        self.group = group
+        self.name = name
+    }
+}
+
+/// How the hosts sharing a value of a group variable go through a run, and why (SPEC
+/// §8.2: a cluster upgraded whole or node by node), for the plan, `show` and the reports.
+public struct RunCluster: Sendable, Codable, Equatable {
+    /// The host variable (`st2_cluster`).
+    public var variable: String
+    public var value: String
+    /// The targeted hosts sharing the value, in inventory order.
+    public var hosts: [String]
+    /// `whole` or `rolling`.
+    public var strategy: String
+    /// Why: the strategy asked for, the database changes crossed, a node that keeps the
+    /// cluster from starting.
+    public var reason: String
+
+    public init(variable: String, value: String, hosts: [String], strategy: String, reason: String) {
+        self.variable = variable
+        self.value = value
+        self.hosts = hosts
+        self.strategy = strategy
+        self.reason = reason
+    }
+
+    /// `{"variable", "value", "hosts", "strategy", "reason"}` (plan and run result JSON).
+    public var json: JSONValue {
+        .object([("variable", .string(variable)), ("value", .string(value)), ("hosts", .strings(hosts)),
+                 ("strategy", .string(strategy)), ("reason", .string(reason))])
+    }
+
+    /// `st2_cluster=c1 (st2-01, st2-02): whole: crosses ...`.
+    public var text: String { "\(variable)=\(value) (\(hosts.joined(separator: ", "))): \(strategy): \(reason)" }
 }
 
 /// Where a host stands in a run (the `status` of SPEC §6).
@@ -190,9 +243,13 @@ public struct RunRecord: Sendable, Codable, Equatable {
     /// The options the run was started with (policy and connection flags, never
     /// secrets), so `resume` continues under the same rules.
     public var options: RunOptions
+    /// How each cluster goes through the run and why (nil for runs without clusters, and
+    /// for journals written before the cluster strategy).
+    public var clusters: [RunCluster]?
 
     public init(id: String, kind: RunKind, name: String? = nil, targetVersion: String?, createdAt: Date, hosts: [RunHost],
-                batches: [[String]], options: RunOptions) {
+                batches: [[String]], options: RunOptions, clusters: [RunCluster]? = nil) {
+        self.clusters = clusters
         self.id = id
         self.kind = kind
         self.name = name

@@ -36,6 +36,8 @@ public struct RunOptions: Sendable, Equatable {
     public var healthDeadline: TimeInterval?
     public var stepTimeout: TimeInterval?
     public var forceStop = false
+    /// `--cluster-strategy` of an upgrade (nil: not given, `auto`).
+    public var clusterStrategy: ClusterStrategy?
     /// Arguments that select the same hosts again (`-i`, `--limit`, `--ssh-config`).
     public var selection: [String] = []
     /// Non-secret arguments that connect the same way again.
@@ -93,9 +95,16 @@ public struct RunOptions: Sendable, Equatable {
         healthDeadline = try flags["health-deadline"].map { try RolloutFlags.duration($0, flag: "--health-deadline") }
         stepTimeout = try flags["step-timeout"].map { try RolloutFlags.duration($0, flag: "--step-timeout") }
         forceStop = flags["force-stop"] == "yes"
+        clusterStrategy = try flags["cluster-strategy"].map(Self.clusterStrategy)
         selection = try Self.arguments(flags["selection"], flag: "selection")
         connection = try Self.arguments(flags["connection"], flag: "connection")
         stateDir = flags["state-dir"]
+    }
+
+    /// `auto`, `whole` or `rolling`.
+    private static func clusterStrategy(_ text: String) throws -> ClusterStrategy {
+        guard let strategy = ClusterStrategy(rawValue: text) else { throw RolloutFlags.FlagError("--cluster-strategy must be auto, whole or rolling") }
+        return strategy
     }
 
     /// A JSON array of strings (schema 1's `selection` and `connection`).
@@ -123,6 +132,7 @@ public struct RunOptions: Sendable, Equatable {
         config.maxPer = maxPer.map { limit in
             RolloutPolicy.MaxPer(variable: limit.variable, limit: limit.limit, values: record.hosts.map { $0.groups[limit.variable] })
         }
+        config.startTogether = RunBuilder.startTogether(record.hosts).map(\.hosts)
         config.maxFail = maxFail
         config.maxFailBatch = maxFailBatch
         config.unreachableCounts = unreachableCounts
@@ -152,6 +162,7 @@ extension RunOptions: Codable {
         case batch, canary, maxParallel = "max-parallel", maxPer = "max-per", maxFail = "max-fail", maxFailBatch = "max-fail-batch"
         case unreachableCounts = "unreachable-counts", onHalt = "on-halt", pause, confirm, window, health, healthyFor = "healthy-for"
         case healthDeadline = "health-deadline", stepTimeout = "step-timeout", forceStop = "force-stop", selection, connection
+        case clusterStrategy = "cluster-strategy"
         case stateDir = "state-dir"
     }
 
@@ -178,6 +189,7 @@ extension RunOptions: Codable {
         try container.encodeIfPresent(healthDeadline, forKey: .healthDeadline)
         try container.encodeIfPresent(stepTimeout, forKey: .stepTimeout)
         try container.encode(forceStop, forKey: .forceStop)
+        try container.encodeIfPresent(clusterStrategy?.rawValue, forKey: .clusterStrategy)
         try container.encode(selection, forKey: .selection)
         try container.encode(connection, forKey: .connection)
         try container.encodeIfPresent(stateDir, forKey: .stateDir)
@@ -212,6 +224,7 @@ extension RunOptions: Codable {
         healthDeadline = try container.decodeIfPresent(Double.self, forKey: .healthDeadline)
         stepTimeout = try container.decodeIfPresent(Double.self, forKey: .stepTimeout)
         forceStop = try container.decodeIfPresent(Bool.self, forKey: .forceStop) ?? false
+        clusterStrategy = try parsed(.clusterStrategy, Self.clusterStrategy)
         selection = try container.decodeIfPresent([String].self, forKey: .selection) ?? []
         connection = try container.decodeIfPresent([String].self, forKey: .connection) ?? []
         stateDir = try container.decodeIfPresent(String.self, forKey: .stateDir)

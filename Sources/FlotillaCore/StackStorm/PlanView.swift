@@ -20,17 +20,27 @@ public struct PlanView: Sendable {
     /// Batches of upgrade hosts (names), when batch flags were given.
     public var batches: [[String]]?
     public var canary: Bool
+    /// Each cluster's strategy and why (``ClusterPlanning``).
+    public var clusters: [RunCluster]
 
     /// Builds the view; with `spec` or `canary`, the upgrade hosts are split into batches,
-    /// percentages taken of all targeted hosts.
-    public init(target: StackStormVersion, entries: [Entry], spec: BatchSpec?, canary: Int?) {
+    /// percentages taken of all targeted hosts, a whole cluster never split (as a run
+    /// batches them: ``RunBuilder/record(id:kind:name:target:createdAt:hosts:options:clusters:)``).
+    public init(target: StackStormVersion, entries: [Entry], spec: BatchSpec?, canary: Int?, clusters: [RunCluster] = []) {
         self.target = target
         self.entries = entries
         self.canary = (canary ?? 0) > 0
+        self.clusters = clusters
         if spec != nil || canary != nil {
             let upgrading = entries.filter { $0.plan.action == .upgrade }.map(\.name)
-            batches = BatchSpec.batches(count: upgrading.count, spec: spec, canary: canary, targeted: entries.count)
-                .map { $0.map { upgrading[$0] } }
+            var units: [[String]] = []
+            for name in upgrading {
+                guard !units.contains(where: { $0.contains(name) }) else { continue }
+                let whole = clusters.first { $0.strategy == "whole" && $0.hosts.contains(name) }
+                units.append(whole.map { $0.hosts.filter(upgrading.contains) } ?? [name])
+            }
+            batches = BatchSpec.batches(units: units.map(\.count), spec: spec, canary: canary, targeted: entries.count)
+                .map { $0.flatMap { units[$0] } }
         }
     }
 
@@ -93,6 +103,9 @@ public struct PlanView: Sendable {
                     out += "   pass \(step.pass + 1): to \(to)\n"
                 }
                 let command = step.kind == .fetchAuditLogs ? "sftp get \(step.command)" : step.command
+                for barrier in step.barriers {
+                    out += "      -- \(barrier): every node of the \(UpgradePlanner.cluster) gets here first --\n"
+                }
                 out += String(format: "  %2d. ", number + 1) + step.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(command)"
                 out += step.oncePer.map { "  [once per \($0)]" } ?? ""
                 out += "\n"
@@ -114,6 +127,9 @@ public struct PlanView: Sendable {
             }
             for item in reasons { out += "  \(HostNameSet.fold(item.hosts)): \(item.reason)\n" }
             out += "\n"
+        }
+        if !clusters.isEmpty {
+            out += "Clusters:\n" + clusters.map { "  \($0.text)\n" }.joined() + "\n"
         }
         if let batches {
             out += "Batches:\n"
@@ -138,7 +154,8 @@ public struct PlanView: Sendable {
                 .object([
                     ("name", .string(step.name)), ("command", .string(step.command)), ("kind", .string(step.kind.rawValue)),
                     ("once_per", .string(step.oncePer)), ("pass", .int(step.pass)),
-                ] + [step.expect.map { ("expect", .string($0)) }].compactMap { $0 })
+                ] + [step.expect.map { ("expect", .string($0)) }].compactMap { $0 }
+                  + (step.barriers.isEmpty ? [] : [("barriers", .strings(step.barriers))]))
             })))
             fields.append(("notes", .strings(plan.notes)))
             return .object(fields)
@@ -150,6 +167,6 @@ public struct PlanView: Sendable {
         summary.append(("target_version", .string(target.releaseString)))
         if let batches { summary.append(("batches", .array(batches.map { .strings($0) }))) }
         summary.append(("text", .string(summaryLine)))
-        return .object([("hosts", .array(hosts)), ("summary", .object(summary))])
+        return .object([("hosts", .array(hosts)), ("clusters", .array(clusters.map(\.json))), ("summary", .object(summary))])
     }
 }

@@ -12,6 +12,9 @@ public struct PlanStep: Sendable, Equatable, Hashable {
     public var pass: Int
     /// What stdout must be, for `verify-version`; the installed packages, for `verify-services`.
     public var expect: String?
+    /// The barriers (``Barrier``, of `st2_cluster`) the node meets the rest of its whole
+    /// cluster at before this step (``ClusterPlanning``); empty node by node.
+    public var barriers: [String] = []
 
     public init(name: String, command: String, kind: Kind, oncePer: String? = nil, pass: Int = 0, expect: String? = nil) {
         self.name = name
