@@ -156,7 +156,7 @@ import FlotillaCore
               - {name: a2}
               - name: bad
                 faults:
-                  fail: [{match: "apt-get install", exit: 100, stderr: "E: Could not get lock /var/lib/dpkg/lock-frontend"}]
+                  fail: [{match: "apt-get install -y", exit: 100, stderr: "E: Could not get lock /var/lib/dpkg/lock-frontend"}]
               - {name: b2}
               - {name: c1}
               - {name: c2}
