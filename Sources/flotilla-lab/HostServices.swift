@@ -68,25 +68,11 @@ enum LabLeftovers {
     static func start(_ config: HostConfig, executable: String, log: URL) {
         guard config.spec.servicesRunning else { return }
         for component in config.spec.faults.surviveStop {
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-            var attributes = posix_spawnattr_t()
-            posix_spawnattr_init(&attributes)
-            defer { posix_spawnattr_destroy(&attributes) }
-            resetSignals(&attributes)
-            let arguments = argv(component)
-            var cArgs = arguments.map { strdup($0) } + [nil]
-            defer { cArgs.forEach { free($0) } }
-            var cEnvironment = [strdup("\(environmentKey)=\(component)"), strdup("PATH=/usr/bin:/bin"), nil]
-            defer { cEnvironment.forEach { free($0) } }
-            var pid: pid_t = 0
-            let result = posix_spawn(&pid, executable, &actions, &attributes, &cArgs, &cEnvironment)
-            if result != 0 {
-                appendLine("cannot start the leftover \(component): \(String(cString: strerror(result)))", to: log)
+            do {
+                _ = try ProcessTable.spawnDetached(argv(component), log: log, program: executable,
+                                                   environment: ["\(environmentKey)=\(component)", "PATH=/usr/bin:/bin"])
+            } catch {
+                appendLine("cannot start the leftover \(component): \(error)", to: log)
             }
         }
     }

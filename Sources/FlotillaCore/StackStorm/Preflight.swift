@@ -101,8 +101,8 @@ public enum Preflight {
             return "pre-flight \(what) failed (the index is stale): \(stale)"
         }
         let telling = lines.filter { line in
-            ["E: ", "Error", "W: GPG error", " : Depends:", "- nothing provides", "Requires:", "Problem", "unreachable", "only ", "ERROR"]
-                .contains { line.hasPrefix($0) || line.contains($0) }
+            ["E: ", "Error", "ERROR", "W: GPG error", "Problem", "- nothing provides", "Requires:", "only "].contains { line.hasPrefix($0) }
+                || [" : Depends: ", " unreachable"].contains { line.contains($0) }
         }
         var seen: Set<String> = []
         let unique = telling.filter { seen.insert($0).inserted }
