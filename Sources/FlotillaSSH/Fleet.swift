@@ -82,9 +82,9 @@ public enum Fleet {
 
     /// Runs `body` for every host with at most `forks` at once: fill up to the limit,
     /// then one in, one out. Results keep the hosts' order.
-    public static func each(_ count: Int, forks: Int, _ body: @escaping @Sendable (Int) async -> HostOutcome) async -> [HostOutcome] {
-        await withTaskGroup(of: (Int, HostOutcome).self) { group in
-            var results = [HostOutcome?](repeating: nil, count: count)
+    public static func each<Result: Sendable>(_ count: Int, forks: Int, _ body: @escaping @Sendable (Int) async -> Result) async -> [Result] {
+        await withTaskGroup(of: (Int, Result).self) { group in
+            var results = [Result?](repeating: nil, count: count)
             var next = 0
             while next < min(forks, count) {
                 let index = next

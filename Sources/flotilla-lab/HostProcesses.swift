@@ -78,6 +78,11 @@ struct HostInit {
                 }
             }
         }
+        // The databases st2.conf names, and the processes `st2ctl stop` leaves (faults).
+        if let config = try? HostConfig.load(paths) {
+            LabDatabases.listen(config) { appendLine($0, to: paths.bootLog) }
+            LabLeftovers.start(config, executable: config.executable, log: paths.bootLog)
+        }
         startSSHD()
         while true {
             var number: Int32 = 0

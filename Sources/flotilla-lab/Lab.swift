@@ -47,8 +47,10 @@ enum ProcessTable {
         return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    /// Starts a detached process (own session, stdin from /dev/null, output to `log`).
-    static func spawnDetached(_ argv: [String], log: URL) throws -> Int32 {
+    /// Starts a detached process (own session, stdin from /dev/null, output to `log`):
+    /// `argv[0]` run with this process's environment, or `program` run as `argv` (its
+    /// `argv[0]` what `ps` shows) with `environment`.
+    static func spawnDetached(_ argv: [String], log: URL, program: String? = nil, environment: [String]? = nil) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -70,7 +72,10 @@ enum ProcessTable {
         var pid: pid_t = 0
         var cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
-        let result = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        var cEnvironment = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { cEnvironment?.forEach { free($0) } }
+        let result = cEnvironment == nil ? posix_spawn(&pid, program ?? argv[0], &actions, &attributes, &cArgs, environ)
+            : posix_spawn(&pid, program ?? argv[0], &actions, &attributes, &cArgs, &cEnvironment!)
         guard result == 0 else { throw LabError.failed("cannot start \(argv[0]): \(String(cString: strerror(result)))") }
         return pid
     }

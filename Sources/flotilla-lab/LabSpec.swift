@@ -104,6 +104,22 @@ struct HostFaults: Codable, Sendable, Equatable {
     /// comes back; once unless `times`.
     var reboot: [CommandFault] = []
     var mistralEventTriggers = false
+    /// Packages whose new versions depend on something the repositories do not have
+    /// (package -> the unmet dependency, `nodejs (>= 14.0.0)`): every transaction that
+    /// upgrades them, real or simulated, fails as apt or yum/dnf would.
+    var unmetDependency: [String: String] = [:]
+    /// Refreshing the repository index fails: `signing-key` (the repository's key changed:
+    /// apt exits 100, yum/dnf 1) or `unreachable` (apt warns and exits 0, leaving the old
+    /// index; yum/dnf exit 1).
+    var index: IndexFault?
+    /// Databases nothing answers for (`mongodb`, `rabbitmq`, `postgresql`): the host's
+    /// listener for them is not started, so a connection to the address st2.conf names is refused.
+    var databasesDown: [String] = []
+    /// Components whose process `st2ctl stop` leaves running and `st2ctl status` does not
+    /// list: a real process the host starts at boot, `ps` showing it as st2's.
+    var surviveStop: [String] = []
+
+    enum IndexFault: String, Codable, Sendable { case signingKey = "signing-key", unreachable }
 
     /// Short words for `status`.
     var summary: String {
@@ -119,6 +135,10 @@ struct HostFaults: Codable, Sendable, Equatable {
         if !cut.isEmpty { words.append("cut") }
         if !reboot.isEmpty { words.append("reboot") }
         if mistralEventTriggers { words.append("mistral-event-triggers") }
+        if !unmetDependency.isEmpty { words.append("unmet-dependency") }
+        if let index { words.append("index:\(index.rawValue)") }
+        if !databasesDown.isEmpty { words.append("databases-down") }
+        if !surviveStop.isEmpty { words.append("survive-stop") }
         return words.joined(separator: ",")
     }
 }
@@ -387,7 +407,8 @@ enum LabSpec {
 
         func faults(_ node: Node) throws -> HostFaults {
             let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "tool_slow", "hang", "drop", "cut", "reboot",
-                                                    "mistral_event_triggers"], what: "faults")
+                                                    "mistral_event_triggers", "unmet_dependency", "index", "databases_down", "survive_stop"],
+                                 what: "faults")
             var faults = HostFaults()
             if let n = f["unreachable"] {
                 guard let kind = HostFaults.Unreachable(rawValue: try string(n, "faults.unreachable")) else {
@@ -419,6 +440,29 @@ enum LabSpec {
             if let n = f["mistral_event_triggers"] {
                 guard let flag = n.bool else { throw fail(n, "faults.mistral_event_triggers must be true or false") }
                 faults.mistralEventTriggers = flag
+            }
+            if let n = f["unmet_dependency"] {
+                for (package, dependency) in try mapping(n, allowed: Set(LabSpec.st2Packages), what: "faults.unmet_dependency") {
+                    faults.unmetDependency[package] = try string(dependency, "faults.unmet_dependency.\(package)")
+                }
+            }
+            if let n = f["index"] {
+                guard let kind = HostFaults.IndexFault(rawValue: try string(n, "faults.index")) else {
+                    throw fail(n, "faults.index must be 'signing-key' or 'unreachable'")
+                }
+                faults.index = kind
+            }
+            if let n = f["databases_down"] {
+                faults.databasesDown = try strings(n, "faults.databases_down")
+                for (item, name) in zip(n.array(), faults.databasesDown) where !LabDatabases.names.contains(name) {
+                    throw fail(item, "faults.databases_down: '\(name)' is not one of \(LabDatabases.names.joined(separator: ", "))")
+                }
+            }
+            if let n = f["survive_stop"] {
+                faults.surviveStop = try strings(n, "faults.survive_stop")
+                for (item, name) in zip(n.array(), faults.surviveStop) where !name.hasPrefix("st2") {
+                    throw fail(item, "faults.survive_stop: '\(name)' is not an st2 component such as st2sensorcontainer")
+                }
             }
             return faults
         }

@@ -193,12 +193,12 @@ struct LabUp: Sendable {
         }
         try (host.dir + "\n").write(to: etc.appendingPathComponent(URL(fileURLWithPath: HostPaths.marker).lastPathComponent), atomically: true, encoding: .utf8)
         if spec.packages["st2"] != nil {
-            try "# st2.conf of \(spec.name), edited by the operator\n[api]\nhost = 127.0.0.1\n[database]\nhost = 127.0.0.1\n"
+            try LabDatabases.st2Conf(host: spec.name, address: host.address)
                 .write(to: etc.appendingPathComponent("st2/st2.conf"), atomically: true, encoding: .utf8)
         }
         if spec.packages["st2mistral"] != nil {
             try fm.createDirectory(at: etc.appendingPathComponent("mistral"), withIntermediateDirectories: true)
-            try "# mistral.conf of \(spec.name)\n[database]\nconnection = postgresql://mistral@127.0.0.1/mistral\n"
+            try LabDatabases.mistralConf(host: spec.name, address: host.address)
                 .write(to: etc.appendingPathComponent("mistral/mistral.conf"), atomically: true, encoding: .utf8)
         }
         try accounts.write(etc: etc, rootHome: paths.home, userHome: paths.loginHome)

@@ -2,6 +2,9 @@ import Foundation
 
 // One executable plays three parts: the lab commands, the simulated tools inside each host
 // (chosen by the name it is invoked under), and the hidden helpers each host runs.
+if ProcessInfo.processInfo.environment[LabLeftovers.environmentKey] != nil {
+    LabLeftovers.linger()
+}
 let invokedAs = URL(fileURLWithPath: CommandLine.arguments.first ?? "").lastPathComponent
 if Simulator.handles(invokedAs) {
     exit(Simulator.run(name: invokedAs, argv: CommandLine.arguments))

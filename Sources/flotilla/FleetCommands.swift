@@ -132,9 +132,23 @@ struct Plan: AsyncParsableCommand {
           flotilla plan -i lab/inventory.ini --to 3.8.1
           flotilla plan -i prod/ --to 3.8.1 --canary 1 --batch 5,25% --json
           flotilla plan -i prod/ --limit 'dc1:!st2-07' --to 3.5.0 --with-optional-migrations
+          flotilla plan -i prod/ --to 3.8.1 --preflight
 
-        Exit codes: 0 every host can be upgraded or is at the target; 1 some host is \
-        refused or unreachable; 69 no host reachable; 64 usage error; 65 bad inventory, \
+        Before a host's first st2ctl stop, 'upgrade' runs its pre-flight (SPEC 8.3), \
+        read-only towards st2: free disk for the download, the repository index \
+        refreshed (apt-get update, dnf makecache --refresh, yum makecache fast), every \
+        pass's package transaction simulated with the same pinned arguments (apt-get \
+        install -s; yum/dnf with --setopt=tsflags=test, an RPM test transaction), MongoDB \
+        and RabbitMQ from /etc/st2/st2.conf (and PostgreSQL from /etc/mistral/mistral.conf \
+        when st2mistral is upgraded) reachable from the host, and the st2 CLI able to list \
+        the key-value store. A failing check fails the host with its services untouched \
+        (it counts against --max-fail), the reason in the report. --preflight runs these \
+        checks now, but the index refresh (which rewrites the package index), and shows \
+        each host's result.
+
+        Exit codes: 0 every host can be upgraded or is at the target (and, with \
+        --preflight, passed its pre-flight); 1 some host is refused or unreachable, or \
+        failed its pre-flight; 69 no host reachable; 64 usage error; 65 bad inventory, \
         pattern or catalog.
         """
     )
@@ -152,6 +166,9 @@ struct Plan: AsyncParsableCommand {
     @Flag(help: "Print JSON on stdout (SPEC §4).")
     var json = false
 
+    @Flag(help: "Also run each upgrade host's pre-flight checks (read-only; all but the index refresh) and show their results.")
+    var preflight = false
+
     func validate() throws { _ = try TargetOptions.version(to) }
 
     func run() async throws {
@@ -163,7 +180,14 @@ struct Plan: AsyncParsableCommand {
         let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
         decided.warnings.forEach(Console.warn)
         let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
-        let view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary, clusters: decided.clusters)
+        var view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary, clusters: decided.clusters)
+        if preflight {
+            Console.note("running the pre-flight checks of \(entries.filter { $0.plan.action == .upgrade }.count) host(s)")
+            // A simulated RPM transaction downloads the packages: at least 10 minutes a check.
+            let timeout = Duration.milliseconds(Int(max(gather.timeout, 600) * 1000))
+            let reports = await targets.preflight(entries.map(\.plan), forks: gather.forks, timeout: timeout)
+            view.preflight = Dictionary(uniqueKeysWithValues: zip(entries, reports).compactMap { entry, report in report.map { (entry.name, $0) } })
+        }
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
         try view.exitStatus.end()
     }

@@ -324,12 +324,43 @@ import Testing
         let state = try await run.state()
         if forceStop {
             #expect(outcome == .succeeded)
-            #expect(run.transport.commands(0) == ["st2ctl status", "kill -9 123", "st2ctl status"])
+            #expect(run.transport.commands(0) == ["st2ctl status", St2Process.psCommand, "kill -9 123 2>/dev/null; true", "st2ctl status", St2Process.psCommand])
         } else {
             #expect(outcome == .completedWithFailures)
             #expect(state.hosts[0].error == "step 'confirm stopped' failed: still running after st2ctl stop: st2api (stop them, or rerun with --force-stop)")
-            #expect(run.transport.commands(0) == ["st2ctl status"])
+            #expect(run.transport.commands(0) == ["st2ctl status", St2Process.psCommand])
         }
+    }
+
+    static let psLeftover = "  1 /usr/sbin/sshd -D\n812 /opt/stackstorm/st2/bin/python /opt/stackstorm/st2/bin/st2sensorcontainer --config-file /etc/st2/st2.conf\n"
+
+    @Test(arguments: [false, true]) func confirmStoppedAlsoFindsProcessesTheStatusMisses(forceStop: Bool) async throws {
+        let steps = [RunStep(name: "confirm stopped", command: "st2ctl status", kind: .confirmStopped)]
+        let run = try EngineHarness(hosts: [host("a", steps: steps)], batches: [[0]], policy: { $0.maxFail = .percent(100) },
+                                    settings: { $0.forceStop = forceStop })
+        run.transport.script(0, "st2ctl status", .exit(0, stdout: Self.statusStopped), .exit(0, stdout: Self.statusStopped))
+        run.transport.script(0, St2Process.psCommand, .exit(0, stdout: Self.psLeftover), .exit(0, stdout: ""))
+        let outcome = await run.run()
+        let state = try await run.state()
+        if forceStop {
+            #expect(outcome == .succeeded)
+            #expect(run.transport.commands(0) == ["st2ctl status", St2Process.psCommand, "kill -9 812 2>/dev/null; true", "st2ctl status", St2Process.psCommand])
+        } else {
+            #expect(outcome == .completedWithFailures)
+            #expect(state.hosts[0].error == "step 'confirm stopped' failed: st2 processes left after st2ctl stop that st2ctl status does not list: "
+                    + "st2sensorcontainer (pid 812) (stop them, or rerun with --force-stop)")
+        }
+    }
+
+    @Test func forceStopFailsWhenAProcessSurvives() async throws {
+        let steps = [RunStep(name: "confirm stopped", command: "st2ctl status", kind: .confirmStopped)]
+        let run = try EngineHarness(hosts: [host("a", steps: steps)], batches: [[0]], policy: { $0.maxFail = .percent(100) },
+                                    settings: { $0.forceStop = true })
+        run.transport.script(0, "st2ctl status", .exit(0, stdout: Self.statusStopped), .exit(0, stdout: Self.statusStopped))
+        run.transport.script(0, St2Process.psCommand, .exit(0, stdout: Self.psLeftover), .exit(0, stdout: Self.psLeftover))
+        #expect(await run.run() == .completedWithFailures)
+        let state = try await run.state()
+        #expect(state.hosts[0].error == "step 'confirm stopped' failed: --force-stop: still running after kill -9: st2sensorcontainer (pid 812)")
     }
 
     @Test func theKeyValueExportIsKeptOnTheController() async throws {

@@ -49,6 +49,24 @@ fileprivate enum Expect {
          PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs)]
     }
 
+    static let databases = Preflight.databasesCommand(mistral: false)
+    static let databasesWithMistral = Preflight.databasesCommand(mistral: true)
+
+    /// The pre-flight before the first stop: one simulated transaction per pass (the
+    /// pinned arguments of each), all in pass 0.
+    static func preflight(_ passes: [String], manager: String = "apt", from25: Bool, mistral: Bool = false) -> [PlanStep] {
+        let index = ["apt": "apt-get update", "yum": "yum makecache fast", "dnf": "dnf makecache --refresh"][manager]!
+        return [PlanStep(name: "pre-flight disk", command: Preflight.diskCommand(manager: manager, minimumFreeKiB: 1024 * 1024), kind: .preflight),
+                PlanStep(name: "pre-flight index", command: index, kind: .preflight)]
+            + passes.enumerated().map { number, pins in
+                PlanStep(name: "pre-flight packages" + (passes.count > 1 ? " (pass \(number + 1))" : ""),
+                         command: (manager == "apt" ? "apt-get install -s --only-upgrade " : "\(manager) update -y --setopt=tsflags=test ") + pins,
+                         kind: .preflight)
+            }
+            + [PlanStep(name: "pre-flight databases", command: mistral ? databasesWithMistral : databases, kind: .preflight),
+               PlanStep(name: "pre-flight st2 CLI", command: from25 ? "st2 key list -j -n 1 >/dev/null" : "st2 key list -j >/dev/null", kind: .preflight)]
+    }
+
     /// Steps 3–7 of one pass, with the mistral and migration steps in the middle; `packages`
     /// are the installed packages whose components must run.
     static func pass(_ pass: Int, upgrade: String, middle: [PlanStep] = [], query: String, expect: String, packages: String = "st2") -> [PlanStep] {
@@ -107,11 +125,11 @@ fileprivate enum Expect {
         #expect(result.fromVersion == "2.0.1-1")
         #expect(result.toVersion == "3.0.1-1")
         #expect(result.hops == [])
-        #expect(result.steps == Expect.backup(from25: false) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2=3.0.1-1"], from25: false) + Expect.pass(
             0, upgrade: Expect.apt + "st2=3.0.1-1",
             middle: [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
-        #expect(result.steps.map(\.name)[5...6] == ["migration 2.1: st2-migrate-datastore-scopes.py", "migration 2.1: st2-migrate-runners.sh"])
+        #expect(result.steps.map(\.name)[10...11] == ["migration 2.1: st2-migrate-datastore-scopes.py", "migration 2.1: st2-migrate-runners.sh"])
         #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
         #expect(result.notes[0] == "2.1: Pack metadata became stricter (semver version, valid email, ref [a-z0-9_]); old packs may fail to register.")
     }
@@ -120,11 +138,11 @@ fileprivate enum Expect {
         let host = facts(version: "16.04", installed: ["st2": "1.4.0-3"], offered: ["st2": ["3.0.1-1"]])
         let result = plan(host, to: "3.0.1")
         #expect(result.action == .upgrade)
-        #expect(result.steps == Expect.backup(from25: false) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2=3.0.1-1"], from25: false) + Expect.pass(
             0, upgrade: Expect.apt + "st2=3.0.1-1",
             middle: [Expect.migration("1.5", Expect.scopeSecret), Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
-        #expect(result.steps[5].name == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
+        #expect(result.steps[10].name == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
         #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
     }
 
@@ -141,14 +159,14 @@ fileprivate enum Expect {
 
         let without = plan(host, to: "3.5.0")
         #expect(without.action == .upgrade)
-        #expect(without.steps == Expect.backup(from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.5.0-1", query: Expect.dpkgQuery, expect: "3.5.0-1"))
+        #expect(without.steps == Expect.backup(from25: true) + Expect.preflight(["st2=3.5.0-1"], from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.5.0-1", query: Expect.dpkgQuery, expect: "3.5.0-1"))
         #expect(without.notes == manual("3.5") + [Self.optionalNote])
 
         let with = plan(host, to: "3.5.0", optional: true)
-        #expect(with.steps == Expect.backup(from25: true) + Expect.pass(
+        #expect(with.steps == Expect.backup(from25: true) + Expect.preflight(["st2=3.5.0-1"], from25: true) + Expect.pass(
             0, upgrade: Expect.apt + "st2=3.5.0-1", middle: [Expect.migration("3.5", Expect.dictValues)], query: Expect.dpkgQuery, expect: "3.5.0-1"))
-        #expect(with.steps[5].name == "migration 3.5: st2-migrate-db-dict-field-values")
-        #expect(with.steps[5].command == "/opt/stackstorm/st2/bin/st2-migrate-db-dict-field-values --yes")
+        #expect(with.steps[10].name == "migration 3.5: st2-migrate-db-dict-field-values")
+        #expect(with.steps[10].command == "/opt/stackstorm/st2/bin/st2-migrate-db-dict-field-values --yes")
         #expect(with.notes == manual("3.5"))
         #expect(!with.notes.contains { $0.contains("optional migration not planned") })
     }
@@ -156,7 +174,7 @@ fileprivate enum Expect {
     @Test func longJumpCollectsEveryCrossedNote() {
         let host = facts(os: "centos", version: "7", installed: ["st2": "3.0.1-1.el7"], offered: ["st2": ["3.0.1-1.el7", "3.8.1-1.el7"]])
         let result = plan(host, to: "3.8.1")
-        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(0, upgrade: "yum update -y st2-3.8.1-1.el7", query: Expect.rpmQuery, expect: "3.8.1-1.el7"))
+        #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2-3.8.1-1.el7"], manager: "yum", from25: true) + Expect.pass(0, upgrade: "yum update -y st2-3.8.1-1.el7", query: Expect.rpmQuery, expect: "3.8.1-1.el7"))
         #expect(result.notes == manual("3.2", "3.3", "3.4", "3.5", "3.6", "3.7") + [Self.optionalNote])
         #expect(result.notes[1] == "3.3: MongoDB must go 3.4 -> 3.6 -> 4.0 with setFeatureCompatibilityVersion at each step (Ubuntu 16.04 / EL7).")
     }
@@ -176,7 +194,7 @@ fileprivate enum Expect {
         let without = plan(host, to: "3.8.1", backup: false)
         #expect(with.steps.map(\.kind).prefix(2) == [.backupKeyValue, .fetchAuditLogs])
         #expect(without.steps == Array(with.steps.dropFirst(2)))
-        #expect(without.steps == Expect.pass(0, upgrade: Expect.apt + "st2=3.8.1-1", query: Expect.dpkgQuery, expect: "3.8.1-1"))
+        #expect(without.steps == Expect.preflight(["st2=3.8.1-1"], from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.8.1-1", query: Expect.dpkgQuery, expect: "3.8.1-1"))
         #expect(!without.steps.contains { $0.kind == .backupKeyValue || $0.kind == .fetchAuditLogs })
     }
 
@@ -190,7 +208,7 @@ fileprivate enum Expect {
         #expect(result.hops == ["3.0.1"])
         #expect(result.fromVersion == "2.0.1-1.el7")
         #expect(result.toVersion == "3.5.0-1.el7")
-        #expect(result.steps == Expect.backup(from25: false)
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2-3.0.1-1.el7", "st2-3.5.0-1.el7"], manager: "yum", from25: false)
                 + Expect.pass(0, upgrade: "yum update -y st2-3.0.1-1.el7",
                               middle: [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
                               query: Expect.rpmQuery, expect: "3.0.1-1.el7")
@@ -274,7 +292,7 @@ fileprivate enum Expect {
         #expect(result.action == .upgrade)
         #expect(result.hops == ["1.3.0", "1.6.0"])
         #expect(result.toVersion == "2.0.0-1")
-        #expect(result.steps == Expect.backup(from25: false)
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2=1.3.0-1", "st2=1.6.0-1", "st2=2.0.0-1"], from25: false)
                 + Expect.pass(0, upgrade: Expect.apt + "st2=1.3.0-1",
                               middle: [PlanStep(name: "migration 1.1: host-fix.sh", command: "/opt/tools/host-fix.sh --all", kind: .migration, pass: 0),
                                        PlanStep(name: "migration 1.1: second.sh", command: "/opt/tools/second.sh", kind: .migration, pass: 0)],
@@ -502,7 +520,7 @@ fileprivate enum Expect {
         let host = facts(installed: ["st2web": "3.7.1-1", "st2": "3.7.1-1"],
                          offered: ["st2": ["3.7.1-1", "3.8.1-1"], "st2web": ["3.8.1-1"], "st2chatops": ["3.8.1-1"]])
         let result = plan(host, to: "3.8.1")
-        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2=3.8.1-1 st2web=3.8.1-1"], from25: true) + Expect.pass(
             0, upgrade: "DEBIAN_FRONTEND=noninteractive apt-get install -y --only-upgrade -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold st2=3.8.1-1 st2web=3.8.1-1",
             query: "dpkg-query -W -f='${Version}' st2", expect: "3.8.1-1", packages: "st2 st2web"))
     }
@@ -518,7 +536,7 @@ fileprivate enum Expect {
         let dnf = facts(os: "rocky", version: "8.9", installed: ["st2": "3.7.0-1.el8", "st2web": "3.7.0-1.el8"],
                         offered: ["st2": ["3.8.1-1.el8", "3.8.1-10.el8", "3.8.1-2.el8"], "st2web": ["3.8.1-1.el8"]])
         let rocky = plan(dnf, to: "3.8.1")
-        #expect(rocky.steps == Expect.backup(from25: true) + Expect.pass(
+        #expect(rocky.steps == Expect.backup(from25: true) + Expect.preflight(["st2-3.8.1-10.el8 st2web-3.8.1-1.el8"], manager: "dnf", from25: true) + Expect.pass(
             0, upgrade: "dnf update -y st2-3.8.1-10.el8 st2web-3.8.1-1.el8", query: Expect.rpmQuery, expect: "3.8.1-10.el8", packages: "st2 st2web"))
         #expect(rocky.toVersion == "3.8.1-10.el8")
     }
@@ -526,7 +544,7 @@ fileprivate enum Expect {
     @Test func yumOnCentOS7() {
         let host = facts(os: "centos", version: "7", installed: ["st2": "3.7.0-1.el7"], offered: ["st2": ["3.7.0-1.el7", "3.8.1-1.el7"]])
         let result = plan(host, to: "3.8.1")
-        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2-3.8.1-1.el7"], manager: "yum", from25: true) + Expect.pass(
             0, upgrade: "yum update -y st2-3.8.1-1.el7", query: "rpm -q --qf '%{VERSION}-%{RELEASE}' st2", expect: "3.8.1-1.el7"))
         #expect(result.fromVersion == "3.7.0-1.el7")
         #expect(result.notes == [])
@@ -539,11 +557,11 @@ fileprivate enum Expect {
                          offered: ["st2": ["2.9.0-1.el7", "3.2.0-1.el7"], "st2mistral": ["2.9.0-1.el7", "3.2.0-1.el7"]])
         let result = plan(host, to: "3.2.0")
         #expect(result.action == .upgrade)
-        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2-3.2.0-1.el7 st2mistral-3.2.0-1.el7"], manager: "yum", from25: true, mistral: true) + Expect.pass(
             0, upgrade: "yum update -y st2-3.2.0-1.el7 st2mistral-3.2.0-1.el7", middle: Expect.mistral(), query: Expect.rpmQuery, expect: "3.2.0-1.el7",
             packages: "st2 st2mistral"))
-        #expect(result.steps[5].name == "mistral-db-manage upgrade head")
-        #expect(result.steps[6].name == "mistral-db-manage populate")
+        #expect(result.steps[10].name == "mistral-db-manage upgrade head")
+        #expect(result.steps[11].name == "mistral-db-manage populate")
         #expect(result.notes == manual("2.10", "3.0", "3.2") + [Self.mistralNote])
     }
 
@@ -551,7 +569,7 @@ fileprivate enum Expect {
         let host = facts(version: "16.04", installed: ["st2": "2.0.1-1", "st2mistral": "2.0.1-1", "st2web": "2.0.1-1"],
                          offered: ["st2": ["3.0.1-1"], "st2mistral": ["3.0.1-1"], "st2web": ["3.0.1-1"]])
         let result = plan(host, to: "3.0.1")
-        #expect(result.steps == Expect.backup(from25: false) + Expect.pass(
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2=3.0.1-1 st2web=3.0.1-1 st2mistral=3.0.1-1"], from25: false, mistral: true) + Expect.pass(
             0, upgrade: Expect.apt + "st2=3.0.1-1 st2web=3.0.1-1 st2mistral=3.0.1-1",
             middle: Expect.mistral() + [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1", packages: "st2 st2web st2mistral"))
@@ -563,7 +581,7 @@ fileprivate enum Expect {
                          offered: ["st2": ["3.0.1-1.el7", "3.2.0-1.el7"], "st2mistral": ["3.0.1-1.el7", "3.2.0-1.el7"]])
         let result = plan(host, to: "3.2.0")
         #expect(result.hops == ["3.0.1"])
-        #expect(result.steps == Expect.backup(from25: false)
+        #expect(result.steps == Expect.backup(from25: false) + Expect.preflight(["st2-3.0.1-1.el7 st2mistral-3.0.1-1.el7", "st2-3.2.0-1.el7 st2mistral-3.2.0-1.el7"], manager: "yum", from25: false, mistral: true)
                 + Expect.pass(0, upgrade: "yum update -y st2-3.0.1-1.el7 st2mistral-3.0.1-1.el7",
                               middle: Expect.mistral() + [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
                               query: Expect.rpmQuery, expect: "3.0.1-1.el7", packages: "st2 st2mistral")
@@ -587,7 +605,7 @@ fileprivate enum Expect {
         let host = facts(version: "16.04", installed: ["st2": "1.4.0-1", "st2mistral": "1.4.0-1"],
                          offered: ["st2": ["3.0.1-1"], "st2mistral": ["3.0.1-1"]])
         let result = plan(host, to: "3.0.1")
-        #expect(result.steps.count == 14)
+        #expect(result.steps.count == 19)
         for step in result.steps {
             let database = step.kind == .mistralDB || step.kind == .migration
             #expect(step.oncePer == (database ? "st2_cluster" : nil), "\(step.name)")
@@ -697,7 +715,7 @@ fileprivate enum Expect {
         #expect(first["hops"]?.items?.isEmpty == true)
         #expect(first["batch"]?.number == 0)
         let steps = try #require(first["steps"]?.items)
-        #expect(steps.count == 9)
+        #expect(steps.count == 14)
         #expect(steps[0].keys == ["name", "command", "kind", "once_per", "pass"])
         #expect(steps[0]["command"]?.text == "st2 key list -j -n -1 -s all")
         #expect(steps[0]["kind"]?.text == "backup-kv")
@@ -710,7 +728,7 @@ fileprivate enum Expect {
         #expect(services.keys == ["name", "command", "kind", "once_per", "pass", "expect"])
         #expect(services["kind"]?.text == "verify-services")
         #expect(services["expect"]?.text == "st2")
-        #expect(steps.map { $0["kind"]?.text ?? "" } == ["backup-kv", "fetch-audit-logs", "stop", "confirm-stopped", "upgrade-packages", "reload", "start",
+        #expect(steps.map { $0["kind"]?.text ?? "" } == ["backup-kv", "fetch-audit-logs", "preflight", "preflight", "preflight", "preflight", "preflight", "stop", "confirm-stopped", "upgrade-packages", "reload", "start",
                                                          "verify-version", "verify-services"])
         #expect(first["notes"]?.items?.isEmpty == true)
 
@@ -794,7 +812,7 @@ extension UpgradePlannerTests {
     @Test func virtualenvsAreRecreatedCrossing34OnXenialAndEL7WhereRunnersRun() {
         let xenial = facts(version: "16.04", installed: ["st2": "3.3.0-1"], offered: ["st2": ["3.4.1-1"]], components: running("st2actionrunner"))
         let result = plan(xenial, to: "3.4.1")
-        #expect(result.steps == Expect.backup(from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.4.1-1", query: Expect.dpkgQuery, expect: "3.4.1-1")
+        #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2=3.4.1-1"], from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.4.1-1", query: Expect.dpkgQuery, expect: "3.4.1-1")
             .flatMap { step in
                 step.kind == .reload ? [step, PlanStep(name: "recreate pack virtualenvs", command: Self.recreate, kind: .reload)] : [step]
             })

@@ -86,7 +86,7 @@ import Testing
     // MARK: (b) controller kills inside the steps that must not run twice
 
     static let databaseTools = [
-        "apt-get install",
+        "apt-get install -y",
         "mistral-db-manage --config-file /etc/mistral/mistral.conf upgrade head",
         "st2-migrate-runners.sh",
     ]
@@ -101,7 +101,7 @@ import Testing
           packages: {st2: 2.0.1-1, st2mistral: 2.0.1-1}
           available: [2.0.1-1, 3.0.1-1]
           faults:
-            tool_slow: [{match: "^apt-get install", delay: \(delay)}, {match: "^mistral-db-manage .*upgrade head", delay: \(delay)}, {match: "^st2-migrate-runners", delay: \(delay)}]
+            tool_slow: [{match: "^apt-get install -y", delay: \(delay)}, {match: "^mistral-db-manage .*upgrade head", delay: \(delay)}, {match: "^st2-migrate-runners", delay: \(delay)}]
         \(extraFaults)
         hosts: \(hosts)
         """
@@ -159,8 +159,8 @@ import Testing
               packages: {st2: 3.7.1-1, st2web: 3.7.1-1}
               available: [3.7.1-1, 3.8.1-1]
               faults:
-                tool_slow: [{match: "^apt-get install", delay: 2s}]
-                cut: [{match: "apt-get install", delay: 500ms}]
+                tool_slow: [{match: "^apt-get install -y", delay: 2s}]
+                cut: [{match: "apt-get install -y", delay: 500ms}]
             hosts: [\(hosts.map { "{name: \($0)}" }.joined(separator: ", "))]
             """, login: "user")
         let state = lab.dir.appendingPathComponent("state").path
@@ -174,9 +174,9 @@ import Testing
             #expect(try lab.packages(host)["st2"] == "3.8.1-1")
             let sent = try Self.records(lab, host, "ssh", "DEBIAN_FRONTEND=noninteractive apt-get install")
             #expect(sent.count == 1 && sent.first?["fault"] as? String == "cut", "\(host): one start, cut: \(sent)")
-            let ran = try Self.records(lab, host, "sim", "apt-get install")
+            let ran = try Self.records(lab, host, "sim", "apt-get install -y")
             #expect(ran.count == 1 && ran.first?["exit_status"] as? Int == 0, "\(host): \(ran)")
-            starts += try Self.records(lab, host, "started", "apt-get install").compactMap { $0["start"] as? String }
+            starts += try Self.records(lab, host, "started", "apt-get install -y").compactMap { $0["start"] as? String }
             ends += ran.compactMap { $0["end"] as? String }
             let step = Self.steps(shown, host)["upgrade packages"]
             #expect(step?["status"] as? String == "succeeded" && step?["attempts"] as? Int == 1 && step?["reattached"] as? Int == 1, "\(host): \(step ?? [:])")

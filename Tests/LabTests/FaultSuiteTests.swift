@@ -15,7 +15,7 @@ import Testing
         ("new-key", "faults: {host_key: changed}", "unreachable", "host key"),
         ("unknown-key", "faults: {host_key: unknown}", "unreachable", "known_hosts"),
         ("auth-denied", "vars: {ansible_user: nobody}", "unreachable", "authentication as nobody failed: key"),
-        ("apt-broken", "faults: {fail: [{match: \"apt-get install\", exit: 100, stderr: \"E: Sub-process /usr/bin/dpkg returned an error code (1)\"}]}",
+        ("apt-broken", "faults: {fail: [{match: \"apt-get install -y\", exit: 100, stderr: \"E: Sub-process /usr/bin/dpkg returned an error code (1)\"}]}",
          "failed", "step 'upgrade packages' failed: exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)"),
         ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after 4 s"),
         ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: "),

@@ -80,8 +80,10 @@ import Testing
         #expect(hosts["old-1"]?["hops"] as? [String] == ["3.0.1"])
         let old = commands("old-1")
         let scopes = try #require(old.firstIndex(of: "/opt/stackstorm/st2/bin/st2-migrate-datastore-scopes.py"))
-        let firstUpgrade = try #require(old.firstIndex { $0.hasSuffix("st2=3.0.1-1 st2web=3.0.1-1") })
-        let secondUpgrade = try #require(old.firstIndex { $0.hasSuffix("st2=3.5.0-1 st2web=3.5.0-1") })
+        // The package upgrades themselves, not the pre-flight's simulations of them (`apt-get install -s`).
+        let firstUpgrade = try #require(old.firstIndex { $0.hasPrefix("DEBIAN_FRONTEND=") && $0.hasSuffix("st2=3.0.1-1 st2web=3.0.1-1") })
+        let secondUpgrade = try #require(old.firstIndex { $0.hasPrefix("DEBIAN_FRONTEND=") && $0.hasSuffix("st2=3.5.0-1 st2web=3.5.0-1") })
+        #expect(old.contains("apt-get install -s --only-upgrade st2=3.0.1-1 st2web=3.0.1-1") && old.contains("apt-get install -s --only-upgrade st2=3.5.0-1 st2web=3.5.0-1"))
         #expect(firstUpgrade < scopes && scopes < secondUpgrade)
         #expect(old.filter { $0 == "st2ctl stop" }.count == 2)
         #expect(old.first == "st2 key list -j -s all") // 2.0 has no -n

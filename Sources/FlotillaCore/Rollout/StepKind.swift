@@ -31,6 +31,9 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     public static let backupKeyValue: StepKind = "backup-kv"
     /// The audit logs fetched over SFTP; the step's command is the remote glob.
     public static let fetchAuditLogs: StepKind = "fetch-audit-logs"
+    /// A pre-flight check before the host's first `st2ctl stop` (SPEC §8.3): read-only
+    /// towards st2 and judged by its exit status and output.
+    public static let preflight: StepKind = "preflight"
     public static let stop: StepKind = "stop"
     /// `st2ctl status` must list no running component.
     public static let confirmStopped: StepKind = "confirm-stopped"
@@ -48,8 +51,11 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     /// The kinds that only read the host: they run as plain commands over the session,
     /// and one cut off by a lost connection fails its host rather than being re-attached.
     /// The key-value export stays plain because its stdout is kept as it streams; the
-    /// audit logs are fetched over SFTP, not run.
-    public static let readOnly: Set<StepKind> = [.health, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .fetchAuditLogs]
+    /// audit logs are fetched over SFTP, not run. The pre-flight's index refresh rewrites
+    /// only the package index, and that atomically (apt and dnf fetch into a partial
+    /// directory and move complete files into place): one cut off leaves the old index,
+    /// and running it again is the right recovery, so it need not run detached either.
+    public static let readOnly: Set<StepKind> = [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .fetchAuditLogs]
 
     /// Whether a step of this kind runs detached from the connection (SPEC §8.1): every
     /// kind that changes the host, including runbook commands and kinds this flotilla does

@@ -22,6 +22,8 @@ public struct PlanView: Sendable {
     public var canary: Bool
     /// Each cluster's strategy and why (``ClusterPlanning``).
     public var clusters: [RunCluster]
+    /// `plan --preflight`: each checked host's pre-flight, by host name; nil without it.
+    public var preflight: [String: PreflightReport]?
 
     /// Builds the view; with `spec` or `canary`, the upgrade hosts are split into batches,
     /// percentages taken of all targeted hosts, a whole cluster never split (as a run
@@ -49,6 +51,8 @@ public struct PlanView: Sendable {
     public var exitStatus: ExitStatus {
         if entries.allSatisfy({ $0.plan.action == .unreachable }) { return .unavailable }
         if entries.contains(where: { $0.plan.action == .refuse || $0.plan.action == .unreachable }) { return .someHostsFailed }
+        // A host whose pre-flight fails would fail its upgrade before its stop.
+        if preflightFailures > 0 { return .someHostsFailed }
         return .success
     }
 
@@ -84,6 +88,7 @@ public struct PlanView: Sendable {
         if refused > 0 { parts.append("\(refused) refused") }
         let unreachable = hosts(.unreachable).count
         if unreachable > 0 { parts.append("\(unreachable) unreachable") }
+        if preflight != nil { parts.append("\(preflightFailures) failing pre-flight") }
         return parts.joined(separator: ", ")
     }
 
@@ -97,7 +102,7 @@ public struct PlanView: Sendable {
             let width = plan.steps.map(\.name.count).max() ?? 0
             var lastPass = -1
             for (number, step) in plan.steps.enumerated() {
-                if !plan.hops.isEmpty, step.kind != .backupKeyValue, step.kind != .fetchAuditLogs, step.pass != lastPass {
+                if !plan.hops.isEmpty, ![.backupKeyValue, .fetchAuditLogs, .preflight].contains(step.kind), step.pass != lastPass {
                     lastPass = step.pass
                     let to = step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString
                     out += "   pass \(step.pass + 1): to \(to)\n"
@@ -131,6 +136,7 @@ public struct PlanView: Sendable {
         if !clusters.isEmpty {
             out += "Clusters:\n" + clusters.map { "  \($0.text)\n" }.joined() + "\n"
         }
+        out += preflightText
         if let batches {
             out += "Batches:\n"
             for (index, batch) in batches.enumerated() {
@@ -158,6 +164,7 @@ public struct PlanView: Sendable {
                   + (step.barriers.isEmpty ? [] : [("barriers", .strings(step.barriers))]))
             })))
             fields.append(("notes", .strings(plan.notes)))
+            if let report = preflightJSON(entry.name) { fields.append(("preflight", report)) }
             return .object(fields)
         }
         var summary: [(String, JSONValue)] = [("targeted", .int(entries.count))]
@@ -166,6 +173,7 @@ public struct PlanView: Sendable {
         }
         summary.append(("target_version", .string(target.releaseString)))
         if let batches { summary.append(("batches", .array(batches.map { .strings($0) }))) }
+        if preflight != nil { summary.append(("preflight_failed", .int(preflightFailures))) }
         summary.append(("text", .string(summaryLine)))
         return .object([("hosts", .array(hosts)), ("clusters", .array(clusters.map(\.json))), ("summary", .object(summary))])
     }

@@ -11,6 +11,7 @@ extension StepHandlers {
                                                 .verifyVersion, .verifyServices])
             .setting(KeyValueExport(), for: [.backupKeyValue])
             .setting(AuditLogFetch(), for: [.fetchAuditLogs])
+            .setting(PreflightCheck(), for: [.preflight])
     }
 }
 
@@ -31,6 +32,19 @@ extension MigrationCatalog {
 struct StackStormCommand: StepHandler {
     func perform(_ step: RunStep, on connection: any HostConnection, context: StepContext) async -> StepResult {
         await StackStormSteps.judge(step, CommandStep.execute(step, on: connection, context: context), on: connection, context: context)
+    }
+}
+
+/// A pre-flight check (SPEC §8.3): run as a plain command, failed with the reason its
+/// output gives (``Preflight/reason(_:_:)``), which the report shows.
+struct PreflightCheck: StepHandler {
+    func perform(_ step: RunStep, on connection: any HostConnection, context: StepContext) async -> StepResult {
+        switch await CommandStep.execute(step, on: connection, context: context) {
+        case .ended(let result): return result
+        case .exited(let outcome):
+            let planned = PlanStep(name: step.name, command: step.command, kind: step.kind)
+            return Preflight.reason(planned, outcome).map { StepResult(.failed, outcome, $0) } ?? StepResult(.succeeded, outcome)
+        }
     }
 }
 
@@ -76,12 +90,45 @@ enum StackStormSteps {
             let known = knownFailure(step, outcome, among: context.settings.knownFailures)
             return StepResult(.failed, outcome, CommandStep.exitMessage(outcome, explanation: known?.explanation))
         }
-        let judged = StepJudge.judge(step, outcome)
-        if judged.status != .succeeded, step.kind == .confirmStopped, context.settings.forceStop,
-           let components = ComponentState.parse(st2ctlStatus: outcome.stdoutTail) {
-            return await forceStop(components.compactMap(\.pid), step, on: connection, log: context.log)
+        guard step.kind == .confirmStopped else { return StepJudge.judge(step, outcome) }
+        return await confirmStopped(step, outcome, on: connection, context: context)
+    }
+
+    /// `confirm-stopped`: neither `st2ctl status` nor `ps` may show an st2 process (the
+    /// status misses a sensor container or action runner wrappers left behind). With
+    /// `--force-stop`, every pid either shows is killed, and both are asked again.
+    static func confirmStopped(_ step: RunStep, _ status: StepOutcome, on connection: any HostConnection,
+                               context: StepContext) async -> StepResult {
+        let log = context.log
+        var judged = StepJudge.judge(step, status)
+        guard let components = ComponentState.parse(st2ctlStatus: status.stdoutTail) else { return judged }
+        let processes: [St2Process]
+        do {
+            processes = try await leftovers(step, on: connection, log: log)
+        } catch {
+            return StepResult(.failed, status, "listing processes (\(St2Process.psCommand)): \(error)")
         }
-        return judged
+        let listed = components.filter(\.running)
+        if judged.status == .succeeded, !processes.isEmpty {
+            judged = StepResult(.failed, status, "st2 processes left after st2ctl stop that st2ctl status does not list: "
+                                + describe(processes) + " (stop them, or rerun with --force-stop)")
+        } else if judged.status != .succeeded, !processes.isEmpty, let message = judged.message {
+            judged.message = message + "; ps also shows " + describe(processes)
+        }
+        guard judged.status != .succeeded, context.settings.forceStop else { return judged }
+        let pids = Set(listed.compactMap(\.pid) + processes.map(\.pid)).sorted()
+        return await forceStop(pids, step, on: connection, log: log)
+    }
+
+    /// The st2 processes `ps` shows on the host.
+    static func leftovers(_ step: RunStep, on connection: any HostConnection, log: HostLog) async throws -> [St2Process] {
+        let listing = try await connection.run(St2Process.psCommand, become: step.become, timeout: .seconds(60)) { _, bytes in log.write(bytes) }
+        return St2Process.parse(ps: listing.stdoutTail)
+    }
+
+    /// `ps`'s processes as the report names them: `st2sensorcontainer (pid 4242)`.
+    static func describe(_ processes: [St2Process]) -> String {
+        processes.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
     }
 
     /// The known failure of this step's kind whose text the output holds, if any.
@@ -92,14 +139,26 @@ enum StackStormSteps {
         return known.first { $0.stepKind == step.kind && bare(text).contains(bare($0.match)) }
     }
 
-    /// `--force-stop`: kills the st2 processes `st2ctl status` still lists, then checks again.
+    /// `--force-stop`: kills the st2 processes `st2ctl status` still lists and those `ps`
+    /// shows, then checks both again; what survives fails the step.
     static func forceStop(_ pids: [Int], _ step: RunStep, on connection: any HostConnection, log: HostLog) async -> StepResult {
-        let kill = "kill -9 \(pids.map(String.init).joined(separator: " "))"
+        // A pid gone meanwhile makes kill exit 1; what counts is the check after it.
+        let kill = "kill -9 \(pids.map(String.init).joined(separator: " ")) 2>/dev/null; true"
         log.note("--force-stop: \(kill)")
         do {
-            _ = try await connection.run(kill, become: step.become, timeout: .seconds(30)) { _, bytes in log.write(bytes) }
+            if !pids.isEmpty {
+                _ = try await connection.run(kill, become: step.become, timeout: .seconds(30)) { _, bytes in log.write(bytes) }
+            }
             let again = try await connection.run(step.command, become: step.become, timeout: .seconds(60)) { _, bytes in log.write(bytes) }
-            return StepJudge.judge(step, again)
+            let judged = StepJudge.judge(step, again)
+            let survivors = try await leftovers(step, on: connection, log: log)
+            if judged.status == .succeeded, !survivors.isEmpty {
+                return StepResult(.failed, again, "--force-stop: still running after kill -9: \(describe(survivors))")
+            }
+            guard judged.status == .succeeded else {
+                return StepResult(.failed, again, "--force-stop: " + (judged.message ?? "st2 still running after kill -9"))
+            }
+            return judged
         } catch {
             return StepResult(.failed, nil, "--force-stop: \(error)")
         }

@@ -243,8 +243,8 @@ public struct UpgradePlanner: Sendable {
         }
     }
 
-    /// The backup, then for each pass: stop, confirm, upgrade, database steps and
-    /// migrations, reload, start, verify.
+    /// The backup, the pre-flight, then for each pass: stop, confirm, upgrade, database
+    /// steps and migrations, reload, start, verify.
     func steps(_ host: Installation, _ passes: [Pass]) -> [PlanStep] {
         var steps: [PlanStep] = []
         if options.backup {
@@ -252,6 +252,7 @@ public struct UpgradePlanner: Sendable {
             steps.append(PlanStep(name: "export key-value store", command: "st2 key list -j\(limit) -s all", kind: .backupKeyValue))
             steps.append(PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs))
         }
+        steps += preflightSteps(host, passes)
         for (index, pass) in passes.enumerated() {
             let pinned = pass.pinned
             steps.append(PlanStep(name: "stop services", command: "st2ctl stop", kind: .stop, pass: index))
@@ -282,6 +283,27 @@ public struct UpgradePlanner: Sendable {
             steps.append(PlanStep(name: "verify services", command: "st2ctl status", kind: .verifyServices, pass: index,
                                   expect: pinned.map(\.package).joined(separator: " ")))
         }
+        return steps
+    }
+
+    /// The pre-flight before the first `st2ctl stop` (SPEC §8.3), all in pass 0: disk for
+    /// the download, the index refreshed, every pass's transaction simulated (from the
+    /// installed state; a later pass differs from it only in the st2 packages it pins, so
+    /// its dependencies resolve alike), the databases reachable, the key-value store
+    /// exportable. Later passes get none: their host is already down, so a late failure
+    /// there saves nothing.
+    func preflightSteps(_ host: Installation, _ passes: [Pass]) -> [PlanStep] {
+        var steps = [
+            PlanStep(name: Preflight.diskName, command: Preflight.diskCommand(manager: host.manager, minimumFreeKiB: options.minimumFreeKiB), kind: .preflight),
+            PlanStep(name: Preflight.indexName, command: Preflight.indexCommand(manager: host.manager), kind: .preflight),
+        ]
+        for (index, pass) in passes.enumerated() {
+            let name = Preflight.transactionName + (passes.count > 1 ? " (pass \(index + 1))" : "")
+            steps.append(PlanStep(name: name, command: Preflight.transactionCommand(manager: host.manager, pinned: pass.pinned), kind: .preflight))
+        }
+        let mistral = passes.contains { $0.pinned.contains { $0.package == "st2mistral" } }
+        steps.append(PlanStep(name: Preflight.databasesName, command: Preflight.databasesCommand(mistral: mistral), kind: .preflight))
+        steps.append(PlanStep(name: Preflight.exportName, command: Preflight.exportCommand(installed: host.st2), kind: .preflight))
         return steps
     }
 

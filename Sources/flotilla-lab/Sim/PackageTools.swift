@@ -59,6 +59,11 @@ enum Packages {
         }
     }
 
+    /// The changes whose new version needs what the repositories lack (`unmet_dependency`).
+    static func unmet(_ changes: [Change], _ sim: SimContext) -> [(change: Change, dependency: String)] {
+        changes.compactMap { change in sim.config.spec.faults.unmetDependency[change.package].map { (change, $0) } }
+    }
+
     /// Reads the answer to an interactive prompt from stdin; nil at end of input.
     static func prompt(_ question: String) -> String? {
         FileHandle.standardOutput.write(Data(question.utf8))
@@ -72,7 +77,7 @@ enum AptTools {
 
     static func aptGet(_ sim: inout SimContext) throws -> Int32 {
         guard sim.os.packageManager == "apt" else { return sim.notFound() }
-        var yes = false, onlyUpgrade = false, allowDowngrades = false
+        var yes = false, onlyUpgrade = false, allowDowngrades = false, simulate = false
         var dpkgOptions: [String] = []
         var words: [String] = []
         var args = sim.arguments[...]
@@ -81,6 +86,7 @@ enum AptTools {
             case "-y", "--yes", "--assume-yes", "-qy", "-yq": yes = true
             case "--only-upgrade": onlyUpgrade = true
             case "--allow-downgrades": allowDowngrades = true
+            case "-s", "--simulate", "--just-print", "--dry-run", "--recon", "--no-act": simulate = true
             case "-o", "--option": dpkgOptions.append(args.popFirst() ?? "")
             case _ where arg.hasPrefix("-o"): dpkgOptions.append(String(arg.dropFirst(2)))
             case _ where arg.hasPrefix("-"): continue
@@ -93,10 +99,7 @@ enum AptTools {
         }
         switch command {
         case "update":
-            sim.out("Hit:1 http://archive.ubuntu.com/ubuntu \(sim.os.codename) InRelease")
-            sim.out("Get:2 https://packagecloud.io/StackStorm/stable/ubuntu \(sim.os.codename) InRelease [24.4 kB]")
-            sim.out("Fetched 24.4 kB in 1s (28.1 kB/s)\nReading package lists...")
-            return 0
+            return update(sim)
         case "install", "upgrade":
             break
         default:
@@ -142,11 +145,35 @@ enum AptTools {
             }
             changes.append(.init(package: package, from: installed, to: target))
         }
+        let unmet = Packages.unmet(changes, sim)
+        if !unmet.isEmpty {
+            sim.out("""
+                Some packages could not be installed. This may mean that you have
+                requested an impossible situation or if you are using the unstable
+                distribution that some required packages have not yet been created
+                or been moved out of Incoming.
+                The following information may help to resolve the situation:
+
+                The following packages have unmet dependencies:
+                """)
+            for (change, dependency) in unmet { sim.out(" \(change.package) : Depends: \(dependency) but it is not installable") }
+            sim.err("E: Unable to correct problems, you have held broken packages.")
+            return 100
+        }
+        if simulate, geteuid() != 0 {
+            sim.out("NOTE: This is only a simulation!\n      apt-get needs root privileges for real execution.\n      Keep also in mind that locking is deactivated,\n      so don't depend on the relevance to the real current situation!")
+        }
         let upgraded = changes.filter { $0.from != nil }, fresh = changes.filter { $0.from == nil }
         if !fresh.isEmpty { sim.out("The following NEW packages will be installed:\n  " + fresh.map(\.package).joined(separator: " ")) }
         if !upgraded.isEmpty { sim.out("The following packages will be upgraded:\n  " + upgraded.map(\.package).joined(separator: " ")) }
         sim.out("\(upgraded.count) upgraded, \(fresh.count) newly installed, 0 to remove and 0 not upgraded.")
         guard !changes.isEmpty else { return 0 }
+        if simulate {
+            let origin = "packagecloud.io/StackStorm/stable/ubuntu \(sim.os.codename) [amd64]"
+            for change in changes { sim.out("Inst \(change.package)\(change.from.map { " [\($0)]" } ?? "") (\(change.to) \(origin))") }
+            for change in changes { sim.out("Conf \(change.package) (\(change.to) \(origin))") }
+            return 0
+        }
         sim.out("Need to get \(changes.count * 61) MB of archives.\nAfter this operation, 1,024 kB of additional disk space will be used.")
         if !yes {
             let answer = Packages.prompt("Do you want to continue? [Y/n] ")
@@ -181,6 +208,27 @@ enum AptTools {
         try Packages.apply(changes, tool: "apt-get", leftoverSuffix: takeNew ? ".dpkg-old" : ".dpkg-dist", rpmRestart: false, sim: sim)
         for change in changes { sim.out("Setting up \(change.package) (\(change.to)) ...") }
         return 0
+    }
+
+    /// `apt-get update`, with the `index` fault: a changed signing key fails (exit 100), an
+    /// unreachable repository only warns, as apt does, and keeps the old index.
+    static func update(_ sim: SimContext) -> Int32 {
+        let release = "https://packagecloud.io/StackStorm/stable/ubuntu \(sim.os.codename) InRelease"
+        sim.out("Hit:1 http://archive.ubuntu.com/ubuntu \(sim.os.codename) InRelease")
+        switch sim.config.spec.faults.index {
+        case .signingKey?:
+            let complaint = "The following signatures couldn't be verified because the public key is not available: NO_PUBKEY C2E73424D59097AB"
+            sim.out("Get:2 \(release) [24.4 kB]\nErr:2 \(release)\n  \(complaint)\nReading package lists...")
+            sim.err("W: GPG error: \(release): \(complaint)\nE: The repository '\(release)' is not signed.\nN: Updating from such a repository can't be done securely, and is therefore disabled by default.\nN: See apt-secure(8) manpage for repository creation and user configuration details.")
+            return 100
+        case .unreachable?:
+            sim.out("Err:2 \(release)\n  Could not resolve 'packagecloud.io'\nReading package lists...")
+            sim.err("W: Failed to fetch \(release)  Could not resolve 'packagecloud.io'\nW: Some index files failed to download. They have been ignored, or old ones used instead.")
+            return 0
+        case nil:
+            sim.out("Get:2 \(release) [24.4 kB]\nFetched 24.4 kB in 1s (28.1 kB/s)\nReading package lists...")
+            return 0
+        }
     }
 
     static func aptCache(_ sim: inout SimContext) throws -> Int32 {
@@ -352,12 +400,13 @@ enum YumTools {
     static func yum(_ sim: inout SimContext) throws -> Int32 {
         let dnf = sim.os.packageManager == "dnf"
         guard sim.os.family == .redhat, sim.program == "yum" || dnf else { return sim.notFound() }
-        var yes = false, duplicates = false
+        var yes = false, duplicates = false, test = false
         var words: [String] = []
         for arg in sim.arguments {
             switch arg {
             case "-y", "--assumeyes": yes = true
             case "--showduplicates": duplicates = true
+            case "--setopt=tsflags=test": test = true
             case _ where arg.hasPrefix("-"): continue
             default: words.append(arg)
             }
@@ -369,7 +418,9 @@ enum YumTools {
             return 1
         }
         switch command {
-        case "makecache", "clean", "check-update":
+        case "makecache":
+            return makecache(sim, dnf: dnf)
+        case "clean", "check-update":
             sim.out("Metadata cache created.")
             return 0
         case "list":
@@ -412,6 +463,28 @@ enum YumTools {
             sim.err("Error: Nothing to do")
             return 1
         }
+        let unmet = Packages.unmet(changes, sim)
+        if !unmet.isEmpty {
+            // rpm writes dependencies without apt's parentheses: `nodejs >= 14.0.0`.
+            func rpmForm(_ dependency: String) -> String { dependency.filter { $0 != "(" && $0 != ")" } }
+            if dnf {
+                sim.out("Last metadata expiration check: 0:01:12 ago.")
+                sim.err("Error: \n" + unmet.map { change, dependency in
+                    " Problem: cannot install the best update candidate for package \(change.package)-\(change.from ?? change.to).x86_64\n"
+                        + "  - nothing provides \(rpmForm(dependency)) needed by \(change.package)-\(change.to).x86_64"
+                }.joined(separator: "\n") + "\n(try to add '--skip-broken' to skip uninstallable packages or '--nobest' to use not only best candidate packages)")
+            } else {
+                sim.out("Resolving Dependencies\n--> Running transaction check")
+                for (change, dependency) in unmet {
+                    sim.out("---> Package \(change.package).x86_64 0:\(change.to) will be an update\n--> Processing Dependency: \(rpmForm(dependency)) for package: \(change.package)-\(change.to).x86_64")
+                }
+                sim.out("--> Finished Dependency Resolution")
+                sim.err(unmet.map { change, dependency in
+                    "Error: Package: \(change.package)-\(change.to).x86_64 (\(repoID))\n           Requires: \(rpmForm(dependency))"
+                }.joined(separator: "\n") + "\n You could try using --skip-broken to work around the problem\n You could try running: rpm -Va --nofiles --nodigest")
+            }
+            return 1
+        }
         if dnf {
             sim.out("Dependencies resolved.\n" + changes.map { " \($0.package)  x86_64  \($0.to)  \(repoID)  61 M" }.joined(separator: "\n"))
         } else {
@@ -429,6 +502,12 @@ enum YumTools {
                 return 1
             }
         }
+        if test {
+            // RPMTRANS_FLAG_TEST: the transaction is checked, nothing is installed.
+            sim.out("Downloading Packages:\nRunning transaction check\nTransaction check succeeded.\nRunning transaction test\nTransaction test succeeded.")
+            sim.out(dnf ? "Complete!" : "\nComplete!")
+            return 0
+        }
         sim.out("Running transaction")
         for change in changes where change.from != nil && Packages.conffiles[change.package] != nil {
             let conf = Packages.conffiles[change.package]!
@@ -439,6 +518,31 @@ enum YumTools {
         for change in changes { sim.out(dnf ? "  \(change.package)-\(change.to).x86_64" : "  \(change.package).x86_64 0:\(change.to)") }
         sim.out("\nComplete!")
         return 0
+    }
+
+    /// `yum makecache` / `dnf makecache`, with the `index` fault: a repository whose
+    /// signature cannot be verified, or that cannot be reached, fails (exit 1).
+    static func makecache(_ sim: SimContext, dnf: Bool) -> Int32 {
+        let repomd = "https://packagecloud.io/StackStorm/stable/el/\(sim.os.versionID.prefix(1))/x86_64/repodata/repomd.xml"
+        switch sim.config.spec.faults.index {
+        case .signingKey?:
+            if dnf {
+                sim.err("Error: Failed to download metadata for repo '\(repoID)': repomd.xml GPG signature verification error: Bad GPG signature")
+            } else {
+                sim.err("\(repomd): [Errno -1] repomd.xml signature could not be verified for \(repoID)\nTrying other mirror.\n\n\n One of the configured repositories failed (\(repoID)),\n and yum doesn't have enough cached data to continue.")
+            }
+            return 1
+        case .unreachable?:
+            if dnf {
+                sim.err("Errors during downloading metadata for repository '\(repoID)':\n  - Curl error (6): Couldn't resolve host name for \(repomd) [Could not resolve host: packagecloud.io]\nError: Failed to download metadata for repo '\(repoID)': Cannot download repomd.xml: Cannot download repodata/repomd.xml: All mirrors were tried")
+            } else {
+                sim.err("\(repomd): [Errno 14] curl#6 - \"Could not resolve host: packagecloud.io; Unknown error\"\nTrying other mirror.\n\n\n One of the configured repositories failed (\(repoID)),\n and yum doesn't have enough cached data to continue.")
+            }
+            return 1
+        case nil:
+            sim.out(dnf ? "\(repoID)  24 kB/s | 3.0 kB  00:00\nMetadata cache created." : "Metadata Cache Created")
+            return 0
+        }
     }
 
     static func list(_ sim: SimContext, _ state: HostState, _ words: [String], duplicates: Bool) -> Int32 {
