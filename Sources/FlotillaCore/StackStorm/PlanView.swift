@@ -87,12 +87,12 @@ public struct PlanView: Sendable {
             let width = plan.steps.map(\.name.count).max() ?? 0
             var lastPass = -1
             for (number, step) in plan.steps.enumerated() {
-                if !plan.hops.isEmpty, step.kind != .backupKeyValue, step.kind != .fetchAuditLogs, step.pass != lastPass {
+                if !plan.hops.isEmpty, !StepKind.backups.contains(step.kind), step.pass != lastPass {
                     lastPass = step.pass
                     let to = step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString
                     out += "   pass \(step.pass + 1): to \(to)\n"
                 }
-                let command = step.kind == .fetchAuditLogs ? "sftp get \(step.command)" : step.command
+                let command = step.kind == .backupFiles ? "tar -c \(step.command)\(step.expect?.hasSuffix(" optional") == true ? " (if present)" : "")" : step.command
                 out += String(format: "  %2d. ", number + 1) + step.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(command)"
                 out += step.oncePer.map { "  [once per \($0)]" } ?? ""
                 out += "\n"
