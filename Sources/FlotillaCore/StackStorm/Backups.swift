@@ -255,6 +255,7 @@ struct BackupStep: StepHandler {
             return StepResult(.failed, outcome, "\(url.path) on disk (\(onDisk.size) bytes, SHA-256 \(onDisk.sha256)) is not what was received (\(writer.size) bytes, SHA-256 \(received))")
         }
         if step.kind == .backupKeyValue {
+            // Unreadable and not JSON fail alike: either way the export could not be loaded back.
             let keys = (try? Data(contentsOf: url)).flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [Any]
             guard let keys else { return StepResult(.failed, outcome, "the key-value export in \(url.path) is not a JSON list") }
             log.note("backup: \(keys.count) key(s) exported")

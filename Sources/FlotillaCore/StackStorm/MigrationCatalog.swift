@@ -125,11 +125,7 @@ public struct MigrationCatalog: Sendable {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            let text = try c.decode(String.self, forKey: .below)
-            guard let version = StackStormVersion(text) else {
-                throw DecodingError.dataCorruptedError(forKey: .below, in: c, debugDescription: "not a version: \(text)")
-            }
-            below = version
+            below = try c.decodeVersion(forKey: .below)
             append = try c.decode(String.self, forKey: .append)
             guard !append.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw DecodingError.dataCorruptedError(forKey: .append, in: c, debugDescription: "must not be empty")
@@ -149,11 +145,7 @@ public struct MigrationCatalog: Sendable {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            let text = try c.decode(String.self, forKey: .from)
-            guard let version = StackStormVersion(text) else {
-                throw DecodingError.dataCorruptedError(forKey: .from, in: c, debugDescription: "not a version: \(text)")
-            }
-            from = version
+            from = try c.decodeVersion(forKey: .from)
             flags = try c.decode(String.self, forKey: .flags).trimmingCharacters(in: .whitespaces)
             // The flags go into a shell command line, and the backup keeps secrets encrypted.
             let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -=_.")
@@ -340,5 +332,16 @@ public struct MigrationCatalog: Sendable {
         @unknown default:
             return "\(error)"
         }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A release written as text (`"2.8"`); text that is not a version is a data error at `key`.
+    func decodeVersion(forKey key: Key) throws -> StackStormVersion {
+        let text = try decode(String.self, forKey: key)
+        guard let version = StackStormVersion(text) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "not a version: \(text)")
+        }
+        return version
     }
 }
