@@ -167,6 +167,8 @@ import Testing
         #expect(state.hosts[0].error?.contains("step 'export key-value store' failed: st2-key-list.json arrived corrupted") == true)
         #expect(!run.transport.commands(0).contains("st2ctl stop"))
         #expect(state.artifacts.isEmpty)
+        let file = run.stateDir.appendingPathComponent("runs/\(run.record.id)/backups/a/st2-key-list.json")
+        #expect(!FileManager.default.fileExists(atPath: file.path), "what arrived corrupted is not left as a backup")
     }
 
     @Test func aBackupThatCannotBeWrittenFailsTheHostBeforeAnyChange() async throws {

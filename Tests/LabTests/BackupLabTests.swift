@@ -119,5 +119,9 @@ import Testing
         #expect(try lab.commandLog("bad").contains { $0["fault"] as? String == "corrupt" }, "the fault fired")
         #expect(try !Self.sawStop(lab, "bad"), "st2ctl stop never ran")
         #expect(try lab.packages("bad")["st2"] == "3.7.1-1")
+        let runID = try #require(try json(result)["run_id"] as? String)
+        let backups = URL(fileURLWithPath: state).appendingPathComponent("runs/\(runID)/backups/bad")
+        #expect(FileManager.default.fileExists(atPath: backups.appendingPathComponent("st2-keys.tar").path), "taken before")
+        #expect(!FileManager.default.fileExists(atPath: backups.appendingPathComponent("etc-st2.tar").path), "not left as a backup")
     }
 }

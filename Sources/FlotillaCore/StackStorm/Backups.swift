@@ -195,15 +195,32 @@ struct BackupStep: StepHandler {
         let artifact: String, script: String, optional: Bool
         if step.kind == .backupKeyValue {
             (artifact, script, optional) = (BackupItem.keyValueArtifact, BackupScript.hashed(step.command), false)
-        } else if let item = step.kind == .fetchAuditLogs
-            ? BackupItem(stepName: step.name, paths: step.command, artifact: "audit-logs.tar", optional: true) : BackupItem(step) {
-            // A fetch-audit-logs step of a run planned by an older flotilla: its command is the glob.
+        } else if let item = BackupItem(step.kind == .fetchAuditLogs ? Self.asBackupFiles(step) : step) {
             (artifact, script, optional) = (item.artifact, BackupScript.archive(item.paths), item.optional)
         } else {
             return StepResult(.failed, nil, "'\(step.name)' is not a backup this flotilla can take: paths '\(step.command)', artifact '\(step.expect ?? "")'")
         }
-        let log = context.log
         let url = context.backupDirectory.appendingPathComponent(artifact)
+        let result = await take(step, script: script, artifact: artifact, optional: optional, into: url, on: connection, context: context)
+        if result.status != .succeeded, result.artifacts.isEmpty {
+            // What is there is no backup (partial, corrupted or unverified): not left to be
+            // taken for one. Best effort: the step has failed already, which is what counts.
+            try? FileManager.default.removeItem(at: url)
+        }
+        return result
+    }
+
+    /// A fetch-audit-logs step of a run planned by an older flotilla (its command the
+    /// glob) as the optional backup-files step it now is.
+    static func asBackupFiles(_ step: RunStep) -> RunStep {
+        var step = step
+        step.expect = "audit-logs.tar optional"
+        return step
+    }
+
+    private func take(_ step: RunStep, script: String, artifact: String, optional: Bool, into url: URL,
+                      on connection: any HostConnection, context: StepContext) async -> StepResult {
+        let log = context.log
         let writer = BackupWriter(url)
         if let failure = writer.failure { return StepResult(.failed, nil, "cannot keep the backup: \(failure)") }
         var outcome: StepOutcome
@@ -226,7 +243,7 @@ struct BackupStep: StepHandler {
         if outcome.timedOut { return StepResult(.failed, outcome, "timed out; the backup is incomplete") }
         if let signal = outcome.exitSignal { return StepResult(.failed, outcome, "killed by signal \(signal); the backup is incomplete") }
         if missing {
-            try? FileManager.default.removeItem(at: url) // empty; nothing was there to keep
+            try? FileManager.default.removeItem(at: url) // empty; nothing was there to keep (best effort)
             if optional {
                 log.note("backup: nothing at \(step.command) on the host; not kept (optional)")
                 return StepResult(.succeeded, outcome)
