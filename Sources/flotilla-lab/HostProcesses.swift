@@ -183,6 +183,7 @@ enum SessionWrapper {
             dropConnection()
         }
         let cut = firing(faults.cut, kind: "cut", command, store)
+        let corrupt = firing(faults.corrupt, kind: "corrupt", command, store) != nil
         let reboot = firing(faults.reboot, kind: "reboot", command, store).map { HostReboot(delay: $0.delay, record: record, paths: paths) }
 
         let shellArgs: [String] = ["bash", "-c", command]
@@ -194,7 +195,7 @@ enum SessionWrapper {
         var relay: [Int32] = []
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        if cut != nil {
+        if cut != nil || corrupt {
             for target in [STDOUT_FILENO, STDERR_FILENO] {
                 var ends: [Int32] = [-1, -1]
                 guard pipe(&ends) == 0 else { exit(126) }
@@ -232,6 +233,11 @@ enum SessionWrapper {
             // A command quicker than the delay still loses its connection before its
             // status could reach the client.
             connections.cut()
+        } else if corrupt {
+            record.fault = "corrupt"
+            close(relay[1])
+            close(relay[3])
+            relayOutput(stdout: relay[0], stderr: relay[2], Connections(), corruptStdout: true)
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -276,7 +282,9 @@ enum SessionWrapper {
 
     /// Copies the command's stdout and stderr to the connection's until both end, dropping
     /// what comes after the cut.
-    private static func relayOutput(stdout: Int32, stderr: Int32, _ connections: Connections) {
+    /// With `corruptStdout`, the first byte of stdout is flipped on its way.
+    private static func relayOutput(stdout: Int32, stderr: Int32, _ connections: Connections, corruptStdout: Bool = false) {
+        var corruptNext = corruptStdout
         signal(SIGPIPE, SIG_IGN) // after the cut, writing to the dead connection is EPIPE, not death
         var open: [(from: Int32, to: Int32)] = [(stdout, STDOUT_FILENO), (stderr, STDERR_FILENO)]
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -286,6 +294,10 @@ enum SessionWrapper {
             for (entry, stream) in zip(polls, open) where entry.revents != 0 {
                 let count = read(stream.from, &buffer, buffer.count)
                 if count > 0 {
+                    if corruptNext, stream.from == stdout {
+                        buffer[0] ^= 0x20
+                        corruptNext = false
+                    }
                     var offset = 0
                     while offset < count, !connections.isCut {
                         let written = buffer.withUnsafeBytes { write(stream.to, $0.baseAddress! + offset, count - offset) }

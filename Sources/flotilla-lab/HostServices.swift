@@ -21,6 +21,8 @@ enum LabDatabases {
         port = \(port("mongodb"))
         [messaging]
         url = amqp://st2:Rabbit-\(host)-secret@\(address):\(port("rabbitmq"))/
+        [keyvalue]
+        encryption_key_path = /etc/st2/keys/datastore_key.json
 
         """
     }

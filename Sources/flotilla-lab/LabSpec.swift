@@ -103,6 +103,10 @@ struct HostFaults: Codable, Sendable, Equatable {
     /// sooner): every process of the host is killed, its boot id changes and its sshd
     /// comes back; once unless `times`.
     var reboot: [CommandFault] = []
+    /// A matching command's stdout reaches the client with one byte changed (a faulty
+    /// link or memory between the host and the controller): what the host computed of
+    /// its output no longer matches what arrives.
+    var corrupt: [CommandFault] = []
     var mistralEventTriggers = false
     /// Packages whose new versions depend on something the repositories do not have
     /// (package -> the unmet dependency, `nodejs (>= 14.0.0)`): every transaction that
@@ -134,6 +138,7 @@ struct HostFaults: Codable, Sendable, Equatable {
         if !drop.isEmpty { words.append("drop") }
         if !cut.isEmpty { words.append("cut") }
         if !reboot.isEmpty { words.append("reboot") }
+        if !corrupt.isEmpty { words.append("corrupt") }
         if mistralEventTriggers { words.append("mistral-event-triggers") }
         if !unmetDependency.isEmpty { words.append("unmet-dependency") }
         if let index { words.append("index:\(index.rawValue)") }
@@ -407,7 +412,7 @@ enum LabSpec {
 
         func faults(_ node: Node) throws -> HostFaults {
             let f = try mapping(node, allowed: ["unreachable", "host_key", "slow", "fail", "tool_fail", "tool_slow", "hang", "drop", "cut", "reboot",
-                                                    "mistral_event_triggers", "unmet_dependency", "index", "databases_down", "survive_stop"],
+                                                    "corrupt", "mistral_event_triggers", "unmet_dependency", "index", "databases_down", "survive_stop"],
                                  what: "faults")
             var faults = HostFaults()
             if let n = f["unreachable"] {
@@ -436,6 +441,7 @@ enum LabSpec {
             if let n = f["drop"] { faults.drop = try commandFaults(n, "faults.drop", extra: []) }
             // A network cut and a reboot are events, not properties of the host: once unless `times`.
             if let n = f["cut"] { faults.cut = try commandFaults(n, "faults.cut", extra: ["delay"], delayRequired: false).map(\.once) }
+            if let n = f["corrupt"] { faults.corrupt = try commandFaults(n, "faults.corrupt", extra: []) }
             if let n = f["reboot"] { faults.reboot = try commandFaults(n, "faults.reboot", extra: ["delay"], delayRequired: false).map(\.once) }
             if let n = f["mistral_event_triggers"] {
                 guard let flag = n.bool else { throw fail(n, "faults.mistral_event_triggers must be true or false") }

@@ -195,6 +195,14 @@ struct LabUp: Sendable {
         if spec.packages["st2"] != nil {
             try LabDatabases.st2Conf(host: spec.name, address: host.address)
                 .write(to: etc.appendingPathComponent("st2/st2.conf"), atomically: true, encoding: .utf8)
+            // The datastore crypto key, as st2-generate-symmetric-crypto-key writes it: readable by root only here.
+            let keys = etc.appendingPathComponent("st2/keys")
+            try fm.createDirectory(at: keys, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let secret = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined()
+            let key = keys.appendingPathComponent("datastore_key.json")
+            try "{\"hmacKey\": {\"hmacKeyString\": \"\(secret.prefix(32))\", \"size\": 256}, \"aesKeyString\": \"\(secret)\", \"mode\": \"CBC\", \"size\": 256}\n"
+                .write(to: key, atomically: true, encoding: .utf8)
+            try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key.path)
         }
         if spec.packages["st2mistral"] != nil {
             try fm.createDirectory(at: etc.appendingPathComponent("mistral"), withIntermediateDirectories: true)
@@ -229,6 +237,8 @@ struct LabUp: Sendable {
                 "{\"timestamp\": \"2026-11-\(10 + number)T0\(n % 10):00:00Z\", \"component\": \"\(component)\", \"host\": \"\(spec.name)\", \"event\": \"execution \(n) completed\"}"
             }
             try (lines.joined(separator: "\n") + "\n").write(to: logs.appendingPathComponent(file), atomically: true, encoding: .utf8)
+            // st2's audit logs are root's alone on real hosts: the login user cannot read them.
+            try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: logs.appendingPathComponent(file).path)
         }
 
         let q = { (path: String) in "\"\(path)\"" }

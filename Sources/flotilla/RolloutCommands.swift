@@ -144,7 +144,11 @@ struct Upgrade: AsyncParsableCommand {
         batches. Every step transition is recorded in the journal under --state-dir \
         before the next step starts, so 'flotilla resume' continues an interrupted run \
         without running a finished step twice. Each host's full output goes to \
-        STATE/runs/RUN/logs/HOST.log; backups to STATE/runs/RUN/artifacts/HOST/.
+        STATE/runs/RUN/logs/HOST.log. Before a host's first change its backup is taken \
+        through become and verified (the key-value store with its release's export flags, \
+        /etc/st2 with the datastore crypto key, /etc/mistral, the audit logs) into \
+        STATE/runs/RUN/backups/HOST/; a backup that fails fails the host with nothing \
+        changed. 'flotilla show RUN --backups' lists them.
 
         Examples:
           flotilla upgrade -i lab/inventory.ini --to 3.8.1 --canary 1 --batch 25% --max-fail 1

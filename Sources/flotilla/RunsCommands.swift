@@ -161,12 +161,15 @@ struct Show: ParsableCommand {
         whole run again from the journal: json (SPEC §6), junit, html (a self-contained \
         page with a timeline) or markdown. --host prints that host's log of the run: every \
         step's command, times and full output; --step narrows it to one step (its number \
-        or name).
+        or name). --backups lists each host's backup (SPEC §8.4): every artifact under \
+        STATE/runs/RUN/backups/HOST/ with its size in bytes and SHA-256, as verified \
+        against the host when it was taken (`sha256sum FILE` checks it again).
 
         Examples:
           flotilla show
           flotilla show 20261121-153000-ab12 --format html > run.html
           flotilla show --host st2-03 --step 'upgrade packages'
+          flotilla show 20261121-153000-ab12 --backups
 
         Exit codes: 0 shown; 64 usage error (no such run or host).
         """
@@ -191,13 +194,21 @@ struct Show: ParsableCommand {
     @Option(help: ArgumentHelp("With --host: only this step (its number, from 1, or its name).", valueName: "step"))
     var step: String?
 
+    @Flag(help: "List each host's backup artifacts: name, size, SHA-256, path.")
+    var backups = false
+
     func validate() throws {
         if step != nil && host == nil { throw ValidationError("--step goes with --host") }
+        if backups && (host != nil || json || format != .table) { throw ValidationError("--backups goes alone (not with --host, --json or --format)") }
     }
 
     func run() throws {
         let url = state.url
         let state = try Journal.open(stateDir: url, runID: runID).load()
+        if backups {
+            print(BackupList.text(state), terminator: "")
+            return
+        }
         if let host {
             do throws(HostLog.ReadError) {
                 print(try HostLog.read(stateDir: url, state: state, host: host, step: step), terminator: "")

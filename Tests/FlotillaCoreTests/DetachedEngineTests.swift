@@ -14,7 +14,7 @@ import Testing
     }
 
     @Test func readOnlyKindsRunPlainAndEveryOtherKindDetached() {
-        #expect(StepKind.readOnly == [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .fetchAuditLogs])
+        #expect(StepKind.readOnly == [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .backupFiles, .fetchAuditLogs])
         let detached: [StepKind] = [.command, .stop, .upgradePackages, .mistralDB, .migration, .reload, .start, "a-kind-from-elsewhere"]
         #expect(detached.allSatisfy { $0.runsDetached })
     }

@@ -31,6 +31,8 @@ fileprivate func facts(os: String = "ubuntu", version: String = "18.04", manager
         leftoverConfigs: .known([]))
 }
 
+/// The plan's backup comes first: the key-value export and four backup-files steps, so a
+/// host's first change is step 6 (index 5).
 fileprivate enum Expect {
     static let apt = "DEBIAN_FRONTEND=noninteractive apt-get install -y --only-upgrade -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
     static let dpkgQuery = "dpkg-query -W -f='${Version}' st2"
@@ -46,7 +48,10 @@ fileprivate enum Expect {
 
     static func backup(from25: Bool) -> [PlanStep] {
         [PlanStep(name: "export key-value store", command: from25 ? "st2 key list -j -n -1 -s all" : "st2 key list -j -s all", kind: .backupKeyValue),
-         PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs)]
+         PlanStep(name: "back up the datastore crypto key", command: "/etc/st2/keys", kind: .backupFiles, expect: "st2-keys.tar optional"),
+         PlanStep(name: "back up /etc/st2", command: "/etc/st2", kind: .backupFiles, expect: "etc-st2.tar"),
+         PlanStep(name: "back up /etc/mistral", command: "/etc/mistral", kind: .backupFiles, expect: "etc-mistral.tar optional"),
+         PlanStep(name: "back up audit logs", command: "/var/log/st2/*.audit.log", kind: .backupFiles, expect: "audit-logs.tar optional")]
     }
 
     static let databases = Preflight.databasesCommand(mistral: false)
@@ -129,7 +134,7 @@ fileprivate enum Expect {
             0, upgrade: Expect.apt + "st2=3.0.1-1",
             middle: [Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
-        #expect(result.steps.map(\.name)[10...11] == ["migration 2.1: st2-migrate-datastore-scopes.py", "migration 2.1: st2-migrate-runners.sh"])
+        #expect(result.steps.map(\.name)[13...14] == ["migration 2.1: st2-migrate-datastore-scopes.py", "migration 2.1: st2-migrate-runners.sh"])
         #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
         #expect(result.notes[0] == "2.1: Pack metadata became stricter (semver version, valid email, ref [a-z0-9_]); old packs may fail to register.")
     }
@@ -142,7 +147,7 @@ fileprivate enum Expect {
             0, upgrade: Expect.apt + "st2=3.0.1-1",
             middle: [Expect.migration("1.5", Expect.scopeSecret), Expect.migration("2.1", Expect.scopes), Expect.migration("2.1", Expect.runners)],
             query: Expect.dpkgQuery, expect: "3.0.1-1"))
-        #expect(result.steps[10].name == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
+        #expect(result.steps[13].name == "migration 1.5: st2-migrate-datastore-to-include-scope-secret.py")
         #expect(result.notes == manual("2.1", "2.2", "2.3", "2.4", "2.8", "2.9", "2.10", "3.0"))
     }
 
@@ -165,8 +170,8 @@ fileprivate enum Expect {
         let with = plan(host, to: "3.5.0", optional: true)
         #expect(with.steps == Expect.backup(from25: true) + Expect.preflight(["st2=3.5.0-1"], from25: true) + Expect.pass(
             0, upgrade: Expect.apt + "st2=3.5.0-1", middle: [Expect.migration("3.5", Expect.dictValues)], query: Expect.dpkgQuery, expect: "3.5.0-1"))
-        #expect(with.steps[10].name == "migration 3.5: st2-migrate-db-dict-field-values")
-        #expect(with.steps[10].command == "/opt/stackstorm/st2/bin/st2-migrate-db-dict-field-values --yes")
+        #expect(with.steps[13].name == "migration 3.5: st2-migrate-db-dict-field-values")
+        #expect(with.steps[13].command == "/opt/stackstorm/st2/bin/st2-migrate-db-dict-field-values --yes")
         #expect(with.notes == manual("3.5"))
         #expect(!with.notes.contains { $0.contains("optional migration not planned") })
     }
@@ -181,21 +186,24 @@ fileprivate enum Expect {
 
     // MARK: Backup
 
-    @Test func keyExportListsAllKeysFrom25() {
+    @Test func keyExportListsEveryKeyWithTheFlagsOfItsRelease() {
+        // The client pages from 2.4; `-n 0` is no limit in 2.4 and 2.5, `-n -1` from 2.6 (catalog key_export).
         let offered = ["st2": ["3.0.1-1"]]
-        #expect(plan(facts(version: "16.04", installed: ["st2": "2.4.1-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -s all")
-        #expect(plan(facts(version: "16.04", installed: ["st2": "2.5.0-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -n -1 -s all")
+        #expect(plan(facts(version: "16.04", installed: ["st2": "2.3.0-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -s all")
+        #expect(plan(facts(version: "16.04", installed: ["st2": "2.4.1-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -n 0 -s all")
+        #expect(plan(facts(version: "16.04", installed: ["st2": "2.5.0-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -n 0 -s all")
+        #expect(plan(facts(version: "16.04", installed: ["st2": "2.6.0-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -n -1 -s all")
         #expect(plan(facts(version: "16.04", installed: ["st2": "2.10.4-1"], offered: offered), to: "3.0.1").steps[0].command == "st2 key list -j -n -1 -s all")
     }
 
-    @Test func noBackupRemovesTheTwoBackupSteps() {
+    @Test func noBackupRemovesTheBackupSteps() {
         let host = facts(installed: ["st2": "3.7.1-1"], offered: ["st2": ["3.8.1-1"]])
         let with = plan(host, to: "3.8.1")
         let without = plan(host, to: "3.8.1", backup: false)
-        #expect(with.steps.map(\.kind).prefix(2) == [.backupKeyValue, .fetchAuditLogs])
-        #expect(without.steps == Array(with.steps.dropFirst(2)))
+        #expect(with.steps.map(\.kind).prefix(5) == [.backupKeyValue, .backupFiles, .backupFiles, .backupFiles, .backupFiles])
+        #expect(without.steps == Array(with.steps.dropFirst(5)))
         #expect(without.steps == Expect.preflight(["st2=3.8.1-1"], from25: true) + Expect.pass(0, upgrade: Expect.apt + "st2=3.8.1-1", query: Expect.dpkgQuery, expect: "3.8.1-1"))
-        #expect(!without.steps.contains { $0.kind == .backupKeyValue || $0.kind == .fetchAuditLogs })
+        #expect(!without.steps.contains { StepKind.backups.contains($0.kind) })
     }
 
     // MARK: Hops
@@ -560,8 +568,8 @@ fileprivate enum Expect {
         #expect(result.steps == Expect.backup(from25: true) + Expect.preflight(["st2-3.2.0-1.el7 st2mistral-3.2.0-1.el7"], manager: "yum", from25: true, mistral: true) + Expect.pass(
             0, upgrade: "yum update -y st2-3.2.0-1.el7 st2mistral-3.2.0-1.el7", middle: Expect.mistral(), query: Expect.rpmQuery, expect: "3.2.0-1.el7",
             packages: "st2 st2mistral"))
-        #expect(result.steps[10].name == "mistral-db-manage upgrade head")
-        #expect(result.steps[11].name == "mistral-db-manage populate")
+        #expect(result.steps[13].name == "mistral-db-manage upgrade head")
+        #expect(result.steps[14].name == "mistral-db-manage populate")
         #expect(result.notes == manual("2.10", "3.0", "3.2") + [Self.mistralNote])
     }
 
@@ -605,7 +613,7 @@ fileprivate enum Expect {
         let host = facts(version: "16.04", installed: ["st2": "1.4.0-1", "st2mistral": "1.4.0-1"],
                          offered: ["st2": ["3.0.1-1"], "st2mistral": ["3.0.1-1"]])
         let result = plan(host, to: "3.0.1")
-        #expect(result.steps.count == 19)
+        #expect(result.steps.count == 22)
         for step in result.steps {
             let database = step.kind == .mistralDB || step.kind == .migration
             #expect(step.oncePer == (database ? "st2_cluster" : nil), "\(step.name)")
@@ -678,8 +686,10 @@ fileprivate enum Expect {
         let text = view.text
         #expect(text.contains("== st2-[01-16] (16 hosts): upgrade st2 3.7.1-1, 3.7.0-1 -> 3.8.1-1 ==\n"))
         #expect(text.contains("== st2-[17-18] (2 hosts): upgrade st2 3.6.0-1 -> 3.8.1-1 ==\n"))
-        #expect(text.contains("   1. export key-value store  st2 key list -j -n -1 -s all\n"))
-        #expect(text.contains("   2. fetch audit logs        sftp get /var/log/st2/*.audit.log\n"))
+        #expect(text.contains("   1. export key-value store            st2 key list -j -n -1 -s all\n"))
+        #expect(text.contains("   2. back up the datastore crypto key  tar -c /etc/st2/keys (if present)\n"))
+        #expect(text.contains("   3. back up /etc/st2                  tar -c /etc/st2\n"))
+        #expect(text.contains("   5. back up audit logs                tar -c /var/log/st2/*.audit.log (if present)\n"))
         #expect(text.contains("Skipped:\n  st2-19: already at 3.8.1 (st2 3.8.1-1)\n"))
         #expect(text.contains("Refused:\n  st2-20: the target 3.8.1 is above the highest release Ubuntu 16.04 LTS can run (3.4)\n"))
         #expect(text.contains("Batches:\n  1 (canary): st2-01 (1)\n  2: st2-[02-06] (5)\n  3: st2-[07-11] (5)\n  4: st2-[12-16] (5)\n  5: st2-[17-18] (2)\n"))
@@ -715,7 +725,7 @@ fileprivate enum Expect {
         #expect(first["hops"]?.items?.isEmpty == true)
         #expect(first["batch"]?.number == 0)
         let steps = try #require(first["steps"]?.items)
-        #expect(steps.count == 14)
+        #expect(steps.count == 17)
         #expect(steps[0].keys == ["name", "command", "kind", "once_per", "pass"])
         #expect(steps[0]["command"]?.text == "st2 key list -j -n -1 -s all")
         #expect(steps[0]["kind"]?.text == "backup-kv")
@@ -728,7 +738,7 @@ fileprivate enum Expect {
         #expect(services.keys == ["name", "command", "kind", "once_per", "pass", "expect"])
         #expect(services["kind"]?.text == "verify-services")
         #expect(services["expect"]?.text == "st2")
-        #expect(steps.map { $0["kind"]?.text ?? "" } == ["backup-kv", "fetch-audit-logs", "preflight", "preflight", "preflight", "preflight", "preflight", "stop", "confirm-stopped", "upgrade-packages", "reload", "start",
+        #expect(steps.map { $0["kind"]?.text ?? "" } == ["backup-kv", "backup-files", "backup-files", "backup-files", "backup-files", "preflight", "preflight", "preflight", "preflight", "preflight", "stop", "confirm-stopped", "upgrade-packages", "reload", "start",
                                                          "verify-version", "verify-services"])
         #expect(first["notes"]?.items?.isEmpty == true)
 

@@ -122,13 +122,20 @@ import Testing
                 attemptsByCommand[step["command"] as? String ?? "", default: 0] += attempts
             }
             for (command, attempts) in attemptsByCommand {
-                // (Fetching audit logs lists the glob's files with a shell loop, then SFTP.)
-                let count = ran.filter { $0 == command || $0.hasPrefix("for f in \(command); do") }.count
+                // (A backup step's command runs inside the script that streams and hashes it.)
+                let count = ran.filter { $0 == command || Self.isBackup($0, of: command) }.count
                 // A step killed before its channel opened never reached the host.
                 #expect(count <= attempts && count >= (attempts > 0 ? 1 : 0), "\(name): '\(command)' ran \(count) times, journal: \(attempts) starts")
                 if mutating.contains(command) { #expect(count == attempts, "\(name): '\(command)' ran \(count) times") }
             }
         }
         print("crash-resume: every host at 3.8.1-1; \(reattached) steps re-attached, \(reruns) re-runs (read-only steps only)")
+    }
+
+    /// Whether `sent` is the backup step of `command` as the host ran it (SPEC §8.4): the
+    /// export inside the hashing script, or the archive of the step's paths.
+    static func isBackup(_ sent: String, of command: String) -> Bool {
+        let relative = command.split(separator: " ").map { String($0.drop { $0 == "/" }) }.joined(separator: " ")
+        return sent.contains("{ \(command); echo $? > \"$d/rc\"; }") || sent.contains("for p in \(relative); do")
     }
 }

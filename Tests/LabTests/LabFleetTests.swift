@@ -69,7 +69,7 @@ import Testing
         #expect(upgrade.stdout.contains("Unpacking st2 (3.8.1-1) over (3.7.1-1) ..."))
         #expect(try lab.packages("deb") == ["st2": "3.8.1-1", "st2web": "3.8.1-1"])
         let query = try lab.ssh("deb", "dpkg-query -W -f='${Version}' st2; echo; st2 --version; ls /etc/st2")
-        #expect(query.stdout == "3.8.1-1\nst2 3.8.1, on Python 3.8.10\nst2.conf\nst2.conf.dpkg-dist\n")
+        #expect(query.stdout == "3.8.1-1\nst2 3.8.1, on Python 3.8.10\nkeys\nst2.conf\nst2.conf.dpkg-dist\n")
         let log = try lab.commandLog("deb")
         let sim = log.filter { $0["kind"] as? String == "sim" }
         #expect(sim.map { ($0["argv"] as? [String])?.first } == ["/usr/bin/apt-get", "dpkg-query", "st2"])
@@ -96,7 +96,7 @@ import Testing
         let before = try #require(try lab.state("el7")["services"] as? [String: Int])
         let result = try lab.ssh("el7", "yum update -y st2-3.8.1-1 && rpm -q --qf '%{VERSION}-%{RELEASE}\\n' st2 && ls /etc/st2")
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.hasSuffix("Complete!\n3.8.1-1\nst2.conf\nst2.conf.rpmnew\n"))
+        #expect(result.stdout.hasSuffix("Complete!\n3.8.1-1\nkeys\nst2.conf\nst2.conf.rpmnew\n"))
         let after = try #require(try lab.state("el7")["services"] as? [String: Int])
         #expect(Set(after.keys) == Set(before.keys) && after["st2api"] != before["st2api"], "the RPM %postun restarted the running services")
     }

@@ -135,11 +135,11 @@ import FlotillaCore
         // The journal, logs and backups are owner-only and where the run says.
         let runID = try #require(report["run_id"] as? String)
         let runDir = state.appendingPathComponent("runs/\(runID)")
-        for path in ["", "/journal.sqlite", "/logs/st2-02.log", "/artifacts/st2-02/st2-key-list.json"] {
+        for path in ["", "/journal.sqlite", "/logs/st2-02.log", "/backups", "/backups/st2-02", "/backups/st2-02/st2-key-list.json", "/backups/st2-02/etc-st2.tar"] {
             let mode = try #require(try FileManager.default.attributesOfItem(atPath: runDir.path + path)[.posixPermissions] as? Int)
             #expect(mode & 0o077 == 0, "\(path): \(String(mode, radix: 8))")
         }
-        let backup = try String(contentsOf: runDir.appendingPathComponent("artifacts/st2-02/st2-key-list.json"), encoding: .utf8)
+        let backup = try String(contentsOf: runDir.appendingPathComponent("backups/st2-02/st2-key-list.json"), encoding: .utf8)
         #expect(backup.contains("\"name\" : \"key2\""))
         let shown = try run([Self.flotilla, "show", "--state-dir", state.path, "--json"])
         #expect(try json(shown)["run_id"] as? String == runID)

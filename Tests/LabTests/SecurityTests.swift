@@ -266,7 +266,7 @@ import Testing
             #expect(files.contains(expected), "\(expected) was not scanned")
         }
         #expect(files.contains { $0.hasSuffix("/journal.sqlite") } && files.contains { $0.hasSuffix("/logs/deb.log") }
-                && files.contains { $0.hasSuffix("/artifacts/deb/st2-key-list.json") }, "\(files)")
+                && files.contains { $0.hasSuffix("/backups/deb/st2-key-list.json") }, "\(files)")
         #expect(Self.leaks(of: secrets, in: files).isEmpty, "\(Self.leaks(of: secrets, in: files))")
         #expect(Self.leaks(of: secrets, in: Self.regularFiles(under: box.inputs)).count == 4, "the scan finds what is there") // inventory x2 (both passwords), passphrase
         let (tmp, home) = box.leftovers()

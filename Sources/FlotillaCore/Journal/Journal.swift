@@ -44,7 +44,9 @@ public final class Journal {
     ///   how many times the controller re-attached to it (`reattached`), and may be
     ///   `unknown` (SPEC §8.1). A journal of schema 1 or 2 gets these two columns when it
     ///   is opened (they are additive: older readers ignore them) and keeps its number,
-    ///   which names the format of its stored record.
+    ///   which names the format of its stored record. An artifact has its `size` and
+    ///   `sha256` (a backup's, SPEC §8.4); a journal without them gets them when opened,
+    ///   the same additive way, whatever its number.
     public static let schemaVersion = 3
     /// `PRAGMA application_id` of every journal ("Flot"), so a stray database is not taken
     /// for one.
@@ -69,6 +71,15 @@ public final class Journal {
         guard !columns.contains("token") else { return }
         try database.transaction {
             try database.execute("ALTER TABLE step ADD COLUMN token TEXT; ALTER TABLE step ADD COLUMN reattached INTEGER NOT NULL DEFAULT 0")
+        }
+    }
+
+    /// Gives a journal written before artifacts had a size and a SHA-256 those columns.
+    private func addArtifactColumns() throws {
+        let columns = try database.query("SELECT name FROM pragma_table_info('artifact')") { $0.text(0) ?? "" }
+        guard !columns.contains("sha256") else { return }
+        try database.transaction {
+            try database.execute("ALTER TABLE artifact ADD COLUMN size INTEGER; ALTER TABLE artifact ADD COLUMN sha256 TEXT")
         }
     }
 
@@ -163,6 +174,7 @@ public final class Journal {
         try PrivateFiles.check(file, what: "journal", directory: false)
         let journal = try Journal(database: try openDatabase(file, mode: .readWrite), file: file, runID: id)
         try journal.addStepColumns()
+        try journal.addArtifactColumns()
         let recorded = try journal.database.query("SELECT id FROM run") { $0.text(0) }
         guard recorded == [id] else {
             throw JournalError(.notAJournal, path: file.path, "\(PrivateFiles.display(file)) is not the journal of run \(id)")
@@ -389,13 +401,15 @@ public final class Journal {
         }
     }
 
-    /// Records a file kept for `host` under `name` (replacing an earlier one of that name).
+    /// Records a file kept for `host` under `name` (replacing an earlier one of that name),
+    /// with its size and SHA-256 when known (a backup's always are).
     ///
     /// - Throws: ``JournalError`` `.invalidTransition` for an unknown host.
-    public func artifact(host: String, name: String, path: String) throws {
+    public func artifact(host: String, name: String, path: String, size: Int64? = nil, sha256: String? = nil) throws {
         try transaction {
             try requireHost(host)
-            try database.run("INSERT OR REPLACE INTO artifact (host, name, path) VALUES (?, ?, ?)", .text(host), .text(name), .text(path))
+            try database.run("INSERT OR REPLACE INTO artifact (host, name, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
+                             .text(host), .text(name), .text(path), size.map { .integer($0) } ?? .null, .string(sha256))
         }
     }
 
@@ -458,8 +472,8 @@ public final class Journal {
                 JournalState.Event(sequence: $0.int(0) ?? 0, at: Self.date($0.int64(1)) ?? Date(timeIntervalSince1970: 0),
                                    kind: $0.text(2) ?? "", message: $0.text(3) ?? "")
             }
-            let artifacts = try database.query("SELECT host, name, path FROM artifact ORDER BY host, name") {
-                JournalState.Artifact(host: $0.text(0) ?? "", name: $0.text(1) ?? "", path: $0.text(2) ?? "")
+            let artifacts = try database.query("SELECT host, name, path, size, sha256 FROM artifact ORDER BY host, name") {
+                JournalState.Artifact(host: $0.text(0) ?? "", name: $0.text(1) ?? "", path: $0.text(2) ?? "", size: $0.int64(3), sha256: $0.text(4))
             }
             return JournalState(record: record, state: state, haltReason: run.2, startedAt: Self.date(run.3),
                                 finishedAt: Self.date(run.4), hosts: hosts, batches: batches, clusterSteps: clusterSteps,
@@ -536,6 +550,8 @@ public final class Journal {
             host TEXT NOT NULL REFERENCES host (name),
             name TEXT NOT NULL,
             path TEXT NOT NULL,
+            size INTEGER,
+            sha256 TEXT,
             PRIMARY KEY (host, name)
         ) WITHOUT ROWID;
         """

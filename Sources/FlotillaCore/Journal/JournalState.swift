@@ -84,11 +84,23 @@ public struct JournalState: Sendable, Equatable {
         public var message: String
     }
 
-    /// A file the run kept for a host (fetched audit logs).
+    /// A file the run kept for a host (its backup, SPEC §8.4).
     public struct Artifact: Sendable, Equatable {
         public var host: String
         public var name: String
         public var path: String
+        /// Bytes, and the SHA-256 as 64 hex digits, as verified when it was written; nil in
+        /// a journal written before they were recorded.
+        public var size: Int64?
+        public var sha256: String?
+
+        public init(host: String, name: String, path: String, size: Int64? = nil, sha256: String? = nil) {
+            self.host = host
+            self.name = name
+            self.path = path
+            self.size = size
+            self.sha256 = sha256
+        }
     }
 
     /// The host of that name, if the run has one.

@@ -192,6 +192,9 @@ extension RolloutEngine {
             mark = Journal.ClusterMark(group: group, value: value, step: step.clusterKey)
         }
         let recorded = await durably("the end of '\(step.name)' on \(host.name)") { [journal] in
+            for artifact in result.artifacts {
+                try journal.artifact(host: host.name, name: artifact.name, path: artifact.path, size: artifact.size, sha256: artifact.sha256)
+            }
             try journal.stepFinished(host: host.name, step: number, status: result.status, exitStatus: result.outcome?.exitStatus,
                                      stdoutTail: result.outcome?.stdoutTail ?? "", stderrTail: result.outcome?.stderrTail ?? "",
                                      error: result.message, at: finishedAt, durationMS: Int(seconds * 1000), cluster: mark)

@@ -3,7 +3,8 @@ import Foundation
 /// One step a host runs in a rolling run: a StackStorm plan step or a runbook step.
 public struct RunStep: Sendable, Codable, Equatable, Hashable {
     public var name: String
-    /// The shell command (for `fetch-audit-logs`, the remote glob fetched over SFTP).
+    /// The shell command (for `backup-files`, the remote paths archived; for
+    /// `fetch-audit-logs`, of older runs, the remote glob).
     public var command: String
     /// The plan step's kind for upgrade steps, `command` for runbook steps, `health`.
     public var kind: StepKind

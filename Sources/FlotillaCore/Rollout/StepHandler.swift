@@ -30,6 +30,11 @@ public struct StepContext: Sendable {
     public var artifactDirectory: URL {
         settings.runDirectory.appendingPathComponent("artifacts/\(FileName.host(host.name))")
     }
+
+    /// `backups/HOST/` of the run's folder, where the host's backup goes (SPEC §8.4).
+    public var backupDirectory: URL {
+        settings.runDirectory.appendingPathComponent("backups/\(FileName.host(host.name))")
+    }
 }
 
 /// How a step went: its status, what the command did (nil when it did not run to an
@@ -41,6 +46,8 @@ public struct StepResult: Sendable {
     public var status: StepRunStatus
     public var outcome: StepOutcome?
     public var message: String?
+    /// Files the step kept on the controller (a backup), recorded in the journal with the step.
+    public var artifacts: [BackupArtifact] = []
 
     public init(_ status: StepRunStatus, _ outcome: StepOutcome?, _ message: String? = nil) {
         self.status = status

@@ -27,9 +27,13 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     /// `--health CMD`: must exit 0 (for `--healthy-for`, that long in a row).
     public static let health: StepKind = "health"
 
-    /// `st2 key list -j`: stdout is saved on the controller.
+    /// `st2 key list -j`: stdout is kept and verified on the controller (`backups/HOST/`).
     public static let backupKeyValue: StepKind = "backup-kv"
-    /// The audit logs fetched over SFTP; the step's command is the remote glob.
+    /// Files kept and verified on the controller as a tar archive, read through become:
+    /// the command is the remote paths, `expect` the archive's name (``BackupItem``).
+    public static let backupFiles: StepKind = "backup-files"
+    /// The audit logs of a run planned by an older flotilla; the step's command is the
+    /// remote glob. Now taken as an optional backup-files step.
     public static let fetchAuditLogs: StepKind = "fetch-audit-logs"
     /// A pre-flight check before the host's first `st2ctl stop` (SPEC §8.3): read-only
     /// towards st2 and judged by its exit status and output.
@@ -50,12 +54,15 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
 
     /// The kinds that only read the host: they run as plain commands over the session,
     /// and one cut off by a lost connection fails its host rather than being re-attached.
-    /// The key-value export stays plain because its stdout is kept as it streams; the
-    /// audit logs are fetched over SFTP, not run. The pre-flight's index refresh rewrites
-    /// only the package index, and that atomically (apt and dnf fetch into a partial
-    /// directory and move complete files into place): one cut off leaves the old index,
-    /// and running it again is the right recovery, so it need not run detached either.
-    public static let readOnly: Set<StepKind> = [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue, .fetchAuditLogs]
+    /// The backups stay plain because their stdout is kept as it streams. The pre-flight's
+    /// index refresh rewrites only the package index, and that atomically (apt and dnf fetch
+    /// into a partial directory and move complete files into place): one cut off leaves the
+    /// old index, and running it again is the right recovery, so it need not run detached.
+    public static let readOnly: Set<StepKind> = [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue,
+                                                 .backupFiles, .fetchAuditLogs]
+
+    /// The kinds of a host's backup, which come before its first change.
+    public static let backups: Set<StepKind> = [.backupKeyValue, .backupFiles, .fetchAuditLogs]
 
     /// Whether a step of this kind runs detached from the connection (SPEC §8.1): every
     /// kind that changes the host, including runbook commands and kinds this flotilla does

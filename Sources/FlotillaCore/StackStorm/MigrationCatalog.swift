@@ -112,6 +112,8 @@ public struct MigrationCatalog: Sendable {
     public var facts: [String: String]
     /// Arguments appended to every migration script of a pass whose target is below a release.
     public var scriptArguments: [ScriptArguments]
+    /// The key-value export's flags by release, oldest first (`key_export:`).
+    public var keyExport: [KeyExport]
 
     /// `script_arguments:` one rule: on passes to a release below `below`, append `append`.
     public struct ScriptArguments: Sendable, Decodable {
@@ -123,17 +125,45 @@ public struct MigrationCatalog: Sendable {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            let text = try c.decode(String.self, forKey: .below)
-            guard let version = StackStormVersion(text) else {
-                throw DecodingError.dataCorruptedError(forKey: .below, in: c, debugDescription: "not a version: \(text)")
-            }
-            below = version
+            below = try c.decodeVersion(forKey: .below)
             append = try c.decode(String.self, forKey: .append)
             guard !append.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw DecodingError.dataCorruptedError(forKey: .append, in: c, debugDescription: "must not be empty")
             }
             source = try c.decodeIfPresent(String.self, forKey: .source)
         }
+    }
+
+    /// `key_export:` one rule: from release `from` on, the key-value export takes `flags`
+    /// (the newest rule at or below the installed release applies).
+    public struct KeyExport: Sendable, Decodable {
+        public var from: StackStormVersion
+        public var flags: String
+        public var source: String?
+
+        enum CodingKeys: String, CodingKey { case from, flags, source }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            from = try c.decodeVersion(forKey: .from)
+            flags = try c.decode(String.self, forKey: .flags).trimmingCharacters(in: .whitespaces)
+            // The flags go into a shell command line, and the backup keeps secrets encrypted.
+            let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -=_.")
+            guard !flags.isEmpty, flags.allSatisfy(allowed.contains) else {
+                throw DecodingError.dataCorruptedError(forKey: .flags, in: c, debugDescription: "must be st2 key list options (letters, digits, spaces, - = _ .)")
+            }
+            guard !flags.split(separator: " ").contains(where: { $0 == "--decrypt" }) else {
+                throw DecodingError.dataCorruptedError(forKey: .flags, in: c, debugDescription: "--decrypt would keep secrets in clear")
+            }
+            source = try c.decodeIfPresent(String.self, forKey: .source)
+        }
+    }
+
+    /// The key-value export's command for a host running `installed`: every key of every
+    /// scope, encrypted values left encrypted, with the flags of ``keyExport`` for that release.
+    public func keyExportCommand(installed: StackStormVersion) -> String {
+        let rule = keyExport.last { installed.compareRelease($0.from) >= 0 }
+        return "st2 key list -j" + (rule.map { " \($0.flags)" } ?? "") + " -s all"
     }
 
     /// A migration script line as run on a pass to `target`, with the arguments the
@@ -159,6 +189,7 @@ public struct MigrationCatalog: Sendable {
             var mistral: Mistral
             var facts: [String: String]?
             var script_arguments: [ScriptArguments]?
+            var key_export: [KeyExport]?
         }
         let raw: Raw
         if let (line, _, message) = YAMLLimits.violation(yaml) {
@@ -199,6 +230,11 @@ public struct MigrationCatalog: Sendable {
         mistral = raw.mistral
         facts = raw.facts ?? [:]
         scriptArguments = raw.script_arguments ?? []
+        keyExport = raw.key_export ?? []
+        for (index, rule) in keyExport.enumerated().dropFirst() where rule.from.compareRelease(keyExport[index - 1].from) <= 0 {
+            let line = Self.line(at: ["key_export", index, "from"], in: yaml).map { "line \($0): " } ?? ""
+            throw LoadError(file: file, message: "\(line)key_export.\(index).from: '\(rule.from.releaseString)' must be above the rule before it (\(keyExport[index - 1].from.releaseString))")
+        }
     }
 
     /// The catalog bundled with flotilla.
@@ -267,6 +303,18 @@ public struct MigrationCatalog: Sendable {
         return node.mark?.line
     }
 
+    /// The line of the node at `path` (keys and list indexes) in the YAML.
+    static func line(at path: [Any], in yaml: String) -> Int? {
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int?
+            init(stringValue: String) { self.stringValue = stringValue }
+            init(intValue: Int) { self.intValue = intValue; stringValue = "\(intValue)" }
+        }
+        let keys: [any CodingKey] = path.map { ($0 as? Int).map(Key.init(intValue:)) ?? Key(stringValue: "\($0)") }
+        return line(of: .dataCorrupted(DecodingError.Context(codingPath: keys, debugDescription: "")), in: yaml)
+    }
+
     private static func describe(_ error: DecodingError) -> String {
         func path(_ context: DecodingError.Context) -> String {
             context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
@@ -284,5 +332,16 @@ public struct MigrationCatalog: Sendable {
         @unknown default:
             return "\(error)"
         }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A release written as text (`"2.8"`); text that is not a version is a data error at `key`.
+    func decodeVersion(forKey key: Key) throws -> StackStormVersion {
+        let text = try decode(String.self, forKey: key)
+        guard let version = StackStormVersion(text) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "not a version: \(text)")
+        }
+        return version
     }
 }

@@ -102,12 +102,12 @@ public struct PlanView: Sendable {
             let width = plan.steps.map(\.name.count).max() ?? 0
             var lastPass = -1
             for (number, step) in plan.steps.enumerated() {
-                if !plan.hops.isEmpty, ![.backupKeyValue, .fetchAuditLogs, .preflight].contains(step.kind), step.pass != lastPass {
+                if !plan.hops.isEmpty, !StepKind.backups.contains(step.kind), step.kind != .preflight, step.pass != lastPass {
                     lastPass = step.pass
                     let to = step.pass < plan.hops.count ? plan.hops[step.pass] : target.releaseString
                     out += "   pass \(step.pass + 1): to \(to)\n"
                 }
-                let command = step.kind == .fetchAuditLogs ? "sftp get \(step.command)" : step.command
+                let command = step.kind == .backupFiles ? "tar -c \(step.command)\(step.expect?.hasSuffix(" optional") == true ? " (if present)" : "")" : step.command
                 for barrier in step.barriers {
                     out += "      -- \(barrier): every node of the \(UpgradePlanner.cluster) gets here first --\n"
                 }

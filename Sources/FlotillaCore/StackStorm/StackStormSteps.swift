@@ -9,8 +9,7 @@ extension StepHandlers {
         generic
             .setting(StackStormCommand(), for: [.stop, .confirmStopped, .upgradePackages, .mistralDB, .migration, .reload, .start,
                                                 .verifyVersion, .verifyServices])
-            .setting(KeyValueExport(), for: [.backupKeyValue])
-            .setting(AuditLogFetch(), for: [.fetchAuditLogs])
+            .setting(BackupStep(), for: [.backupKeyValue, .backupFiles, .fetchAuditLogs])
             .setting(PreflightCheck(), for: [.preflight])
     }
 }
@@ -44,33 +43,6 @@ struct PreflightCheck: StepHandler {
         case .exited(let outcome):
             let planned = PlanStep(name: step.name, command: step.command, kind: step.kind)
             return Preflight.reason(planned, outcome).map { StepResult(.failed, outcome, $0) } ?? StepResult(.succeeded, outcome)
-        }
-    }
-}
-
-/// `st2 key list -j`: judged like any plan step, its stdout also kept on the controller in
-/// `artifacts/HOST/st2-key-list.json` (owner-only).
-struct KeyValueExport: StepHandler {
-    func perform(_ step: RunStep, on connection: any HostConnection, context: StepContext) async -> StepResult {
-        let file = ArtifactFile(context.artifactDirectory.appendingPathComponent("st2-key-list.json"), log: context.log)
-        let execution = await CommandStep.execute(step, on: connection, context: context) { file.write($0) }
-        file.close()
-        return await StackStormSteps.judge(step, execution, on: connection, context: context)
-    }
-}
-
-/// The audit logs: every remote file matching the step's glob, fetched over SFTP into
-/// `artifacts/HOST/audit/`.
-struct AuditLogFetch: StepHandler {
-    func perform(_ step: RunStep, on connection: any HostConnection, context: StepContext) async -> StepResult {
-        let directory = context.artifactDirectory.appendingPathComponent("audit")
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let fetched = try await connection.fetch(glob: step.command, into: directory)
-            context.log.note("fetched \(fetched.count) file(s) into \(directory.path)")
-            return StepResult(.succeeded, StepOutcome(exitStatus: 0, stdoutTail: fetched.joined(separator: "\n")))
-        } catch {
-            return StepResult(.failed, nil, "fetching \(step.command): \(error)")
         }
     }
 }
@@ -191,55 +163,5 @@ enum StepJudge {
         default:
             return StepResult(.succeeded, outcome)
         }
-    }
-}
-
-/// A file kept for a host, written as a command's output arrives. A file that cannot be
-/// created or written is said in the host log; the step is still judged on its command.
-final class ArtifactFile: @unchecked Sendable {
-    // @unchecked: written by one command's output callback at a time, and closed after the
-    // command returned; `failed` is only touched on that path.
-    private let url: URL
-    private let log: HostLog
-    private var handle: FileHandle?
-    private var failed = false
-
-    init(_ url: URL, log: HostLog) {
-        self.url = url
-        self.log = log
-        do {
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
-            guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                fail("cannot create the file")
-                return
-            }
-            handle = try FileHandle(forWritingTo: url)
-        } catch {
-            fail("\(error)")
-        }
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) {
-        guard let handle, !failed else { return }
-        do {
-            try handle.write(contentsOf: Data(bytes))
-        } catch {
-            fail("\(error)")
-        }
-    }
-
-    func close() {
-        do {
-            try handle?.close()
-        } catch {
-            fail("\(error)")
-        }
-        handle = nil
-    }
-
-    private func fail(_ why: String) {
-        if !failed { log.note("cannot keep \(url.path): \(why); the rest of the output is not kept there") }
-        failed = true
     }
 }

@@ -248,9 +248,10 @@ public struct UpgradePlanner: Sendable {
     func steps(_ host: Installation, _ passes: [Pass]) -> [PlanStep] {
         var steps: [PlanStep] = []
         if options.backup {
-            let limit = host.st2.compareRelease(StackStormVersion("2.5")!) >= 0 ? " -n -1" : ""
-            steps.append(PlanStep(name: "export key-value store", command: "st2 key list -j\(limit) -s all", kind: .backupKeyValue))
-            steps.append(PlanStep(name: "fetch audit logs", command: "/var/log/st2/*.audit.log", kind: .fetchAuditLogs))
+            steps.append(PlanStep(name: "export key-value store", command: catalog.keyExportCommand(installed: host.st2), kind: .backupKeyValue))
+            for item in BackupItem.files {
+                steps.append(PlanStep(name: item.stepName, command: item.paths, kind: .backupFiles, expect: item.expect))
+            }
         }
         steps += preflightSteps(host, passes)
         for (index, pass) in passes.enumerated() {

@@ -115,17 +115,27 @@ enum St2Tools {
 
     static func keyList(_ sim: inout SimContext, state: HostState, args: [String], version: StackStormVersion) -> Int32 {
         var json = false, decrypt = false
-        // From 2.5 the client returns 50 keys unless told otherwise; up to 2.8 only the system scope.
-        var limit = version >= StackStormVersion("2.5")! ? 50 : Int.max
+        // From 2.4 the client asks for 50 keys unless told otherwise (-n/--last); up to 2.8
+        // only the system scope.
+        let paged = version >= StackStormVersion("2.4")!
+        var limit = paged ? 50 : Int.max
         var scope = version < StackStormVersion("2.9")! ? "system" : "all"
         var index = 0
         while index < args.count {
             switch args[index] {
             case "-j", "--json": json = true
             case "--decrypt": decrypt = true
-            case "-n", "--last":
-                guard index + 1 < args.count, let n = Int(args[index + 1]) else { sim.err("st2 key list: error: argument -n/--last: expected one argument"); return 2 }
-                limit = n < 0 ? Int.max : n
+            case "-n" where paged, "--last" where paged:
+                guard index + 1 < args.count, let n = Int(args[index + 1]) else {
+                    sim.err("usage: st2 key list [-h] [-n LAST] ...\nst2 key list: error: argument -n/--last: expected one argument")
+                    return 2
+                }
+                switch apiLimit(n, version: version, scope: scope) {
+                case .success(let granted): limit = granted
+                case .failure(let error):
+                    sim.err(error.message)
+                    return 1
+                }
                 index += 1
             case "-s", "--scope":
                 guard index + 1 < args.count else { sim.err("st2 key list: error: argument -s/--scope: expected one argument"); return 2 }
@@ -153,6 +163,28 @@ enum St2Tools {
             for item in items { sim.out("| \(item["name"]!) | \(item["value"]!) | \(item["scope"]!) |") }
         }
         return 0
+    }
+
+    struct APIError: Error { var message: String }
+
+    /// What the API of `version` makes of `?limit=N` (st2api controllers/resource.py):
+    /// 2.4 and 2.5 take 0 as no limit, fail on a negative one (an IndexError: 500) and
+    /// refuse more than `api.max_page_size` (100); from 2.6, -1 is the full set (for an
+    /// admin, as root's CLI is), 0 and below -1 are refused.
+    static func apiLimit(_ n: Int, version: StackStormVersion, scope: String) -> Result<Int, APIError> {
+        let url = "http://127.0.0.1:9101/v1/keys/?scope=\(scope)&decrypt=false&limit=\(n)"
+        func error(_ status: String, _ message: String) -> Result<Int, APIError> {
+            .failure(APIError(message: "ERROR: \(status)\nMESSAGE: \(message) for url: \(url)"))
+        }
+        if version < StackStormVersion("2.6")! {
+            if n < 0 { return error("500 Server Error: Internal Server Error", "Internal Server Error") }
+            if n > 100 { return error("400 Client Error: Bad Request", "Limit \"\(n)\" specified, maximum value is \"100\"") }
+            return .success(n == 0 ? Int.max : n)
+        }
+        if n == -1 { return .success(Int.max) }
+        if n == 0 { return error("400 Client Error: Bad Request", "Limit, \"0\" specified, must be a positive number or -1 for full result set.") }
+        if n < -1 { return error("400 Client Error: Bad Request", "Limit, \"\(n)\" specified, must be a positive number.") }
+        return .success(n)
     }
 
     /// A stable stand-in for st2's AES ciphertext, so secrets are never shown in clear.
