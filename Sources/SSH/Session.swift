@@ -294,7 +294,6 @@ public actor SSHSession {
         while !Task.isCancelled, raw != nil {
             var progressed = false
             let ticket = EventLoop.Ticket(), before = received.pointee
-            defer { wakeOthers(ifReadSince: before) }
             var socketEvents: EventLoop.Events = []
             var wantChannel = false
             if toSocket.isEmpty && !channelClosed {
@@ -347,6 +346,7 @@ public actor SSHSession {
                     return
                 }
             }
+            wakeOthers(ifReadSince: before)
             if progressed { continue }
             var sessionEvents: EventLoop.Events = []
             let directions = libssh2_session_block_directions(raw)
@@ -700,7 +700,6 @@ public actor SSHSession {
         while true {
             var progressed = false
             let ticket = EventLoop.Ticket(), before = received.pointee
-            defer { wakeOthers(ifReadSince: before) }
             for (stream, id) in [(RemoteStream.stdout, Int32(0)), (.stderr, Int32(SSH_EXTENDED_DATA_STDERR))] {
                 while true {
                     let count = libssh2_channel_read_ex(channel, id, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), size)
@@ -715,6 +714,8 @@ public actor SSHSession {
                     throw fail(.disconnected, "exec", "the connection broke while reading output: \(lastError())", rc: Int32(count))
                 }
             }
+            // Before this channel waits: the others' packets may be among what it read.
+            wakeOthers(ifReadSince: before)
             if libssh2_channel_eof(channel) != 0 { return }
             if progressed { continue }
             var wait = deadline

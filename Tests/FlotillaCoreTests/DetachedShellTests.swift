@@ -126,7 +126,7 @@ private final class Received: Sendable {
         let connection = LocalShell(home: home)
         let step = Task {
             await connection.startDetached(Self.token(2), command: "echo before; echo early >&2; read x <\(gate.path); echo after; echo late >&2",
-                                           become: false, timeout: nil, output: received.take)
+                                           become: false, timeout: nil, followAfter: .milliseconds(200), output: received.take)
         }
         // The first line arrives live, through the follower, while the step still waits.
         await received.awaitText(.stdout, "before\n")

@@ -365,17 +365,6 @@ import Testing
         #expect(state.hosts[0].error == "step 'confirm stopped' failed: --force-stop: still running after kill -9: st2sensorcontainer (pid 812)")
     }
 
-    @Test func theKeyValueExportIsKeptOnTheController() async throws {
-        let steps = [RunStep(name: "export key-value store", command: "st2 key list -j -s all", kind: .backupKeyValue)]
-        let run = try EngineHarness(hosts: [host("a", steps: steps)], batches: [[0]])
-        run.transport.script(0, "st2 key list -j -s all", .exit(0, stdout: #"[{"name":"k","value":"v"}]"#))
-        #expect(await run.run() == .succeeded)
-        let file = run.stateDir.appendingPathComponent("runs/\(run.record.id)/artifacts/a/st2-key-list.json")
-        #expect(try String(contentsOf: file, encoding: .utf8) == #"[{"name":"k","value":"v"}]"#)
-        let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
-        #expect(mode == 0o600)
-    }
-
     @Test func aKnownMistralFailureIsExplainedAndOnlyForItsKind() async throws {
         let steps = [RunStep(name: "plain", command: "plain"), RunStep(name: "mistral db", command: "mistral-db-manage", kind: .mistralDB)]
         let failure = RolloutEngine.KnownFailure(stepKind: .mistralDB, match: "relation x already exists", explanation: "see the recovery notes")

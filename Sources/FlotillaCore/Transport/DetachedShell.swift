@@ -12,10 +12,16 @@ extension HostConnection {
     /// followed live over a second channel, and what that passed on is not passed again.
     public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,
                               output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        await startDetached(token, command: command, become: become, timeout: timeout, followAfter: DetachedShell.followAfter, output: output)
+    }
+
+    /// The same, followed live after `followAfter` rather than ``DetachedShell/followAfter``.
+    public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?, followAfter: Duration,
+                              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
         let passed = DetachedShell.Passed(output)
         let follower = DetachedShell.Follower()
         let following = Task {
-            guard (try? await Task.sleep(for: DetachedShell.followAfter)) != nil, follower.begin() else { return }
+            guard (try? await Task.sleep(for: followAfter)) != nil, follower.begin() else { return }
             // Its outcome does not matter: the start line's own end says how the step ended.
             _ = await attach(token, stdoutOffset: 0, stderrOffset: 0, become: become, timeout: nil, output: passed.take)
         }
@@ -149,8 +155,11 @@ enum DetachedShell {
         return .failed("\(error)")
     }
 
-    /// How long a step runs before the controller follows its output live.
-    static let followAfter: Duration = .seconds(1)
+    /// How long a step runs before the controller follows its output live. Long enough that
+    /// the steps of a busy fleet (hundreds of hosts on a controller's few cores, each step
+    /// taking seconds there) end first: a follower is a second channel and host process per
+    /// step, and at 1 s they took half of `bench-engine 200 20`'s time.
+    static let followAfter: Duration = .seconds(10)
 
     /// Output passed on to the caller: how many bytes of each stream, and their tails (for
     /// the outcome, and the offsets a re-attach resumes from).
