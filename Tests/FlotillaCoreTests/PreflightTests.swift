@@ -25,8 +25,9 @@ import Testing
         let host = facts(os: Self.focal, manager: "apt", installed: ["st2": "3.7.1-1", "st2chatops": "3.7.1-1"],
                          offered: ["st2": ["3.8.1-1"], "st2chatops": ["3.8.1-1"]])
         let steps = plan(host, to: "3.8.1").steps
-        #expect(steps.map(\.name).prefix(8) == ["export key-value store", "fetch audit logs", "pre-flight disk", "pre-flight index",
-                                                "pre-flight packages", "pre-flight databases", "pre-flight st2 CLI", "stop services"])
+        #expect(steps.map(\.name).prefix(11) == ["export key-value store", "back up the datastore crypto key", "back up /etc/st2", "back up /etc/mistral",
+                                                 "back up audit logs", "pre-flight disk", "pre-flight index", "pre-flight packages",
+                                                 "pre-flight databases", "pre-flight st2 CLI", "stop services"])
         let preflight = steps.filter { $0.kind == .preflight }
         #expect(preflight.allSatisfy { $0.pass == 0 && $0.oncePer == nil })
         #expect(preflight[1].command == "apt-get update")

@@ -112,13 +112,16 @@ import Testing
     }
 
     /// All or nothing: in `east`, c2's repositories do not offer 3.0.1 (the planner refuses
-    /// it); in `west`, w2's key-value export fails (a step before the barrier). No node of
-    /// either cluster is stopped; the node outside them is upgraded; the report names the
+    /// it); in `west`, w2's key-value export fails (a step before the barrier); in `south`,
+    /// s2's package transaction cannot be resolved (its pre-flight simulation fails). No node
+    /// of those clusters is stopped; the node outside them is upgraded; the report names the
     /// node that kept each cluster back.
     @Test func aClusterWithANodeThatCannotGoIsLeftUntouched() throws {
         let lab = try TestLab(spec: Self.spec(extraHosts: """
               - {name: w1, st2_cluster: west}
               - {name: w2, st2_cluster: west, faults: {tool_fail: [{match: "^st2 key list", stderr: "ERROR: 503 Service Unavailable"}]}}
+              - {name: s1, st2_cluster: south}
+              - {name: s2, st2_cluster: south, faults: {unmet_dependency: {st2: "libpython3.6 (>= 3.6.0)"}}}
               - {name: solo}
             """).replacingOccurrences(of: "{name: c2, st2_cluster: east}", with: "{name: c2, st2_cluster: east, available: [2.0.1-1]}"),
                               login: "user")
@@ -139,10 +142,16 @@ import Testing
         #expect(hosts["w1"]?["status"] as? String == "failed")
         #expect((hosts["w1"]?["error"] as? String)?.contains("the hosts of st2_cluster=west go on only all together, and w2 did not get there (failed: step 'export key-value store' failed") == true,
                 "\(hosts["w1"] ?? [:])")
+        #expect(hosts["s2"]?["status"] as? String == "failed")
+        #expect((hosts["s2"]?["error"] as? String)?.contains("libpython3.6") == true, "\(hosts["s2"] ?? [:])")
+        #expect(hosts["s1"]?["status"] as? String == "failed")
+        #expect((hosts["s1"]?["error"] as? String)?.contains("the hosts of st2_cluster=south go on only all together, and s2 did not get there") == true,
+                "\(hosts["s1"] ?? [:])")
         #expect(hosts["solo"]?["status"] as? String == "succeeded")
-        let untouched = try Self.tools(lab, ["c1", "c2", "c3", "w1", "w2"])
+        let kept = ["c1", "c2", "c3", "w1", "w2", "s1", "s2"]
+        let untouched = try Self.tools(lab, kept)
         #expect(!untouched.contains { $0.line.hasPrefix("st2ctl stop") }, "\(untouched.map { "\($0.host) \($0.line)" })")
-        for host in ["c1", "c2", "c3", "w1", "w2"] { #expect(try lab.packages(host)["st2"] == "2.0.1-1") }
+        for host in kept { #expect(try lab.packages(host)["st2"] == "2.0.1-1") }
         #expect(try lab.packages("solo")["st2"] == "3.0.1-1")
     }
 }
