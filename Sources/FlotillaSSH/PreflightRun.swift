@@ -1,6 +1,5 @@
 import FlotillaCore
 import Foundation
-import SSH
 
 extension Targets {
     /// `plan --preflight`: each upgrade host's pre-flight checks but the index refresh
@@ -9,32 +8,32 @@ extension Targets {
     /// the first failing check ends the host's checks, as it would end its upgrade. nil
     /// for hosts not upgraded; a host that cannot be reached is a report saying why.
     public func preflight(_ plans: [HostPlan], forks: Int, timeout: Duration) async -> [PreflightReport?] {
-        await Fleet.each(hosts.count, forks: forks) { [self] index in
+        let transport = SSHTransport(targets: self)
+        return await Fleet.each(hosts.count, forks: forks) { index in
             let steps = PreflightReport.steps(of: plans[index])
             guard plans[index].action == .upgrade, !steps.isEmpty else { return nil }
-            let settings = self.settings[index]
-            if let problem = settings.problems.first { return PreflightReport(checks: [], problem: problem) }
-            var checks: [PreflightReport.Check] = []
+            // The engine's own connection: its become wrapping and its outcomes.
+            let connection: any HostConnection
             do {
-                try await Fleet.withSession(options[index], through: jumps[index]) { session in
-                    for step in steps {
-                        let (remote, stdin) = Become.wrap(step.command, become: settings.become, user: settings.becomeUser,
-                                                          password: settings.becomePassword?.value)
-                        let result = try await session.run(remote, stdin: stdin, timeout: timeout)
-                        let outcome = StepOutcome(exitStatus: result.timedOut ? nil : result.exitStatus, exitSignal: result.exitSignal,
-                                                  stdoutTail: result.stdout.text, stderrTail: result.stderr.text, timedOut: result.timedOut)
-                        let failure = result.timedOut ? "\(step.name) timed out after \(timeout.components.seconds) s"
-                            : Preflight.reason(step, outcome)
-                        checks.append(PreflightReport.Check(name: step.name, failure: failure))
-                        if failure != nil { break }
-                    }
-                }
-            } catch let error as SSHError {
-                return PreflightReport(checks: checks, problem: error.message)
+                connection = try await transport.connect(index)
             } catch {
-                return PreflightReport(checks: checks, problem: "\(error)")
+                return PreflightReport(checks: [], problem: (error as? TransportError)?.message ?? "\(error)")
             }
-            return PreflightReport(checks: checks)
+            var checks: [PreflightReport.Check] = []
+            var problem: String?
+            for step in steps {
+                do {
+                    let outcome = try await connection.run(step.command, become: true, timeout: timeout) { _, _ in }
+                    let failure = outcome.timedOut ? "\(step.name) timed out after \(timeout.components.seconds) s" : Preflight.reason(step, outcome)
+                    checks.append(PreflightReport.Check(name: step.name, failure: failure))
+                    if failure != nil { break }
+                } catch {
+                    problem = (error as? TransportError)?.message ?? "\(error)"
+                    break
+                }
+            }
+            await connection.close()
+            return PreflightReport(checks: checks, problem: problem)
         }
     }
 }

@@ -52,22 +52,5 @@ public struct SSHConnection: HostConnection {
         }
     }
 
-    public func fetch(glob: String, into directory: URL) async throws -> [String] {
-        // The shell expands the glob; only regular files are listed, one per line.
-        let list = try await session.run("for f in \(glob); do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done; true")
-        var fetched: [String] = []
-        for path in list.stdout.text.split(separator: "\n").map(String.init) where !path.isEmpty {
-            let local = directory.appendingPathComponent(URL(fileURLWithPath: path).lastPathComponent)
-            do {
-                _ = try await session.download(path, to: local.path)
-            } catch let error as SSHError {
-                throw TransportError(.other, error.message)
-            }
-            chmod(local.path, 0o600)
-            fetched.append(path)
-        }
-        return fetched
-    }
-
     public func close() async { await session.close() }
 }

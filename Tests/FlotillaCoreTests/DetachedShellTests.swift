@@ -56,7 +56,6 @@ private struct LocalShell: HostConnection {
         return StepOutcome(exitStatus: process.terminationStatus, stdoutTail: text.0, stderrTail: text.1)
     }
 
-    func fetch(glob: String, into directory: URL) async throws -> [String] { [] }
     func close() async {}
 }
 

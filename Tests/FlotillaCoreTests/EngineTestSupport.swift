@@ -122,7 +122,6 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
         case ran(host: Int, command: String)
         case hanging(host: Int, command: String)
         case closed(host: Int, session: Int)
-        case fetched(host: Int, glob: String)
         /// An attach to a step the host knows (running or ended).
         case attached(host: Int, command: String)
         case killed(host: Int, command: String)
@@ -364,12 +363,6 @@ final class FakeTransport: HostTransport, @unchecked Sendable {
 
     fileprivate func closed(host: Int, session: Int) { events.append(.closed(host: host, session: session)) }
 
-    fileprivate func fetch(glob: String, host: Int, into directory: URL) throws -> [String] {
-        events.append(.fetched(host: host, glob: glob))
-        let name = "st2api.audit.log"
-        try Data("audit\n".utf8).write(to: directory.appendingPathComponent(name))
-        return ["/var/log/st2/\(name)"]
-    }
 }
 
 private struct FakeConnection: HostConnection {
@@ -380,10 +373,6 @@ private struct FakeConnection: HostConnection {
     func run(_ command: String, become: Bool, timeout: Duration?,
              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome {
         try await transport.run(command, host: host, output: output)
-    }
-
-    func fetch(glob: String, into directory: URL) async throws -> [String] {
-        try transport.fetch(glob: glob, host: host, into: directory)
     }
 
     func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,

@@ -15,9 +15,6 @@ public protocol HostConnection: Sendable {
     /// - Throws: `TransportError` when the session broke (`connectionLost`).
     func run(_ command: String, become: Bool, timeout: Duration?,
              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome
-    /// Fetches every remote file matching `glob` (a directory and a `*` pattern) into
-    /// `directory`; returns the remote paths fetched.
-    func fetch(glob: String, into directory: URL) async throws -> [String]
     func close() async
 
     // Detached execution (SPEC §8.1): a mutating step runs on the host in its own session,
