@@ -118,10 +118,15 @@ struct LabUp: Sendable {
         try writeAtomically(try labJSONEncoder.encode(record), to: labFile)
     }
 
+    /// How long hosts get to answer after they are started. Generous: on a loaded machine
+    /// (a 300-host test beside this one on two cores) sshd in a new namespace has been
+    /// seen to take more than 30 s.
+    static let readyTimeout: TimeInterval = 180
+
     /// Polls each host until it answers as intended (sshd banner, or a silent accept),
     /// also recording the pid of each namespace's init (the parent of its sshd).
     private func waitUntilReady(_ record: inout LabRecord) throws {
-        let deadline = Date().addingTimeInterval(30)
+        let deadline = Date().addingTimeInterval(Self.readyTimeout)
         var pending = Set(record.hosts.indices.filter { record.hosts[$0].unreachable != .refused })
         var delay: useconds_t = 2_000
         while !pending.isEmpty {
@@ -145,7 +150,7 @@ struct LabUp: Sendable {
             }
             guard !pending.isEmpty else { break }
             guard Date() < deadline else {
-                throw LabError.failed("hosts did not answer within 30 s: \(pending.sorted().prefix(5).map { record.hosts[$0].name }.joined(separator: ", "))")
+                throw LabError.failed("hosts did not answer within \(Int(Self.readyTimeout)) s: \(pending.sorted().prefix(5).map { record.hosts[$0].name }.joined(separator: ", "))")
             }
             usleep(delay)
             delay = min(delay * 2, 50_000)
