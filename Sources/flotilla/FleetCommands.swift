@@ -102,18 +102,32 @@ struct BatchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A first batch of N hosts that must all succeed before anything else starts.", valueName: "n"))
     var canary: Int?
 
-    func spec() throws -> BatchSpec? {
+    @Option(help: ArgumentHelp("Hosts in flight at once within a batch (default: the whole batch).", valueName: "n"))
+    var maxParallel: Int?
+
+    @Option(help: ArgumentHelp("Never more than N hosts in flight sharing a value of host variable VAR, e.g. zone=1 (repeatable).", valueName: "VAR=N"))
+    var maxPer: [String] = []
+
+    /// The flags as typed, keyed by flag name.
+    var flags: [String: String] {
+        var flags: [String: String] = [:]
+        flags["batch"] = batch
+        flags["canary"] = canary.map(String.init)
+        flags["max-parallel"] = maxParallel.map(String.init)
+        if !maxPer.isEmpty { flags["max-per"] = maxPer.joined(separator: ",") }
+        return flags
+    }
+
+    /// The run options these flags set (checked by `validate()`).
+    func runOptions() throws -> RunOptions {
         do {
-            return try batch.map(BatchSpec.init(parsing:))
-        } catch let error as BatchSpec.ParseError {
-            throw ValidationError("--batch: \(error.message)")
+            return try RunOptions(flags: flags)
+        } catch let error as RolloutFlags.FlagError {
+            throw ValidationError(error.message)
         }
     }
 
-    func validate() throws {
-        _ = try spec()
-        if let canary, canary < 1 { throw ValidationError("--canary must be at least 1") }
-    }
+    func validate() throws { _ = try runOptions() }
 }
 
 struct Plan: AsyncParsableCommand {
@@ -126,11 +140,14 @@ struct Plan: AsyncParsableCommand {
         migration scripts of every crossed version, reload, start, verify. Hosts with \
         identical plans are shown once; hosts at the target are skipped; hosts that \
         cannot be upgraded safely are refused with the reason. Steps marked "once per \
-        st2_cluster" run on one host of each cluster.
+        st2_cluster" run on one host of each cluster. The batch flags batch the hosts as \
+        'upgrade' would: a whole cluster in one batch, and refused, every node, when \
+        --max-parallel or a --max-per limit could never let it run at once.
 
         Examples:
           flotilla plan -i lab/inventory.ini --to 3.8.1
           flotilla plan -i prod/ --to 3.8.1 --canary 1 --batch 5,25% --json
+          flotilla plan -i prod/ --to 3.5.0 --batch 25% --max-per zone=1
           flotilla plan -i prod/ --limit 'dc1:!st2-07' --to 3.5.0 --with-optional-migrations
           flotilla plan -i prod/ --to 3.8.1 --preflight
 
@@ -180,7 +197,10 @@ struct Plan: AsyncParsableCommand {
         let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
         decided.warnings.forEach(Console.warn)
         let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
-        var view = PlanView(target: target, entries: entries, spec: try batches.spec(), canary: batches.canary, clusters: decided.clusters)
+        let options = try batches.runOptions()
+        let groupVariables = Set(["st2_cluster"] + options.groupVariables)
+        let groups = Dictionary(targets.hosts.map { ($0.name, RunBuilder.groups($0, groupVariables)) }, uniquingKeysWith: { first, _ in first })
+        var view = PlanView(target: target, entries: entries, options: options, groups: groups, clusters: decided.clusters)
         if preflight {
             Console.note("running the pre-flight checks of \(entries.filter { $0.plan.action == .upgrade }.count) host(s)")
             // A simulated RPM transaction downloads the packages: at least 10 minutes a check.

@@ -8,12 +8,6 @@ import SSH
 struct RolloutOptions: ParsableArguments {
     @OptionGroup var batches: BatchOptions
 
-    @Option(help: ArgumentHelp("Hosts in flight at once within a batch (default: the whole batch).", valueName: "n"))
-    var maxParallel: Int?
-
-    @Option(help: ArgumentHelp("Never more than N hosts in flight sharing a value of host variable VAR, e.g. zone=1 (repeatable).", valueName: "VAR=N"))
-    var maxPer: [String] = []
-
     @Option(help: ArgumentHelp("Halt as soon as failed + unreachable hosts exceed N or P% of the targeted hosts.", valueName: "N|P%"))
     var maxFail = "0"
 
@@ -49,11 +43,10 @@ struct RolloutOptions: ParsableArguments {
 
     /// The flags as typed, keyed by flag name.
     var flags: [String: String] {
-        var options: [String: String] = ["max-fail": maxFail, "unreachable-counts": unreachableCounts, "on-halt": onHalt]
-        options["batch"] = batches.batch
-        options["canary"] = batches.canary.map(String.init)
-        options["max-parallel"] = maxParallel.map(String.init)
-        if !maxPer.isEmpty { options["max-per"] = maxPer.joined(separator: ",") }
+        var options = batches.flags
+        options["max-fail"] = maxFail
+        options["unreachable-counts"] = unreachableCounts
+        options["on-halt"] = onHalt
         options["max-fail-batch"] = maxFailBatch
         options["pause"] = pause
         if confirm { options["confirm"] = "yes" }

@@ -145,6 +145,28 @@ import Testing
         #expect(Self.run(try RunOptions(flags: flags), strategy: .rolling).hosts.allSatisfy { $0.skip == nil })
     }
 
+    /// `plan --max-parallel/--max-per` shows what `upgrade` would do: the same refusal,
+    /// the same batches.
+    @Test func thePlanRefusesWhatTheRunWouldRefuse() throws {
+        let options = try RunOptions(flags: ["max-per": "flotilla_zone=1", "batch": "1"])
+        let record = Self.run(options)
+        let plans = [Self.upgrade(database: true), Self.upgrade(database: true), Self.upgrade(database: false),
+                     Self.upgrade(database: false), Self.upgrade(database: false)]
+        let decided = ClusterPlanning.apply(.auto, to: zip(Self.inventoryHosts, plans).map {
+            ClusterPlanning.Member(name: $0.name, cluster: RunBuilder.groups($0, ["st2_cluster"])["st2_cluster"], plan: $1)
+        })
+        let groups = Dictionary(uniqueKeysWithValues: Self.inventoryHosts.map { ($0.name, RunBuilder.groups($0, ["st2_cluster", "flotilla_zone"])) })
+        let view = PlanView(target: StackStormVersion("3.8.1")!, entries: zip(Self.inventoryHosts, decided.plans).map {
+            PlanView.Entry(name: $0.name, address: "10.0.0.1", plan: $1)
+        }, options: options, groups: groups, clusters: decided.clusters)
+        #expect(view.entries.map(\.plan.action) == [.refuse, .refuse, .refuse, .upgrade, .upgrade])
+        #expect(view.entries[0].plan.reason == record.hosts[0].skip?.reason)
+        #expect(view.batches == record.batches)
+        #expect(view.clusters.first?.reason == record.clusters?.first?.reason)
+        #expect(view.exitStatus == .someHostsFailed)
+        #expect(view.text.contains("Refused:\n  st2-[01-03]: st2_cluster=blue goes whole (3 hosts: st2-01, st2-02, st2-03) and 2 of them share flotilla_zone=a"), "\(view.text)")
+    }
+
     @Test func unitsFillBatchesInOrderAndAUnitLargerThanItsBatchStandsAlone() {
         #expect(BatchSpec.batches(units: [1, 3, 1, 1], spec: BatchSpec(sizes: [.count(2)]), canary: 1, targeted: 6) == [[0], [1], [2, 3]])
         #expect(BatchSpec.batches(units: [3, 1, 1], spec: nil, canary: 2, targeted: 5) == [[0], [1, 2]])

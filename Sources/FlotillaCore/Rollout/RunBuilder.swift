@@ -23,6 +23,14 @@ public enum RunBuilder {
     ///   - groupVariables: the `--max-per` variables (`st2_cluster` is always added).
     public static func upgradeHost(_ host: Inventory.Host, address: String, plan: HostPlan, target: String, health: String?,
                                    groupVariables: [String]) -> RunHost {
+        upgradeHost(name: host.name, address: address, groups: groups(host, Set(["st2_cluster"] + groupVariables)), plan: plan,
+                    target: target, health: health)
+    }
+
+    /// A host of a StackStorm upgrade run by name, with its values of the run's group
+    /// variables (`st2_cluster` and the `--max-per` ones) already read.
+    public static func upgradeHost(name: String, address: String, groups: [String: String], plan: HostPlan, target: String,
+                                   health: String?) -> RunHost {
         var steps = plan.steps.map { step in
             RunStep(name: step.name, command: step.command, kind: step.kind, oncePer: step.oncePer, expect: step.expect,
                     become: true, stage: step.pass < plan.hops.count ? plan.hops[step.pass] : target,
@@ -37,7 +45,7 @@ public enum RunBuilder {
         case .refuse: SkipCause(.refused, plan.reason ?? "")
         case .unreachable: SkipCause(.unreachable, plan.reason ?? "")
         }
-        return RunHost(name: host.name, address: address, batch: nil, groups: groups(host, Set(["st2_cluster"] + groupVariables)),
+        return RunHost(name: name, address: address, batch: nil, groups: groups,
                        fromVersion: plan.fromVersion, toVersion: plan.toVersion, steps: steps, skip: skip)
     }
 

@@ -25,25 +25,46 @@ public struct PlanView: Sendable {
     /// `plan --preflight`: each checked host's pre-flight, by host name; nil without it.
     public var preflight: [String: PreflightReport]?
 
-    /// Builds the view; with `spec` or `canary`, the upgrade hosts are split into batches,
-    /// percentages taken of all targeted hosts, a whole cluster never split (as a run
-    /// batches them: ``RunBuilder/record(id:kind:name:target:createdAt:hosts:options:clusters:)``).
-    public init(target: StackStormVersion, entries: [Entry], spec: BatchSpec?, canary: Int?, clusters: [RunCluster] = []) {
+    /// Builds the view as a run of these plans would start (``RunBuilder/record(id:kind:name:target:createdAt:hosts:options:clusters:)``):
+    /// with `--batch` or `--canary` in `options`, the upgrade hosts split into batches
+    /// (percentages of all targeted hosts, a whole cluster never split); a whole cluster
+    /// that `--max-parallel` or a `--max-per` limit could never let run at once is refused,
+    /// every node of it, with the reason.
+    ///
+    /// - Parameter groups: each host's values of `st2_cluster` and the `--max-per`
+    ///   variables, by host name; a host's cluster in `clusters` is used when it has none.
+    public init(target: StackStormVersion, entries: [Entry], options: RunOptions, groups: [String: [String: String]] = [:],
+                clusters: [RunCluster] = []) {
         self.target = target
-        self.entries = entries
-        self.canary = (canary ?? 0) > 0
-        self.clusters = clusters
-        if spec != nil || canary != nil {
-            let upgrading = entries.filter { $0.plan.action == .upgrade }.map(\.name)
-            var units: [[String]] = []
-            for name in upgrading {
-                guard !units.contains(where: { $0.contains(name) }) else { continue }
-                let whole = clusters.first { $0.strategy == "whole" && $0.hosts.contains(name) }
-                units.append(whole.map { $0.hosts.filter(upgrading.contains) } ?? [name])
+        self.canary = (options.canary ?? 0) > 0
+        let hosts = entries.map { entry in
+            var hostGroups = groups[entry.name] ?? [:]
+            for cluster in clusters where cluster.hosts.contains(entry.name) && hostGroups[cluster.variable] == nil {
+                hostGroups[cluster.variable] = cluster.value
             }
-            batches = BatchSpec.batches(units: units.map(\.count), spec: spec, canary: canary, targeted: entries.count)
-                .map { $0.flatMap { units[$0] } }
+            return RunBuilder.upgradeHost(name: entry.name, address: entry.address, groups: hostGroups, plan: entry.plan,
+                                          target: target.releaseString, health: nil)
         }
+        let run = RunBuilder.record(id: "plan", kind: .stackstormUpgrade, name: nil, target: target.releaseString, createdAt: Date(),
+                                    hosts: hosts, options: options, clusters: clusters)
+        self.entries = zip(entries, run.hosts).map { entry, host in
+            var entry = entry
+            if entry.plan.action == .upgrade, let skip = host.skip {
+                entry.plan.action = .refuse
+                entry.plan.reason = skip.reason
+            }
+            return entry
+        }
+        self.clusters = run.clusters ?? clusters
+        if options.batch != nil || options.canary != nil { batches = run.batches }
+    }
+
+    /// The view with `--batch` as `spec` and `--canary`, and no other limit.
+    public init(target: StackStormVersion, entries: [Entry], spec: BatchSpec?, canary: Int?, clusters: [RunCluster] = []) {
+        var options = RunOptions()
+        options.batch = spec
+        options.canary = canary
+        self.init(target: target, entries: entries, options: options, clusters: clusters)
     }
 
     /// SPEC §1 for `plan`: no host reached (or none selected) 69; some host refused or
