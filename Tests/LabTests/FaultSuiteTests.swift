@@ -19,11 +19,16 @@ import Testing
          "failed", "step 'upgrade packages' failed: exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)"),
         ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after 4 s"),
         ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: "),
+        ("unmet", "packages: {st2: 3.7.1-1, st2chatops: 3.7.1-1}, faults: {unmet_dependency: {st2chatops: \"nodejs (>= 14.0.0)\"}}",
+         "failed", "step 'pre-flight packages' failed: pre-flight packages failed (exit 100): E: Unable to correct problems"),
+        ("no-mongo", "faults: {databases_down: [mongodb]}", "failed", "step 'pre-flight databases' failed: pre-flight databases failed (exit 1): MongoDB "),
+        ("survivor", "faults: {survive_stop: [st2sensorcontainer]}", "failed",
+         "step 'confirm stopped' failed: st2 processes left after st2ctl stop that st2ctl status does not list: st2sensorcontainer"),
     ]
 
     static var spec: String {
         var lines = ["defaults:", "  os: ubuntu20.04", "  packages: {st2: 3.7.1-1, st2web: 3.7.1-1}", "  available: [3.7.1-1, 3.8.1-1]", "hosts:"]
-        for index in 1...92 {
+        for index in 1...(100 - faulty.count) {
             lines.append("  - {name: ok-\(String(format: "%02d", index)), zone: \(["a", "b", "c"][index % 3])\(index % 7 == 0 ? ", faults: {slow: 300ms}" : "")}")
         }
         for host in faulty { lines.append("  - {name: \(host.name), \(host.spec)}") }
@@ -33,9 +38,9 @@ import Testing
     @Test func hundredHostsWithEveryFaultAtOnce() throws {
         let lab = try TestLab(spec: Self.spec)
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "6",
-                              "--step-timeout", "4s", "--batch", "25%", "--max-parallel", "25", "--max-fail", "8",
+                              "--step-timeout", "4s", "--batch", "25%", "--max-parallel", "25", "--max-fail", "11",
                               "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
-        // 8 hosts fail or are unreachable: exactly at the threshold (8), not over it.
+        // 11 hosts fail or are unreachable: exactly at the threshold (11), not over it.
         #expect(result.status == 1, "\(result.stderr.suffix(3000))")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(report["outcome"] as? String == "completed_with_failures")
@@ -56,7 +61,7 @@ import Testing
             #expect(try lab.packages(name)["st2"] == "3.8.1-1")
         }
         let summary = try #require(report["summary"] as? [String: Any])
-        #expect(summary["succeeded"] as? Int == 92 && summary["failed"] as? Int == 3 && summary["unreachable"] as? Int == 5)
+        #expect(summary["succeeded"] as? Int == 89 && summary["failed"] as? Int == 6 && summary["unreachable"] as? Int == 5, "\(summary)")
 
         // One more failure than the threshold allows halts the same fleet's run at once.
         let second = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "6",

@@ -5,13 +5,17 @@ import Testing
 /// Each fault of inventories/lab-faults.yaml (the example spec the README documents),
 /// observed from a real OpenSSH client.
 @Suite struct LabFaultTests {
+    /// These tests drive the simulated tools themselves, as root runs them on a real host
+    /// (flotilla's own tests log in as the sudo user, TestLab's default).
+    static let login = "root"
+
     static let spec: String = {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../inventories/lab-faults.yaml")
         return (try? String(contentsOf: file, encoding: .utf8)) ?? ""
     }()
 
     @Test func unreachableHostsRefuseOrNeverSpeak() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         #expect(lab.upResult.status == 0, "\(lab.upResult.stderr)")
         let refused = try lab.ssh("refused", "true", options: ["-o", "ConnectTimeout=5"])
         #expect(refused.status == 255 && refused.stderr.contains("Connection refused"))
@@ -22,7 +26,7 @@ import Testing
     }
 
     @Test func changedAndUnknownHostKeysAreRefusedUnderStrictChecking() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         let changed = try lab.ssh("new-key", "true")
         #expect(changed.status == 255 && changed.stderr.contains("has changed"))
         let unknown = try lab.ssh("unknown-key", "true")
@@ -32,7 +36,7 @@ import Testing
     }
 
     @Test func slowHostDelaysEveryCommand() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         let result = try lab.ssh("slow", "true")
         #expect(result.status == 0)
         let record = try #require(try lab.commandLog("slow").first)
@@ -44,7 +48,7 @@ import Testing
     }
 
     @Test func failingCommandFiresTheGivenNumberOfTimes() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         let command = "apt-get install -y -o Dpkg::Options::=--force-confold st2=3.8.1-1"
         let first = try lab.ssh("apt-broken", command)
         #expect(first.status == 100 && first.stderr.contains("Could not get lock"))
@@ -57,7 +61,7 @@ import Testing
     }
 
     @Test func hangingCommandNeverEndsAndDroppedConnectionCloses() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         let hang = try lab.startSSH("hangs", "st2ctl start")
         let recorded = lab.waitFor { (try? lab.commandLog("hangs"))?.last?["fault"] as? String == "hang" }
         #expect(recorded && hang.isRunning, "the command hangs and the client waits")
@@ -94,7 +98,7 @@ import Testing
     }
 
     @Test func cutDropsEveryConnectionWhileTheCommandGoesOn() throws {
-        let lab = try TestLab(spec: Self.cutHost)
+        let lab = try TestLab(spec: Self.cutHost, login: Self.login)
         let ready = lab.dir.appendingPathComponent("ready"), gate = lab.dir.appendingPathComponent("gate")
         let written = lab.dir.appendingPathComponent("written")
         #expect(mkfifo(ready.path, 0o600) == 0 && mkfifo(gate.path, 0o600) == 0)
@@ -131,7 +135,7 @@ import Testing
         """
 
     @Test func rebootKillsEveryProcessOfTheHostChangesItsBootIDAndSSHDComesBack() throws {
-        let lab = try TestLab(spec: Self.rebootHost)
+        let lab = try TestLab(spec: Self.rebootHost, login: Self.login)
         let machine = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)
         let before = try lab.ssh("rb", "cat /proc/sys/kernel/random/boot_id")
         #expect(before.status == 0 && before.stdout.count == machine.count && before.stdout != machine, "the host's own boot id: \(before.stdout)")
@@ -160,7 +164,7 @@ import Testing
     }
 
     @Test func mistralUpgradeHeadFailsWithEventTriggersAlreadyExists() throws {
-        let lab = try TestLab(spec: Self.spec)
+        let lab = try TestLab(spec: Self.spec, login: Self.login)
         let manage = "/opt/stackstorm/mistral/bin/mistral-db-manage --config-file /etc/mistral/mistral.conf"
         let first = try lab.ssh("old-mistral", "\(manage) upgrade head")
         #expect(first.status == 1 && first.stderr.contains("relation \"event_triggers_v2\" already exists"))
@@ -177,13 +181,13 @@ import Testing
         """
 
     @Test func mistralTablesCreatedAheadWhenServicesStartBeforeUpgradeHead() throws {
-        let lab = try TestLab(spec: Self.mistralHost)
+        let lab = try TestLab(spec: Self.mistralHost, login: Self.login)
         let manage = "/opt/stackstorm/mistral/bin/mistral-db-manage --config-file /etc/mistral/mistral.conf"
         let steps = "st2ctl stop && apt-get install -y -o Dpkg::Options::=--force-confold st2=3.2.0-1 st2mistral=3.2.0-1 >/dev/null"
         #expect(try lab.ssh("m", steps).status == 0)
         #expect(try lab.ssh("m", "st2ctl start >/dev/null && \(manage) upgrade head").stderr.contains("event_triggers_v2"))
 
-        let right = try TestLab(spec: Self.mistralHost)
+        let right = try TestLab(spec: Self.mistralHost, login: Self.login)
         let ordered = try right.ssh("m", "\(steps) && \(manage) upgrade head && \(manage) populate && st2ctl start >/dev/null")
         #expect(ordered.status == 0, "the documented order works: \(ordered.stderr)")
         let mistral = try #require(try right.state("m")["mistral"] as? [String: Any])

@@ -5,6 +5,10 @@ import Testing
 /// End to end: real sshd hosts brought up by the flotilla-lab binary, driven with the
 /// OpenSSH client exactly as an operator (or Ansible) would.
 @Suite struct LabFleetTests {
+    /// These tests drive the simulated tools themselves, as root runs them on a real host
+    /// (flotilla's own tests log in as the sudo user, TestLab's default).
+    static let login = "root"
+
     static let healthySpec = """
         defaults:
           kv: 75
@@ -35,7 +39,7 @@ import Testing
         """
 
     @Test func everyHostAnswersWithTheWrittenInventoryKnownHostsAndKey() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         #expect(lab.upResult.status == 0, "\(lab.upResult.stderr)")
         // Read the INI inventory the way Ansible would use it: address, port, user, key, known_hosts.
         let ini = try String(contentsOfFile: lab.path("inventory.ini"), encoding: .utf8)
@@ -63,7 +67,7 @@ import Testing
     }
 
     @Test func aptUpgradeChangesTheVersionAndLogsEveryCommand() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let upgrade = try lab.ssh("deb", "sudo /usr/bin/apt-get install -y --only-upgrade -o Dpkg::Options::=--force-confold st2=3.8.1-1 st2web=3.8.1-1")
         #expect(upgrade.status == 0, "\(upgrade.stderr)")
         #expect(upgrade.stdout.contains("Unpacking st2 (3.8.1-1) over (3.7.1-1) ..."))
@@ -78,7 +82,7 @@ import Testing
     }
 
     @Test func aVersionTheRepositoryDoesNotOfferFailsLikeTheRealTools() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let apt = try lab.ssh("deb", "apt-get install -y st2=3.9.9-1")
         #expect(apt.status == 100 && apt.stderr.contains("E: Version '3.9.9-1' for 'st2' was not found"))
         let yum = try lab.ssh("el7", "yum update -y st2-3.9.9-1")
@@ -92,7 +96,7 @@ import Testing
     }
 
     @Test func yumUpgradeRestartsRunningServicesAndLeavesRpmnew() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let before = try #require(try lab.state("el7")["services"] as? [String: Int])
         let result = try lab.ssh("el7", "yum update -y st2-3.8.1-1 && rpm -q --qf '%{VERSION}-%{RELEASE}\\n' st2 && ls /etc/st2")
         #expect(result.status == 0, "\(result.stderr)")
@@ -102,7 +106,7 @@ import Testing
     }
 
     @Test func st2ctlStatusHasTheRealFormatAndAlwaysExitsZero() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let running = try lab.ssh("deb", "st2ctl status")
         let lines = running.stdout.split(separator: "\n")
         #expect(running.status == 0 && lines.first == "##### st2 components status #####")
@@ -115,7 +119,7 @@ import Testing
     }
 
     @Test func packageQueriesAnswerInTheRealFormats() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let policy = try lab.ssh("deb", "apt-cache policy st2")
         #expect(policy.stdout.hasPrefix("st2:\n  Installed: 3.7.1-1\n  Candidate: 3.8.1-1\n  Version table:\n"))
         #expect(policy.stdout.contains(" *** 3.7.1-1 500\n"))
@@ -131,7 +135,7 @@ import Testing
     }
 
     @Test func reloadRegistersContentAndRejectsUnknownFlags() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let reload = try lab.ssh("rocky", "st2ctl reload --register-all")
         #expect(reload.status == 0 && reload.stdout.hasPrefix("Registering content...[flags = --config-file /etc/st2/st2.conf --register-all]\n"))
         #expect(try lab.state("rocky")["registrations"] as? Int == 1)
@@ -140,7 +144,7 @@ import Testing
     }
 
     @Test func keyValueExportHonoursTheClientsDefaults() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let defaultList = try lab.ssh("deb", "st2 key list -j")
         let all = try lab.ssh("deb", "st2 key list -j -n -1")
         let count = { (text: String) in ((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [Any])?.count }
@@ -155,7 +159,7 @@ import Testing
     }
 
     @Test func migrationScriptsExistAtTheirRealPathsOnlyWhileShipped() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let script = "/opt/stackstorm/st2/bin/st2-migrate-datastore-scopes.py"
         let ran = try lab.ssh("old", "\(script) && sudo /opt/stackstorm/mistral/bin/mistral-db-manage --config-file /etc/mistral/mistral.conf upgrade head")
         #expect(ran.status == 0, "\(ran.stderr)")
@@ -167,7 +171,7 @@ import Testing
     }
 
     @Test func concurrentCommandsOnOneHostLoseNothing() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let writers = 16
         // Each client loads its own key at the same moment; a lost update would drop keys.
         try withThrowingTaskGroupSync(count: writers) { index in
@@ -181,7 +185,7 @@ import Testing
     }
 
     @Test func downStopsEverythingAndASecondUpIsRefusedWhileLive() throws {
-        let lab = try TestLab(spec: Self.healthySpec)
+        let lab = try TestLab(spec: Self.healthySpec, login: Self.login)
         let again = try run([labExecutable, "up", "--dir", lab.labDir.path, "--hosts", "2", "--first-address", "127.89.0.1"])
         #expect(again.status == 64 && again.stderr.contains("already running"))
         #expect(!lab.processesMentioningLab().isEmpty)
@@ -235,7 +239,10 @@ final class ErrorBox: @unchecked Sendable {
         let fromINI = try run([inventory, "-i", lab.path("inventory.ini"), "--list"])
         let fromYAML = try run([inventory, "-i", lab.path("inventory.yaml"), "--list"])
         #expect(fromINI.status == 0 && fromYAML.status == 0, "\(fromINI.stderr)\(fromYAML.stderr)")
-        let ini = try #require(try JSONSerialization.jsonObject(with: Data(fromINI.stdout.utf8)) as? NSDictionary)
+        // A group variable of an INI file is a string ("true"), YAML's a boolean; Ansible's
+        // become reads both as true.
+        let iniText = fromINI.stdout.replacingOccurrences(of: "\"ansible_become\": \"true\"", with: "\"ansible_become\": true")
+        let ini = try #require(try JSONSerialization.jsonObject(with: Data(iniText.utf8)) as? NSDictionary)
         let yaml = try #require(try JSONSerialization.jsonObject(with: Data(fromYAML.stdout.utf8)) as? NSDictionary)
         #expect(ini == yaml, "the INI and YAML inventories describe the same fleet")
         let hostvars = try #require((ini["_meta"] as? [String: Any])?["hostvars"] as? [String: [String: Any]])

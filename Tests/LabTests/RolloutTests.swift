@@ -367,7 +367,7 @@ import FlotillaCore
             let attempts = steps.map { $0["attempts"] as? Int ?? 0 }
             #expect(host["status"] as? String == "succeeded" && attempts == [1, 1], "\(name): \(attempts)")
             #expect(steps.last?["reattached"] as? Int == 1 && steps.last?["stdout_tail"] as? String == "finished\n", "\(name): \(steps.last ?? [:])")
-            let commands = try lab.commandLog(name).filter { $0["kind"] as? String == "ssh" }.compactMap { ($0["argv"] as? [String])?.first }
+            let commands = try lab.commands(name)
             #expect(commands.filter { $0 == "echo quick" }.count == 1 && commands.filter { $0 == long }.count == 1, "\(name): \(commands)")
         }
     }
@@ -399,11 +399,11 @@ import FlotillaCore
         #expect(steps[1]["stdout_tail"] as? String == "migrated\n")
         let log = try lab.commandLog("c1")
         #expect(log.contains { $0["fault"] as? String == "cut" }, "the cut fired")
-        let starts = log.filter { $0["kind"] as? String == "ssh" && ($0["argv"] as? [String])?.first == step }
+        let starts = log.filter { $0["kind"] as? String == "ssh" && ($0["argv"] as? [String])?.first.map(TestLab.unwrapBecome) == step }
         #expect(starts.count == 1 && starts.first?["detached"] as? Bool == true, "\(log.map { $0["argv"] ?? "" })")
-        #expect(try lab.ssh("c1", "cat ~/marks").stdout == "mark-once\n")
+        #expect(try lab.asRoot("c1", "cat ~/marks").stdout == "mark-once\n")
         // The host's step records were removed when the host was done.
-        #expect(try lab.ssh("c1", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n")
+        #expect(try lab.asRoot("c1", "ls -A ~/.flotilla/steps | wc -l").stdout == "0\n")
     }
 
     /// `--max-fail-batch`: one failure in a batch of two is 50%, over 40%: the run halts
@@ -490,7 +490,7 @@ import FlotillaCore
             defaults: {os: ubuntu20.04, packages: {st2: 3.7.1-1}, available: [3.7.1-1, 3.8.1-1]}
             hosts: [{name: ok}, {name: sick}]
             """)
-        #expect(try lab.ssh("ok", "touch /run/healthy").status == 0)
+        #expect(try lab.asRoot("ok", "touch /run/healthy").status == 0)
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--max-parallel", "1",
                               "--health", "test -f /run/healthy", "--healthy-for", "1s", "--health-deadline", "2s", "--max-fail", "1",
                               "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])

@@ -12,7 +12,7 @@ import Testing
         let inventory = try Inventory.load(sources: [lab.path("inventory.ini")])
         let vars = try #require(inventory.host(named: host)?.variables)
         var options = SSHSession.Options(name: host, address: vars["ansible_host"]!.value.scalarText!,
-                                         port: Int(vars["ansible_port"]!.value.scalarText!)!, user: "root",
+                                         port: Int(vars["ansible_port"]!.value.scalarText!)!, user: vars["ansible_user"]?.value.scalarText ?? "root",
                                          knownHostsFile: lab.path("known_hosts"))
         options.identityFiles = [lab.path("id_ed25519")]
         options.useAgent = false
@@ -144,14 +144,16 @@ import Testing
         let bytes = (0..<(3 * 1024 * 1024 + 17)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
         try Data(bytes).write(to: local)
         chmod(local.path, 0o640)
-        let sent = try await session.upload(local.path, to: "/tmp/payload")
+        // Relative paths are in the login user's home, the host's own (the lab's hosts share
+        // the machine's /tmp).
+        let sent = try await session.upload(local.path, to: "payload")
         #expect(sent == bytes.count)
-        let remote = try lab.ssh("deb", "stat -c '%a %s' /tmp/payload; ls -a /tmp | grep -c partial || true")
+        let remote = try lab.ssh("deb", "stat -c '%a %s' ~/payload; ls -a ~ | grep -c partial || true")
         #expect(remote.stdout == "640 \(bytes.count)\n0\n", "\(remote.stdout)\(remote.stderr)")
 
         let back = lab.dir.appendingPathComponent("back/payload")
         try FileManager.default.createDirectory(at: back.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let received = try await session.download("/tmp/payload", to: back.path)
+        let received = try await session.download("payload", to: back.path)
         #expect(received == bytes.count)
         #expect(try Data(contentsOf: back) == Data(bytes))
         let mode = try FileManager.default.attributesOfItem(atPath: back.path)[.posixPermissions] as? Int
@@ -159,8 +161,8 @@ import Testing
 
         // Overwriting an existing remote file replaces it whole.
         try Data("new\n".utf8).write(to: local)
-        _ = try await session.upload(local.path, to: "/tmp/payload", mode: 0o600)
-        #expect(try lab.ssh("deb", "cat /tmp/payload; stat -c %a /tmp/payload").stdout == "new\n600\n")
+        _ = try await session.upload(local.path, to: "payload", mode: 0o600)
+        #expect(try lab.ssh("deb", "cat ~/payload; stat -c %a ~/payload").stdout == "new\n600\n")
 
         await #expect { _ = try await session.download("/tmp/nosuch", to: back.path + "2") } throws: { error in
             (error as? SSHError)?.code == .sftp && "\(error)".contains("no such file")
@@ -181,8 +183,8 @@ import Testing
         let other = try await Self.session(lab, host: "el7")
         let target = lab.dir.appendingPathComponent("occupied")
         try FileManager.default.createDirectory(at: target.appendingPathComponent("inside"), withIntermediateDirectories: true)
-        _ = try await session.run("printf data > /tmp/small")
-        await #expect { _ = try await session.download("/tmp/small", to: target.path) } throws: { error in
+        _ = try await session.run("printf data > small")
+        await #expect { _ = try await session.download("small", to: target.path) } throws: { error in
             (error as? SSHError)?.code == .sftp && "\(error)".contains("cannot rename")
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: target.path) == ["inside"])

@@ -121,8 +121,8 @@ final class TestLab: Sendable {
 
     /// - Parameter blocks: the /24 blocks of addresses the lab needs (254 hosts each).
     /// - Parameter login: `flotilla-lab up --login`: `user` (st2ops, sudo with its
-    ///   password) or `root`.
-    init(spec: String, blocks: Int = 1, login: String = "root") throws {
+    ///   password, the default: most sites log in so) or `root` (one case, named).
+    init(spec: String, blocks: Int = 1, login: String = "user") throws {
         reapOrphanedLabs
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("flotilla-lab-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -205,6 +205,12 @@ final class TestLab: Sendable {
             }
             return record
         }
+    }
+
+    /// The commands clients sent to the host, in order, each as it reads without the become
+    /// wrapper (``unwrapBecome(_:)``).
+    func commands(_ host: String) throws -> [String] {
+        try commandLog(host).filter { $0["kind"] as? String == "ssh" }.compactMap { ($0["argv"] as? [String])?.first.map(Self.unwrapBecome) }
     }
 
     /// The step's command in a detached start line as sent (under become, wrapped in the
