@@ -58,8 +58,10 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     /// index refresh rewrites only the package index, and that atomically (apt and dnf fetch
     /// into a partial directory and move complete files into place): one cut off leaves the
     /// old index, and running it again is the right recovery, so it need not run detached.
+    /// A roll-over's staging only sends files into the login user's staging directory,
+    /// which nothing of st2 reads, and its verification only reads: both run again on resume.
     public static let readOnly: Set<StepKind> = [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue,
-                                                 .backupFiles, .fetchAuditLogs]
+                                                 .backupFiles, .fetchAuditLogs, .rolloverStage, .rolloverVerify]
 
     /// The kinds of a host's backup, which come before its first change.
     public static let backups: Set<StepKind> = [.backupKeyValue, .backupFiles, .fetchAuditLogs]
