@@ -132,6 +132,26 @@ import Testing
         #expect(Self.filesHolding(Self.secrets, under: lab.labDir.appendingPathComponent("hosts/new")).count >= Self.secrets.count,
                 "the search finds the values where they are in clear: the simulated NEW's own state")
         #expect(!Self.secrets.contains { result.stdout.contains($0) || result.stderr.contains($0) })
+        // The secrets were re-encrypted with NEW's own datastore key: NEW's ciphertext is
+        // not OLD's, and NEW decrypts it. Carrying OLD's ciphertext instead (the backup's
+        // export, loaded as it is) leaves NEW unable to decrypt it: why the keys go over
+        // decrypted (see RolloverSteps.swift).
+        let get = "st2 key get syssecret1 -j"
+        let oldCipher = try json(try lab.asRoot("old", get))["value"] as? String
+        let newCipher = try json(try lab.asRoot("new", get))["value"] as? String
+        #expect(oldCipher != nil && newCipher != nil && oldCipher != newCipher && newCipher != "Xyzzy-secret-sys-1-Q")
+        #expect(try json(try lab.asRoot("new", get + " --decrypt"))["value"] as? String == "Xyzzy-secret-sys-1-Q")
+        let runDir = try #require(try FileManager.default.contentsOfDirectory(atPath: state + "/runs").first)
+        let encrypted = try String(contentsOfFile: "\(state)/runs/\(runDir)/backups/old/st2-key-list.json", encoding: .utf8)
+        #expect(encrypted.contains(oldCipher ?? "?") && !encrypted.contains("Xyzzy"), "the backup keeps OLD's values encrypted")
+        // Its secrets only: the pairs from before 1.5 lack the scope and secret 3.x requires.
+        let exported = try #require(try JSONSerialization.jsonObject(with: Data(encrypted.utf8)) as? [[String: Any]])
+        let secretsOnly = try JSONSerialization.data(withJSONObject: exported.filter { $0["secret"] as? Bool == true })
+        #expect(try lab.ssh("new", "cat > encrypted.json", input: String(decoding: secretsOnly, as: UTF8.self)).status == 0)
+        #expect(try lab.asRoot("new", "st2 key load ~st2ops/encrypted.json >/dev/null").status == 0)
+        let carried = try lab.asRoot("new", get + " --decrypt")
+        #expect(carried.status != 0 && carried.stderr.contains("InvalidSignatureError"), "\(carried.stdout) \(carried.stderr)")
+
         let leftovers = try lab.asRoot("new", "ls -A ~st2ops/.flotilla/rollover 2>/dev/null; ls -A /root/.flotilla/steps/*/ 2>/dev/null | grep -c . ; grep -rl Xyzzy ~st2ops/.flotilla /root/.flotilla 2>/dev/null; true")
         #expect(!leftovers.stdout.contains("Xyzzy") && !leftovers.stdout.contains("keys.json"), "\(leftovers.stdout)")
     }

@@ -134,7 +134,7 @@ public struct RolloverPlan: Sendable, Equatable {
         if !packsOnBoth.isEmpty { lines.append("  packs NEW has already (left as they are): \(packsOnBoth.joined(separator: ", "))") }
         lines.append("  keys to load: \(keySummary), secrets re-encrypted with NEW's datastore key")
         let legacy = keyCounts.legacy
-        if legacy > 0 { lines.append("  \(legacy) key\(legacy == 1 ? "" : "s") written before st2 1.5 get scope system and secret false") }
+        if legacy > 0 { lines.append("  \(legacy) key\(legacy == 1 ? " written before st2 1.5 gets" : "s written before st2 1.5 get") scope system and secret false") }
         lines.append("  not carried over:")
         lines += Self.notCarried.map { "    - \($0)" }
         return lines.joined(separator: "\n")

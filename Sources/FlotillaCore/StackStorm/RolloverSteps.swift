@@ -397,7 +397,7 @@ struct RolloverVerifyStep: StepHandler {
         let wanted = spec.packs ?? []
         guard let listed = RolloverKeys.packRefs(packList) else { return StepResult(.failed, nil, "st2 pack list -j on NEW is not a JSON list") }
         let missingPacks = wanted.filter { !listed.contains($0) }
-        let summary = "verified: \(comparison.matching)/\(comparison.expected) keys (\(comparison.secrets) secrets) and "
+        let summary = "verified: \(comparison.matching)/\(comparison.expected) keys (\(comparison.secrets) secret\(comparison.secrets == 1 ? "" : "s")) and "
             + "\(wanted.count - missingPacks.count)/\(wanted.count) packs on NEW"
         log.note("rollover: \(summary)")
         let outcome = StepOutcome(exitStatus: 0, stdoutTail: summary + "\n")

@@ -90,7 +90,7 @@ enum St2Content {
             sim.err("st2 run: the lab simulates only 'st2 run packs.setup_virtualenv packs=NAME[,NAME...]'")
             return 2
         }
-        let id = String(format: "%024x", UInt64.random(in: 0...UInt64.max))
+        let id = (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         sim.out("id: \(id)\naction.ref: packs.setup_virtualenv\nparameters:\n  packs:")
         var failure: String?
         for pack in packs.split(separator: ",").map(String.init) {
