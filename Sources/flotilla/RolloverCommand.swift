@@ -15,7 +15,8 @@ struct Rollover: AsyncParsableCommand {
         STATE/runs/RUN/backups/OLD/, with an archive of the packs to copy. Then on NEW: \
         the packs OLD has and NEW lacks (not those st2 ships) are unpacked under \
         /opt/stackstorm/packs, registered (st2ctl reload --register-all) and their \
-        virtualenvs set up; OLD's keys are exported decrypted, sent to NEW in an \
+        virtualenvs set up (with --packs-from: installed from that repository with 'st2 \
+        pack install' instead); OLD's keys are exported decrypted, sent to NEW in an \
         owner-only file and loaded with 'st2 key load', which encrypts the secrets with \
         NEW's own datastore key (keys written before st2 1.5 get scope system and secret \
         false); the file is removed on both sides at once. Last, NEW must hold every key \
@@ -29,6 +30,7 @@ struct Rollover: AsyncParsableCommand {
         Examples:
           flotilla rollover -i lab/inventory.ini --from st2-old --to st2-new --dry-run
           flotilla rollover -i prod/ --from st2-old.example.com --to st2-new.example.com --report rollover.json
+          flotilla rollover -i prod/ --from st2-old --to st2-new --packs-from 'https://git.example.com/st2/{pack}.git'
           flotilla resume --state-dir .flotilla
 
         \(Flotilla.exitCodes) 75 another controller holds the state dir or one of the hosts.
@@ -45,6 +47,9 @@ struct Rollover: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The instance to move the content to, already running st2 (same release or newer).", valueName: "host"))
     var to: String
 
+    @Option(help: ArgumentHelp("Install the packs on NEW from this repository (st2 pack install) instead of copying them from OLD: {pack} in the URL is replaced by each pack's name, else the name is appended.", valueName: "git-url"))
+    var packsFrom: String?
+
     @Option(help: ArgumentHelp("Time limit of each step on NEW (default: none).", valueName: "duration"))
     var stepTimeout: String?
 
@@ -54,6 +59,9 @@ struct Rollover: AsyncParsableCommand {
     func validate() throws {
         if from == to { throw ValidationError("--from and --to name the same host (\(from))") }
         if selection.limit != nil { throw ValidationError("--limit does not go with rollover: --from and --to name its two hosts") }
+        if let url = packsFrom, url.isEmpty || url.contains(where: { $0.isWhitespace }) {
+            throw ValidationError("--packs-from must be a repository URL without spaces, e.g. https://git.example.com/packs/{pack}.git")
+        }
     }
 
     /// The handlers of a roll-over run over `targets` (the run's hosts in order: OLD first).
@@ -120,6 +128,6 @@ struct Rollover: AsyncParsableCommand {
             }
             old.keys = keys
         }
-        return RolloverPlan.plan(old: old, new: new)
+        return RolloverPlan.plan(old: old, new: new, packsFrom: packsFrom)
     }
 }

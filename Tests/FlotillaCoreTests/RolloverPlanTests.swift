@@ -76,6 +76,19 @@ import Testing
         #expect(!steps.old.contains { $0.name == "archive packs to copy" })
     }
 
+    @Test func packsFromInstallsFromTheRepositoryInsteadOfCopying() throws {
+        var plan = RolloverPlan.plan(old: Self.plan.old, new: Self.plan.new, packsFrom: "https://git.example.com/st2/{pack}.git")
+        #expect(plan.packURL("acme") == "https://git.example.com/st2/acme.git")
+        let steps = plan.steps(run: "r", catalog: try MigrationCatalog.bundled())
+        #expect(!steps.old.contains { $0.name == "archive packs to copy" })
+        #expect(steps.new.map(\.name) == ["install packs from the repository", "stage keys on NEW", "load keys", "verify keys and packs"])
+        #expect(steps.new[0].command == "st2 pack install https://git.example.com/st2/acme.git https://git.example.com/st2/netbox.git")
+        #expect(steps.new[0].kind.runsDetached && steps.new[0].become)
+        #expect(plan.rendered.contains("packs to install on NEW with st2 pack install (--packs-from): https://git.example.com/st2/acme.git, "))
+        plan.packsFrom = "https://git.example.com/packs/"
+        #expect(plan.packURL("netbox") == "https://git.example.com/packs/netbox")
+    }
+
     @Test func theProbeReadsBothVersionFormsAndThePacks() {
         let new = RolloverProbe.parse("flotilla-rollover st2\nst2 3.8.1, on Python 3.8.10\nflotilla-rollover packs\ncore\nacme\n")
         #expect(new.version == StackStormVersion("3.8.1") && new.packs == ["acme", "core"])

@@ -178,6 +178,21 @@ import Testing
         #expect(Self.filesHolding(Self.secrets, under: lab.dir.appendingPathComponent("state")).isEmpty)
     }
 
+    @Test func packsFromInstallsThePacksFromTheRepository() throws {
+        let lab = try TestLab(spec: Self.spec(brokenPack: true), login: "user")
+        let state = lab.dir.appendingPathComponent("state").path
+        let result = try run([Self.flotilla, "rollover", "-i", lab.path("inventory.ini"), "--from", "old", "--to", "new", "--json",
+                              "--packs-from", "https://git.example.com/st2/stackstorm-{pack}.git", "--state-dir", state])
+        #expect(result.status == 0, "\(result.stderr.suffix(3000))")
+        let steps = ExactlyOnceTests.steps(try json(result), "new")
+        #expect(steps["install packs from the repository"]?["status"] as? String == "succeeded" && steps["install packs"] == nil)
+        #expect(steps["verify keys and packs"]?["stdout_tail"] as? String == "verified: 120/120 keys (30 secrets) and 3/3 packs on NEW\n")
+        let installs = try ExactlyOnceTests.records(lab, "new", "sim", "st2 pack install https://git.example.com/st2/stackstorm-acme_ops.git")
+        #expect(installs.count == 1)
+        #expect(try lab.state("new")["packs"] as? [String: String] ?? [:] == ["chatops": "3.8.1", "core": "3.8.1", "default": "3.8.1", "linux": "3.8.1",
+                                                                            "packs": "3.8.1", "acme_ops": "1.0.0", "netbox": "1.0.0", "slack_alerts": "1.0.0"])
+    }
+
     @Test func aNewHostRunningAnOlderReleaseIsRefused() throws {
         let lab = try TestLab(spec: Self.spec(newPackages: "{st2: 2.9.3-1}"), login: "user")
         let state = lab.dir.appendingPathComponent("state").path

@@ -76,6 +76,17 @@ public struct RolloverPlan: Sendable, Equatable {
     public var packsOnBoth: [String]
     /// Set when the roll-over must not start.
     public var refusal: String?
+    /// `--packs-from`: the packs are installed on NEW from this repository
+    /// (``packURL(_:)``) instead of copied from OLD.
+    public var packsFrom: String?
+
+    /// Where `--packs-from` installs `pack` from: `{pack}` in the URL replaced by its name,
+    /// else the name appended as a path component.
+    public func packURL(_ pack: String) -> String? {
+        guard let base = packsFrom else { return nil }
+        if base.contains("{pack}") { return base.replacingOccurrences(of: "{pack}", with: pack) }
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + pack
+    }
 
     /// The packs every st2 install ships: never copied (NEW has its own release's).
     public static let shippedPacks: Set<String> = ["chatops", "core", "default", "linux", "packs", "st2"]
@@ -87,13 +98,14 @@ public struct RolloverPlan: Sendable, Equatable {
         "OLD's configuration (/etc/st2, /etc/mistral): kept with the backup, not applied to NEW",
     ]
 
-    /// Plans a roll-over from what the probe found. Refused when either side lacks st2, when
+    /// Plans a roll-over from what the probe found (with `packsFrom`, the packs are
+    /// installed from that repository instead of copied). Refused when either side lacks st2, when
     /// NEW runs an older release than OLD, or when OLD and NEW are the same host.
-    public static func plan(old: RolloverSide, new: RolloverSide) -> RolloverPlan {
+    public static func plan(old: RolloverSide, new: RolloverSide, packsFrom: String? = nil) -> RolloverPlan {
         let custom = old.packs.filter { !shippedPacks.contains($0) }
         let onNew = Set(new.packs)
         var plan = RolloverPlan(old: old, new: new, packsToCopy: custom.filter { !onNew.contains($0) }.sorted(),
-                                packsOnBoth: custom.filter { onNew.contains($0) }.sorted(), refusal: nil)
+                                packsOnBoth: custom.filter { onNew.contains($0) }.sorted(), refusal: nil, packsFrom: packsFrom)
         if old.host == new.host {
             plan.refusal = "OLD and NEW are the same host (\(old.host))"
         } else if old.version == nil {
@@ -129,8 +141,13 @@ public struct RolloverPlan: Sendable, Equatable {
             return lines.joined(separator: "\n")
         }
         lines.append("  OLD is only read: backed up (SPEC 8.4) into the run's backups/\(old.host)/, with its audit logs")
-        lines.append("  packs to copy: " + (packsToCopy.isEmpty ? "none" : packsToCopy.joined(separator: ", "))
-                     + " (then registered on NEW and their virtualenvs set up)")
+        if packsFrom != nil, !packsToCopy.isEmpty {
+            lines.append("  packs to install on NEW with st2 pack install (--packs-from): "
+                         + packsToCopy.compactMap(packURL).joined(separator: ", "))
+        } else {
+            lines.append("  packs to copy: " + (packsToCopy.isEmpty ? "none" : packsToCopy.joined(separator: ", "))
+                         + (packsToCopy.isEmpty ? "" : " (then registered on NEW and their virtualenvs set up)"))
+        }
         if !packsOnBoth.isEmpty { lines.append("  packs NEW has already (left as they are): \(packsOnBoth.joined(separator: ", "))") }
         lines.append("  keys to load: \(keySummary), secrets re-encrypted with NEW's datastore key")
         let legacy = keyCounts.legacy

@@ -22,6 +22,8 @@ extension StepKind {
     public static let rolloverInstallPacks: StepKind = "rollover-install-packs"
     /// `st2 run packs.setup_virtualenv packs=…` on NEW.
     public static let rolloverVirtualenvs: StepKind = "rollover-virtualenvs"
+    /// `st2 pack install URL…` on NEW (`--packs-from`).
+    public static let rolloverPackInstall: StepKind = "rollover-pack-install"
     /// `st2 key load` of the staged keys on NEW; the file is removed whatever happens.
     public static let rolloverLoadKeys: StepKind = "rollover-load-keys"
 }
@@ -103,7 +105,12 @@ extension RolloverPlan {
         var oldSteps = [RunStep(name: "export key-value store", command: catalog.keyExportCommand(installed: from), kind: .backupKeyValue, become: true)]
         oldSteps += BackupItem.files.map { RunStep(name: $0.stepName, command: $0.paths, kind: .backupFiles, expect: $0.expect, become: true) }
         var newSteps: [RunStep] = []
-        if !packsToCopy.isEmpty {
+        if packsFrom != nil, !packsToCopy.isEmpty {
+            // `st2 pack install` registers the packs and sets up their virtualenvs itself.
+            newSteps.append(RunStep(name: "install packs from the repository",
+                                    command: "st2 pack install " + packsToCopy.compactMap(packURL).map(ShellQuote.quote).joined(separator: " "),
+                                    kind: .rolloverPackInstall, become: true))
+        } else if !packsToCopy.isEmpty {
             let paths = packsToCopy.map { "/opt/stackstorm/packs/\($0)" }.joined(separator: " ")
             oldSteps.append(RunStep(name: "archive packs to copy", command: paths, kind: .backupFiles, expect: RolloverStaging.packsArtifact, become: true))
             let list = packsToCopy.joined(separator: ",")

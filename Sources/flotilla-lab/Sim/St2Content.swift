@@ -115,6 +115,36 @@ enum St2Content {
         return 0
     }
 
+    /// `st2 pack install URL…`: each pack (named by the URL's last component, without
+    /// `.git` and a `stackstorm-` prefix) is "cloned" (written as a fresh pack), registered,
+    /// and its virtualenv set up. A URL whose host is `unreachable.invalid` fails as git
+    /// does when it cannot reach the repository.
+    static func packInstall(_ sim: inout SimContext, sources: [String]) throws -> Int32 {
+        guard !sources.isEmpty else { sim.err("st2 pack install: error: the following arguments are required: packs"); return 2 }
+        for source in sources {
+            guard !source.contains("unreachable.invalid") else {
+                sim.err("ERROR: Failed to install pack \"\(source)\": fatal: unable to access '\(source)/': Could not resolve host: unreachable.invalid")
+                return 1
+            }
+            var name = URL(fileURLWithPath: source).lastPathComponent
+            if name.hasSuffix(".git") { name = String(name.dropLast(4)) }
+            if name.hasPrefix("stackstorm-") { name = String(name.dropFirst("stackstorm-".count)) }
+            let dir = URL(fileURLWithPath: "\(packsDirectory)/\(name)")
+            do {
+                try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+                try "ref: \(name)\nname: \(name)\nversion: 1.0.0\nrepo_url: \(source)\n".write(to: dir.appendingPathComponent("pack.yaml"), atomically: true, encoding: .utf8)
+                try FileManager.default.createDirectory(atPath: "\(virtualenvsDirectory)/\(name)/bin", withIntermediateDirectories: true)
+            } catch {
+                sim.err("ERROR: [Errno 13] Permission denied: '\(dir.path)'")
+                return 1
+            }
+            try sim.store.update { $0.packs[name] = "1.0.0" }
+            sim.out("\t[ succeeded ] download pack\n\t[ succeeded ] make a prerun\n\t[ succeeded ] install pack dependencies\n\t[ succeeded ] register pack")
+            sim.out("| ref | \(name) |\n| version | 1.0.0 |")
+        }
+        return 0
+    }
+
     // MARK: - The datastore crypto key
 
     /// `value` encrypted with `key` as the API returns secrets: a tag, then the bytes; only

@@ -108,8 +108,11 @@ enum St2Tools {
             return 1
         }
         if args[0] == "pack" {
-            guard args[1] == "list" else { sim.err("st2 pack: the lab simulates only 'list'"); return 2 }
-            return St2Content.packList(&sim, state: state, json: args.contains("-j") || args.contains("--json"))
+            switch args[1] {
+            case "list": return St2Content.packList(&sim, state: state, json: args.contains("-j") || args.contains("--json"))
+            case "install": return try St2Content.packInstall(&sim, sources: Array(args.dropFirst(2)))
+            default: sim.err("st2 pack: the lab simulates only 'list' and 'install'"); return 2
+            }
         }
         if args[0] == "run" { return St2Content.setupVirtualenvs(&sim, args: Array(args.dropFirst())) }
         switch args[1] {
