@@ -118,7 +118,7 @@ enum St2Tools {
         switch args[1] {
         case "list": return keyList(&sim, state: state, args: Array(args.dropFirst(2)), version: version)
         case "get": return keyGet(&sim, state: state, args: Array(args.dropFirst(2)))
-        case "load": return try keyLoad(&sim, args: Array(args.dropFirst(2)), version: version)
+        case "load": return try keyLoad(&sim, args: Array(args.dropFirst(2)))
         default:
             sim.err("st2 key: the lab simulates only 'list', 'get' and 'load'")
             return 2
@@ -263,11 +263,11 @@ enum St2Tools {
         return .success(n)
     }
 
-    /// `st2 key load FILE`: from 3.0 every item needs its `scope` and `secret` (files
-    /// from before 1.5 lack them and are refused, naming the item); a clear secret is
+    /// `st2 key load FILE`: an item without `scope` is a system one, without `secret` not
+    /// secret (so a secret from a file that lost the flag lands in clear); a clear secret is
     /// encrypted with this host's key; an item marked `encrypted` is kept as it is, which
     /// only this host's key can decrypt later.
-    static func keyLoad(_ sim: inout SimContext, args: [String], version: StackStormVersion) throws -> Int32 {
+    static func keyLoad(_ sim: inout SimContext, args: [String]) throws -> Int32 {
         guard let file = args.first(where: { !$0.hasPrefix("-") }) else {
             sim.err("st2 key load: error: the following arguments are required: file")
             return 2
@@ -281,10 +281,6 @@ enum St2Tools {
         var loaded: [KVPair] = []
         for entry in entries {
             guard let name = entry["name"] as? String else { sim.err("ERROR: every item needs a name"); return 1 }
-            if version >= StackStormVersion("3.0")!, entry["scope"] == nil || entry["secret"] == nil {
-                sim.err("ERROR: Item \"\(name)\" of \(file): 'scope' and 'secret' are required properties (a file exported before st2 1.5?)")
-                return 1
-            }
             var pair = KVPair(name: name, value: "\(entry["value"] ?? "")")
             if entry["encrypted"] as? Bool == true {
                 let state = try sim.store.read()
