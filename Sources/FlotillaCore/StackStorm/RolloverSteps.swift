@@ -324,7 +324,9 @@ struct RolloverStageStep: StepHandler {
         } catch {
             return StepResult(.failed, nil, "the key export of \(spec.old): \(error)")
         }
-        let temporary = context.settings.runDirectory.appendingPathComponent("rollover-keys.\(getpid()).json")
+        // One name per run: a controller killed between writing and removing it leaves it
+        // (owner-only) for the resume's staging, which replaces and removes it.
+        let temporary = context.settings.runDirectory.appendingPathComponent("rollover-keys.json")
         do {
             try PrivateFiles.writeOwnerOnly(String(decoding: file.json, as: UTF8.self), to: temporary.path)
         } catch {
