@@ -58,16 +58,14 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     /// index refresh rewrites only the package index, and that atomically (apt and dnf fetch
     /// into a partial directory and move complete files into place): one cut off leaves the
     /// old index, and running it again is the right recovery, so it need not run detached.
-    /// A roll-over's staging only sends files into the login user's staging directory,
-    /// which nothing of st2 reads, and its verification only reads: both run again on resume.
     public static let readOnly: Set<StepKind> = [.health, .preflight, .confirmStopped, .verifyVersion, .verifyServices, .backupKeyValue,
-                                                 .backupFiles, .fetchAuditLogs, .rolloverStage, .rolloverVerify]
+                                                 .backupFiles, .fetchAuditLogs]
 
     /// The kinds of a host's backup, which come before its first change.
     public static let backups: Set<StepKind> = [.backupKeyValue, .backupFiles, .fetchAuditLogs]
 
     /// Whether a step of this kind runs detached from the connection (SPEC §8.1): every
-    /// kind that changes the host, including runbook commands and kinds this flotilla does
-    /// not know (the safe side).
-    public var runsDetached: Bool { !Self.readOnly.contains(self) }
+    /// kind that changes the host (but a roll-over's staging, ``rolloverPlain``), including
+    /// runbook commands and kinds this flotilla does not know (the safe side).
+    public var runsDetached: Bool { !Self.readOnly.contains(self) && !Self.rolloverPlain.contains(self) }
 }

@@ -15,6 +15,12 @@ extension StepKind {
     /// The end of a roll-over: NEW holds every key of OLD (name, scope, secret flag,
     /// decrypted value) and lists every copied pack. Reads both hosts.
     public static let rolloverVerify: StepKind = "rollover-verify"
+
+    /// The roll-over's kinds that run as plain commands over the session, and again on
+    /// resume: staging only sends a file into the login user's staging directory, which
+    /// nothing of st2 reads (sending it again is the right recovery), and verification only
+    /// reads both hosts.
+    public static let rolloverPlain: Set<StepKind> = [.rolloverStage, .rolloverVerify]
 }
 
 /// A key-value pair as `st2 key list -j` shows it, its value left out.
@@ -149,7 +155,7 @@ public struct RolloverPlan: Sendable, Equatable {
                          + (packsToCopy.isEmpty ? "" : " (then registered on NEW and their virtualenvs set up)"))
         }
         if !packsOnBoth.isEmpty { lines.append("  packs NEW has already (left as they are): \(packsOnBoth.joined(separator: ", "))") }
-        lines.append("  keys to load: \(keySummary), secrets re-encrypted with NEW's datastore key")
+        lines.append("  keys to load: \(keySummary), secrets re-encrypted with NEW's datastore key; a key NEW has of the same name and scope is replaced")
         let legacy = keyCounts.legacy
         if legacy > 0 { lines.append("  \(legacy) key\(legacy == 1 ? " written before st2 1.5 gets" : "s written before st2 1.5 get") scope system and secret false") }
         lines.append("  not carried over:")

@@ -266,6 +266,21 @@ enum RolloverRemote {
         }
     }
 
+    /// Opens a session to OLD, runs `command` there as ``read(_:on:what:log:)`` does, and
+    /// closes the session.
+    static func readOld(_ command: String, host: String, connectOld: @Sendable () async throws -> any HostConnection,
+                        log: HostLog) async -> Result<Data, StepFailure> {
+        let old: any HostConnection
+        do {
+            old = try await connectOld()
+        } catch {
+            return .failure(StepFailure(outcome: nil, message: "cannot reach \(host) (OLD): \(error)"))
+        }
+        let result = await read(command, on: old, what: "exporting the keys of \(host)", log: log)
+        await old.close()
+        return result
+    }
+
     struct StepFailure: Error {
         var outcome: StepOutcome?
         var message: String
@@ -306,15 +321,8 @@ struct RolloverStageStep: StepHandler {
             return StepResult(.succeeded, StepOutcome(exitStatus: 0))
         }
         guard let export = spec.export else { return StepResult(.failed, nil, "'\(step.name)' names nothing to stage") }
-        let old: any HostConnection
-        do {
-            old = try await connectOld()
-        } catch {
-            return StepResult(.failed, nil, "cannot reach \(spec.old) (OLD) to export its keys: \(error)")
-        }
-        defer { Task { await old.close() } }
         let exported: Data
-        switch await RolloverRemote.read(export, on: old, what: "exporting the keys of \(spec.old)", log: log) {
+        switch await RolloverRemote.readOld(export, host: spec.old, connectOld: connectOld, log: log) {
         case .success(let data): exported = data
         case .failure(let failure): return failure.result
         }
@@ -377,15 +385,8 @@ struct RolloverVerifyStep: StepHandler {
         guard let spec = RolloverStepSpec(step), let oldExport = spec.export, let newExport = spec.newExport else {
             return StepResult(.failed, nil, "'\(step.name)' is not a verification this flotilla knows")
         }
-        let old: any HostConnection
-        do {
-            old = try await connectOld()
-        } catch {
-            return StepResult(.failed, nil, "cannot reach \(spec.old) (OLD) to compare the keys: \(error)")
-        }
-        defer { Task { await old.close() } }
         let oldKeys: Data, newKeys: Data, packList: Data
-        switch await RolloverRemote.read(oldExport, on: old, what: "exporting the keys of \(spec.old)", log: log) {
+        switch await RolloverRemote.readOld(oldExport, host: spec.old, connectOld: connectOld, log: log) {
         case .success(let data): oldKeys = data
         case .failure(let failure): return failure.result
         }

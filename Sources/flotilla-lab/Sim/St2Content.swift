@@ -73,8 +73,7 @@ enum St2Content {
             ["ref": name, "name": name, "version": state.packs[name] ?? "", "description": "the \(name) pack"]
         }
         if json {
-            let data = (try? JSONSerialization.data(withJSONObject: items, options: [.prettyPrinted, .sortedKeys])) ?? Data("[]".utf8)
-            sim.out(String(decoding: data, as: UTF8.self))
+            sim.out(St2Tools.jsonText(items))
         } else {
             for item in items { sim.out("| \(item["ref"]!) | \(item["version"]!) | \(item["description"]!) |") }
         }

@@ -172,15 +172,20 @@ enum St2Tools {
             }
         }
         if json {
-            let data = (try? JSONSerialization.data(withJSONObject: items, options: [.prettyPrinted, .sortedKeys])) ?? Data("[]".utf8)
-            sim.out(String(decoding: data, as: UTF8.self))
+            sim.out(jsonText(items))
         } else {
-            for item in items { sim.out("| \(item["name"]!) | \(item["value"]!) | \(item["scope"]!) |") }
+            for item in items { sim.out("| \(item["name"]!) | \(item["value"]!) | \(item["scope"] ?? "") |") }
         }
         return 0
     }
 
     struct APIError: Error { var message: String }
+
+    /// The client's `-j` output: pretty-printed JSON, keys sorted.
+    static func jsonText(_ object: Any) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("null".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
 
     /// A pair as the API returns it: secrets encrypted with the host's datastore crypto
     /// key unless decrypted; a pair written before 1.5 without `scope` and `secret`; a
@@ -231,8 +236,7 @@ enum St2Tools {
         switch apiItem(pair, state: state, decrypt: decrypt) {
         case .success(let item):
             if json {
-                let data = (try? JSONSerialization.data(withJSONObject: item, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
-                sim.out(String(decoding: data, as: UTF8.self))
+                sim.out(jsonText(item))
             } else {
                 sim.out("| name | \(item["name"]!) |\n| value | \(item["value"]!) |")
             }
