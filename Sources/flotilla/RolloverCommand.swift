@@ -120,7 +120,8 @@ struct Rollover: AsyncParsableCommand {
         let found = outcomes.map { RolloverProbe.parse($0.stdout) }
         var old = RolloverSide(host: from, version: found[0].version, packs: found[0].packs)
         let new = RolloverSide(host: to, version: found[1].version, packs: found[1].packs)
-        if let version = old.version, let reach = try? targets.ordered([from]) {
+        if let version = old.version {
+            let reach = try targets.ordered([from])
             // The encrypted export, for the counts only: kept in memory, never written.
             let export = await reach.run(catalog.keyExportCommand(installed: version), forks: 1, timeout: .seconds(600), tailLimit: 256 << 20)[0]
             guard export.exitStatus == 0, !export.truncated, let keys = RolloverKey.parse(export: Data(export.stdout.utf8)) else {

@@ -44,6 +44,7 @@ public struct RolloverKey: Sendable, Equatable {
 
     /// The pairs of a `st2 key list -j` export (nil when it is not a JSON list of pairs).
     public static func parse(export data: Data) -> [RolloverKey]? {
+        // Not JSON and not a list of pairs are alike: nil, which the caller reports.
         guard let items = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else { return nil }
         var keys: [RolloverKey] = []
         for item in items {

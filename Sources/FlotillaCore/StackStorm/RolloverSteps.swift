@@ -57,9 +57,11 @@ public struct RolloverStepSpec: Codable, Sendable, Equatable {
         self.packs = packs
     }
 
+    // Strings and a list of strings always encode: nothing to ignore.
     var text: String { String(decoding: (try? JSONEncoder.sorted.encode(self)) ?? Data(), as: UTF8.self) }
 
     init?(_ step: RunStep) {
+        // Not one of ours: nil, and the handler fails the step saying so.
         guard let data = step.expect?.data(using: .utf8), let spec = try? JSONDecoder().decode(Self.self, from: data) else { return nil }
         self = spec
     }
@@ -155,6 +157,7 @@ public enum RolloverKeys {
     }
 
     static func pairs(_ data: Data) throws(ExportError) -> [Pair] {
+        // Whatever the parser's complaint, the export is unusable: said as such.
         guard let items = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else {
             throw ExportError(description: "the export is not a JSON list of pairs")
         }
@@ -167,7 +170,8 @@ public enum RolloverKeys {
             let value: String
             if let text = item["value"] as? String {
                 value = text
-            } else if let other = item["value"], let data = try? JSONSerialization.data(withJSONObject: other, options: [.fragmentsAllowed, .sortedKeys]) {
+            } else if let other = item["value"], // parsed from JSON, so it serializes again
+                      let data = try? JSONSerialization.data(withJSONObject: other, options: [.fragmentsAllowed, .sortedKeys]) {
                 value = String(decoding: data, as: UTF8.self)
             } else {
                 value = ""
@@ -189,6 +193,7 @@ public enum RolloverKeys {
             if let user = pair.user { item["user"] = user }
             return item
         }
+        // Strings and booleans only: serializing cannot fail.
         let json = (try? JSONSerialization.data(withJSONObject: items, options: [.sortedKeys])) ?? Data("[]".utf8)
         return (json, items.count)
     }
@@ -219,6 +224,7 @@ public enum RolloverKeys {
 
     /// The pack refs of `st2 pack list -j`.
     public static func packRefs(_ data: Data) -> Set<String>? {
+        // Not a JSON list: nil, which fails the verification.
         guard let items = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else { return nil }
         return Set(items.compactMap { ($0["ref"] ?? $0["name"]) as? String })
     }

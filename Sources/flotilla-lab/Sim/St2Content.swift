@@ -33,6 +33,8 @@ enum St2Content {
 
     /// The packs on disk, by name, with their pack.yaml text (nil when it cannot be read).
     static func packsOnDisk() -> [(name: String, yaml: String?)] {
+        // No packs directory holds no packs; an unreadable pack.yaml is nil, which fails
+        // registration naming the pack.
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: packsDirectory)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
         return names.map { ($0, try? String(contentsOfFile: "\(packsDirectory)/\($0)/pack.yaml", encoding: .utf8)) }
     }

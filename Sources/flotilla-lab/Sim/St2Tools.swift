@@ -183,6 +183,7 @@ enum St2Tools {
 
     /// The client's `-j` output: pretty-printed JSON, keys sorted.
     static func jsonText(_ object: Any) -> String {
+        // Built of strings, numbers and booleans: serializing cannot fail.
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("null".utf8)
         return String(decoding: data, as: UTF8.self)
     }
