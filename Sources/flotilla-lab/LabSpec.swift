@@ -154,6 +154,19 @@ struct KVPair: Codable, Sendable, Equatable {
     var scope: String = "st2kv.system"
     var secret = false
     var user: String?
+    /// Written before st2 1.5: the API returns it without `scope` and `secret`.
+    var legacy = false
+    /// Loaded already encrypted with another host's key: only kept, never decryptable here.
+    var foreign = false
+}
+
+/// A custom pack on a host, under /opt/stackstorm/packs and registered.
+struct PackSpec: Codable, Sendable, Equatable {
+    var name: String
+    var version = "1.0.0"
+    /// Its pack.yaml no longer passes registration (`st2ctl reload --register-all` fails
+    /// naming it), though the host it is on registered it long ago.
+    var broken = false
 }
 
 /// Everything the lab needs to know to create one simulated host.
@@ -169,6 +182,7 @@ struct HostSpec: Codable, Sendable, Equatable {
     var vars: [String: String] = [:]
     var servicesRunning = true
     var kv: [KVPair] = []
+    var packs: [PackSpec] = []
     var auditLogs: [String] = []
     var hostKeyType = "ed25519"
     var faults = HostFaults()
@@ -178,7 +192,7 @@ struct HostSpec: Codable, Sendable, Equatable {
 enum LabSpec {
     static let st2Packages = ["st2", "st2web", "st2chatops", "st2mistral", "bwc-enterprise"]
     private static let hostKeys: Set<String> = [
-        "name", "os", "packages", "available", "st2_cluster", "zone", "vars", "services", "kv", "audit_logs", "host_key", "faults",
+        "name", "os", "packages", "available", "st2_cluster", "zone", "vars", "services", "kv", "packs", "audit_logs", "host_key", "faults",
     ]
 
     /// Parses a spec file.
@@ -377,7 +391,7 @@ enum LabSpec {
                 } else {
                     guard case .sequence(let items) = node else { throw fail(node, "kv must be a count or a list of keys") }
                     spec.kv = try items.map { item in
-                        let f = try mapping(item, allowed: ["name", "value", "scope", "secret", "user"], what: "a kv entry")
+                        let f = try mapping(item, allowed: ["name", "value", "scope", "secret", "user", "legacy"], what: "a kv entry")
                         guard let n = f["name"], let v = f["value"] else { throw fail(item, "a kv entry needs 'name' and 'value'") }
                         var pair = KVPair(name: try string(n, "kv name"), value: try string(v, "kv value"))
                         if let s = f["scope"] { pair.scope = try string(s, "kv scope") }
@@ -386,8 +400,31 @@ enum LabSpec {
                             pair.secret = flag
                         }
                         pair.user = try f["user"].map { try string($0, "kv user") }
+                        if let l = f["legacy"] {
+                            guard let flag = l.bool else { throw fail(l, "kv legacy must be true or false") }
+                            pair.legacy = flag
+                        }
                         return pair
                     }
+                }
+            }
+            if let node = fields["packs"] {
+                guard case .sequence(let items) = node else { throw fail(node, "packs must be a list of packs") }
+                spec.packs = try items.map { item in
+                    if case .scalar = item { return PackSpec(name: try string(item, "pack name")) }
+                    let f = try mapping(item, allowed: ["name", "version", "broken"], what: "a pack")
+                    guard let n = f["name"] else { throw fail(item, "a pack needs a 'name'") }
+                    var pack = PackSpec(name: try string(n, "pack name"))
+                    if let v = f["version"] { pack.version = try string(v, "pack version") }
+                    if let b = f["broken"] {
+                        guard let flag = b.bool else { throw fail(b, "pack broken must be true or false") }
+                        pack.broken = flag
+                    }
+                    return pack
+                }
+                for (item, pack) in zip(node.array(), spec.packs)
+                where pack.name.isEmpty || !pack.name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_") }) {
+                    throw fail(item, "pack name '\(pack.name)' may hold only lowercase letters, digits and '_'")
                 }
             }
             if let node = fields["audit_logs"] {

@@ -179,7 +179,11 @@ struct LabUp: Sendable {
         try fm.createDirectory(at: paths.home, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let config = HostConfig(spec: spec, address: host.address, port: host.port, labDir: dir.path, hostDir: host.dir, executable: executable)
         try writeAtomically(try labJSONEncoder.encode(config), to: paths.config, mode: 0o640, group: accounts.user.id)
-        let state = HostState(spec: spec)
+        // The datastore crypto key: in /etc/st2/keys as st2 keeps it, and in the state,
+        // where the simulated API (which runs as the caller, not as st2) encrypts with it.
+        let cryptoSecret = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined()
+        var state = HostState(spec: spec)
+        state.cryptoKey = cryptoSecret
         try StateStore(paths: paths).write(state)
 
         let keyType = spec.hostKeyType
@@ -203,7 +207,7 @@ struct LabUp: Sendable {
             // The datastore crypto key, as st2-generate-symmetric-crypto-key writes it: readable by root only here.
             let keys = etc.appendingPathComponent("st2/keys")
             try fm.createDirectory(at: keys, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let secret = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined()
+            let secret = cryptoSecret
             let key = keys.appendingPathComponent("datastore_key.json")
             try "{\"hmacKey\": {\"hmacKeyString\": \"\(secret.prefix(32))\", \"size\": 256}, \"aesKeyString\": \"\(secret)\", \"mode\": \"CBC\", \"size\": 256}\n"
                 .write(to: key, atomically: true, encoding: .utf8)
@@ -232,6 +236,7 @@ struct LabUp: Sendable {
         if spec.packages["st2"] != nil {
             try fm.createDirectory(at: opt.appendingPathComponent("stackstorm/st2/bin"), withIntermediateDirectories: true)
             try fm.createDirectory(at: opt.appendingPathComponent("stackstorm/packs"), withIntermediateDirectories: true)
+            try St2Content.writePacks(spec, packsRoot: opt.appendingPathComponent("stackstorm/packs"))
         }
         try syncShippedScripts(state: state, catalog: catalog, optRoot: opt, executable: executable)
         let logs = paths.upper("var-log").appendingPathComponent("st2")

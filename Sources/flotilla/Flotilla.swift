@@ -25,7 +25,7 @@ struct Flotilla: AsyncParsableCommand {
         \(exitCodes)
         """,
         version: "flotilla \(version) (libssh2 \(LibSSH2.version))",
-        subcommands: [Hosts.self, Ping.self, Exec.self, Facts.self, Plan.self, Upgrade.self, RunRunbook.self, Resume.self, Runs.self, Show.self, Ctl.self, Report.self]
+        subcommands: [Hosts.self, Ping.self, Exec.self, Facts.self, Plan.self, Upgrade.self, Rollover.self, RunRunbook.self, Resume.self, Runs.self, Show.self, Ctl.self, Report.self]
     )
 
     /// Parses and runs the command; every error that ends it goes through

@@ -15,15 +15,17 @@ struct RolloutRunner {
 
     /// Creates the run's journal (with the hosts it never starts recorded as such) and
     /// executes the run.
-    func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
+    func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure], handlers: StepHandlers = .standard) async throws {
         let journal = try RunBuilder.createJournal(record, locks: locks)
         Console.note(RunProgress.startNote(record, journal: journal.file.path))
-        try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures)
+        try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures,
+                          handlers: handlers)
     }
 
     /// Runs (or continues) a run to its end and exits with SPEC §1's status.
     func execute(record: RunRecord, journal: sending Journal, preset: [Int: RolloutPolicy.HostResult], done: [Int: Set<Int>],
-                 reattach: [Int: [Int: DetachedStep.Token]] = [:], knownFailures: [RolloutEngine.KnownFailure]) async throws {
+                 reattach: [Int: [Int: DetachedStep.Token]] = [:], knownFailures: [RolloutEngine.KnownFailure],
+                 handlers: StepHandlers = .standard) async throws {
         let config = try record.options.policyConfig(for: record, now: Date())
         var settings = record.options.engineSettings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"),
                                                      knownFailures: knownFailures)
@@ -34,7 +36,7 @@ struct RolloutRunner {
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
         let stopping = StopAtOnce()
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
-                                   transport: SSHTransport(targets: targets), settings: settings, done: done, reattach: reattach,
+                                   transport: SSHTransport(targets: targets), settings: settings, done: done, reattach: reattach, handlers: handlers,
                                    // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
                                    progress: { if !stopping.isStopping { printer.show($0) } }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(

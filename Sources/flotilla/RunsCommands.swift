@@ -67,7 +67,8 @@ struct Resume: AsyncParsableCommand {
                         + plan.unknown.joined(separator: "; ")))
         let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
         try await RolloutRunner(targets: targets, locks: locks, output: output)
-            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach, knownFailures: knownFailures)
+            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach, knownFailures: knownFailures,
+                     handlers: record.kind == .rollover ? Rollover.handlers(targets) : .standard)
     }
 }
 

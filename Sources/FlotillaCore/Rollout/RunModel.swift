@@ -200,6 +200,8 @@ public struct RunHost: Sendable, Codable, Equatable {
 public enum RunKind: String, Sendable, Codable, CaseIterable {
     case stackstormUpgrade = "stackstorm-upgrade"
     case runbook
+    /// A content roll-over from one st2 instance to another (SPEC §8.5).
+    case rollover
 }
 
 /// Where a run stands, as its journal records it (SPEC §6 `outcome` for the final ones).

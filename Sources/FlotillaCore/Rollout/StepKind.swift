@@ -65,7 +65,7 @@ public struct StepKind: RawRepresentable, Sendable, Hashable, Codable, Expressib
     public static let backups: Set<StepKind> = [.backupKeyValue, .backupFiles, .fetchAuditLogs]
 
     /// Whether a step of this kind runs detached from the connection (SPEC §8.1): every
-    /// kind that changes the host, including runbook commands and kinds this flotilla does
-    /// not know (the safe side).
-    public var runsDetached: Bool { !Self.readOnly.contains(self) }
+    /// kind that changes the host (but a roll-over's staging, ``rolloverPlain``), including
+    /// runbook commands and kinds this flotilla does not know (the safe side).
+    public var runsDetached: Bool { !Self.readOnly.contains(self) && !Self.rolloverPlain.contains(self) }
 }

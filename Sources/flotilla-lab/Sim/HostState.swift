@@ -45,6 +45,11 @@ struct HostState: Codable, Sendable {
     var kv: [KVPair]
     /// Times content was registered (`st2ctl reload`).
     var registrations = 0
+    /// Registered packs and their versions (`st2 pack list`).
+    var packs: [String: String] = [:]
+    /// The datastore crypto key (as in /etc/st2/keys/datastore_key.json), with which the
+    /// simulated API encrypts and decrypts secrets.
+    var cryptoKey = ""
     /// Config files a package manager left beside the live ones.
     var leftoverConfigs: [String] = []
     /// How often each command fault has fired (key: kind and index), for `times`.
@@ -100,6 +105,10 @@ struct HostState: Codable, Sendable {
         services = [:]
         nextPid = 1000 + Int.random(in: 0...20000)
         kv = spec.kv
+        if spec.packages["st2"] != nil {
+            for pack in St2Content.shippedPacks { packs[pack] = spec.packages["st2"].map { String($0.prefix { $0 != "-" }) } ?? "" }
+            for pack in spec.packs { packs[pack.name] = pack.version }
+        }
         if let mistral = spec.packages["st2mistral"] {
             self.mistral = Mistral(schema: mistral, populated: true, tablesAhead: false)
         }

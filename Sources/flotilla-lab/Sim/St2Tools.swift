@@ -60,6 +60,9 @@ enum St2Tools {
                 ? "--register-runners --register-actions --register-aliases --register-sensors --register-triggers --register-configs --register-rules"
                 : flags.joined(separator: " ")
             sim.out("Registering content...[flags = --config-file /etc/st2/st2.conf \(used)]")
+            if flags.contains("--register-all"), try !St2Content.register(&sim).ok {
+                return 1
+            }
             let state = try sim.store.update { state -> HostState in state.registrations += 1; return state }
             let stamp = logStamp()
             sim.err("\(stamp) INFO [-] Connecting to database \"st2\" @ \"127.0.0.1:27017\" as user \"None\".")
@@ -96,19 +99,28 @@ enum St2Tools {
             }
             return 0
         }
-        guard args.first == "key", args.count >= 2 else {
-            sim.err("usage: st2 [-h] [--version] [--url BASE_URL] ... {key,...}\n(the lab simulates only: st2 --version, st2 key list, st2 key load)")
+        guard ["key", "pack", "run"].contains(args.first), args.count >= 2 else {
+            sim.err("usage: st2 [-h] [--version] [--url BASE_URL] ... {key,pack,run,...}\n(the lab simulates only: st2 --version, st2 key list/get/load, st2 pack list, st2 run packs.setup_virtualenv)")
             return 2
         }
         guard state.services["st2api"] != nil else {
             sim.err("ERROR: HTTPConnectionPool(host='127.0.0.1', port=9101): Max retries exceeded with url: /v1/keys (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object>: Failed to establish a new connection: [Errno 111] Connection refused'))")
             return 1
         }
+        if args[0] == "pack" {
+            switch args[1] {
+            case "list": return St2Content.packList(&sim, state: state, json: args.contains("-j") || args.contains("--json"))
+            case "install": return try St2Content.packInstall(&sim, sources: Array(args.dropFirst(2)))
+            default: sim.err("st2 pack: the lab simulates only 'list' and 'install'"); return 2
+            }
+        }
+        if args[0] == "run" { return St2Content.setupVirtualenvs(&sim, args: Array(args.dropFirst())) }
         switch args[1] {
         case "list": return keyList(&sim, state: state, args: Array(args.dropFirst(2)), version: version)
+        case "get": return keyGet(&sim, state: state, args: Array(args.dropFirst(2)))
         case "load": return try keyLoad(&sim, args: Array(args.dropFirst(2)))
         default:
-            sim.err("st2 key: the lab simulates only 'list' and 'load'")
+            sim.err("st2 key: the lab simulates only 'list', 'get' and 'load'")
             return 2
         }
     }
@@ -150,22 +162,91 @@ enum St2Tools {
         let selected = state.kv.filter { pair in
             scope == "all" || pair.scope == scope || pair.scope == "st2kv.\(scope)"
         }.prefix(limit)
-        let items: [[String: Any]] = selected.map { pair in
-            var item: [String: Any] = ["name": pair.name, "scope": pair.scope, "secret": pair.secret, "encrypted": pair.secret && !decrypt]
-            item["value"] = pair.secret && !decrypt ? encryptedLooking(pair.value) : pair.value
-            if let user = pair.user { item["user"] = user }
-            return item
+        var items: [[String: Any]] = []
+        for pair in selected {
+            switch apiItem(pair, state: state, decrypt: decrypt) {
+            case .success(let item): items.append(item)
+            case .failure(let error):
+                sim.err(error.message)
+                return 1
+            }
         }
         if json {
-            let data = (try? JSONSerialization.data(withJSONObject: items, options: [.prettyPrinted, .sortedKeys])) ?? Data("[]".utf8)
-            sim.out(String(decoding: data, as: UTF8.self))
+            sim.out(jsonText(items))
         } else {
-            for item in items { sim.out("| \(item["name"]!) | \(item["value"]!) | \(item["scope"]!) |") }
+            for item in items { sim.out("| \(item["name"]!) | \(item["value"]!) | \(item["scope"] ?? "") |") }
         }
         return 0
     }
 
     struct APIError: Error { var message: String }
+
+    /// The client's `-j` output: pretty-printed JSON, keys sorted.
+    static func jsonText(_ object: Any) -> String {
+        // Built of strings, numbers and booleans: serializing cannot fail.
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("null".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A pair as the API returns it: secrets encrypted with the host's datastore crypto
+    /// key unless decrypted; a pair written before 1.5 without `scope` and `secret`; a
+    /// secret loaded encrypted with another host's key cannot be decrypted (the API fails).
+    static func apiItem(_ pair: KVPair, state: HostState, decrypt: Bool) -> Result<[String: Any], APIError> {
+        var item: [String: Any] = ["name": pair.name]
+        if !pair.legacy {
+            item["scope"] = pair.scope
+            item["secret"] = pair.secret
+            item["encrypted"] = pair.secret && !decrypt
+        }
+        if pair.foreign {
+            guard !decrypt else {
+                return .failure(APIError(message: "ERROR: 500 Server Error: Internal Server Error\nMESSAGE: Failed to decrypt the value of \"\(pair.name)\": InvalidSignatureError: HMAC signature does not match (was it encrypted with another datastore key?)"))
+            }
+            item["value"] = pair.value
+        } else {
+            item["value"] = pair.secret && !decrypt ? St2Content.encrypt(pair.value, key: state.cryptoKey) : pair.value
+        }
+        if let user = pair.user { item["user"] = user }
+        return .success(item)
+    }
+
+    /// `st2 key get NAME [-s SCOPE] [--decrypt] [-j]`.
+    static func keyGet(_ sim: inout SimContext, state: HostState, args: [String]) -> Int32 {
+        var name: String?, scope = "system", decrypt = false, json = false
+        var index = 0
+        while index < args.count {
+            switch args[index] {
+            case "-j", "--json": json = true
+            case "--decrypt": decrypt = true
+            case "-s", "--scope":
+                guard index + 1 < args.count else { sim.err("st2 key get: error: argument -s/--scope: expected one argument"); return 2 }
+                scope = args[index + 1]
+                index += 1
+            case let word where !word.hasPrefix("-") && name == nil: name = word
+            default:
+                sim.err("st2: error: unrecognized arguments: \(args[index])")
+                return 2
+            }
+            index += 1
+        }
+        guard let name else { sim.err("st2 key get: error: the following arguments are required: name"); return 2 }
+        guard let pair = state.kv.first(where: { $0.name == name && ($0.scope == scope || $0.scope == "st2kv.\(scope)") }) else {
+            sim.err("Key-value pair \"\(name)\" is not found.")
+            return 2
+        }
+        switch apiItem(pair, state: state, decrypt: decrypt) {
+        case .success(let item):
+            if json {
+                sim.out(jsonText(item))
+            } else {
+                sim.out("| name | \(item["name"]!) |\n| value | \(item["value"]!) |")
+            }
+            return 0
+        case .failure(let error):
+            sim.err(error.message)
+            return 1
+        }
+    }
 
     /// What the API of `version` makes of `?limit=N` (st2api controllers/resource.py):
     /// 2.4 and 2.5 take 0 as no limit, fail on a negative one (an IndexError: 500) and
@@ -187,13 +268,10 @@ enum St2Tools {
         return .success(n)
     }
 
-    /// A stable stand-in for st2's AES ciphertext, so secrets are never shown in clear.
-    static func encryptedLooking(_ value: String) -> String {
-        var hash: UInt64 = 14_695_981_039_346_656_037
-        for byte in value.utf8 { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
-        return String(repeating: String(hash, radix: 16, uppercase: true), count: 4)
-    }
-
+    /// `st2 key load FILE`: an item without `scope` is a system one, without `secret` not
+    /// secret (so a secret from a file that lost the flag lands in clear); a clear secret is
+    /// encrypted with this host's key; an item marked `encrypted` is kept as it is, which
+    /// only this host's key can decrypt later.
     static func keyLoad(_ sim: inout SimContext, args: [String]) throws -> Int32 {
         guard let file = args.first(where: { !$0.hasPrefix("-") }) else {
             sim.err("st2 key load: error: the following arguments are required: file")
@@ -209,6 +287,10 @@ enum St2Tools {
         for entry in entries {
             guard let name = entry["name"] as? String else { sim.err("ERROR: every item needs a name"); return 1 }
             var pair = KVPair(name: name, value: "\(entry["value"] ?? "")")
+            if entry["encrypted"] as? Bool == true {
+                let state = try sim.store.read()
+                if let clear = St2Content.decrypt(pair.value, key: state.cryptoKey) { pair.value = clear } else { pair.foreign = true }
+            }
             if let scope = entry["scope"] as? String { pair.scope = scope.hasPrefix("st2kv.") ? scope : "st2kv.\(scope)" }
             pair.secret = entry["secret"] as? Bool ?? false
             pair.user = entry["user"] as? String
@@ -220,7 +302,8 @@ enum St2Tools {
                 state.kv.append(pair)
             }
         }
-        for pair in loaded { sim.out("| \(pair.name) | \(pair.secret ? encryptedLooking(pair.value) : pair.value) |") }
+        let key = try sim.store.read().cryptoKey
+        for pair in loaded { sim.out("| \(pair.name) | \(pair.secret && !pair.foreign ? St2Content.encrypt(pair.value, key: key) : pair.value) |") }
         return 0
     }
 
