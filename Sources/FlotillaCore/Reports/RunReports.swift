@@ -61,7 +61,7 @@ public enum RunReports {
 
     // MARK: Times
 
-    static func stamp(_ date: Date?) -> String? { date.map { ISO8601DateFormatter().string(from: $0) } }
+    static func stamp(_ date: Date?) -> String? { date.map { $0.ISO8601Format() } }
 
     static func milliseconds(_ from: Date, _ to: Date) -> Int { Int((to.timeIntervalSince(from) * 1000).rounded()) }
 

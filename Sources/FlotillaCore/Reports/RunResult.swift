@@ -5,7 +5,7 @@ import Foundation
 public enum RunResult {
     static func stamp(_ date: Date?) -> JSONValue {
         guard let date else { return .null }
-        return .string(ISO8601DateFormatter().string(from: date))
+        return .string(date.ISO8601Format())
     }
 
     /// SPEC's outcome word for a journal state.

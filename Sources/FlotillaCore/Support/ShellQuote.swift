@@ -6,9 +6,14 @@ public enum ShellQuote {
     /// in single quotes (a quote inside becomes `'\''`). Newlines, `$`, backticks and `;`
     /// stay inert.
     public static func quote(_ value: String) -> String {
-        let safe = !value.isEmpty && value.unicodeScalars.allSatisfy { scalar in
-            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "_@%+=:,./-".unicodeScalars.contains(scalar))
+        let safe = !value.isEmpty && value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+            default: "_@%+=:,./-".utf8.contains(byte)
+            }
         }
-        return safe ? value : "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        // Split and joined in Swift: Foundation's replacingOccurrences (through NSString)
+        // was a visible share of the controller's CPU for the long lines of detached steps.
+        return safe ? value : "'" + value.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
     }
 }

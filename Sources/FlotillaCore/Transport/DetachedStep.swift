@@ -69,7 +69,7 @@ public enum DetachedStep {
         var encoded = ""
         for byte in text.utf8 {
             let scalar = Unicode.Scalar(byte)
-            let keep = byte < 0x80 && (CharacterSet.alphanumerics.contains(scalar) || "_-.".unicodeScalars.contains(scalar))
+            let keep = ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) || "_-.".unicodeScalars.contains(scalar)
             if keep && !(byte == UInt8(ascii: ".") && encoded.isEmpty) {
                 encoded.unicodeScalars.append(scalar)
             } else {
@@ -120,7 +120,7 @@ public enum DetachedStep {
             printf '%s\\n' "$fl_b" >"$d.boot"
             : >"$d.out"
             : >"$d.err"
-            fl_runner=\(ShellQuote.quote(runner))
+            fl_runner=\(quotedRunner)
             if [ -n "$BASH_VERSION" ]; then
               set -- "$d" "$fl_mask"
               \(bashRunner)
@@ -146,6 +146,8 @@ public enum DetachedStep {
     /// sources the command and writes `.exit` when the command ends, by `exit` or by
     /// SIGTERM (the TERM trap tells a kill from `exit 143`). None of the protocol's names
     /// stay visible to the command.
+    private static let quotedRunner = ShellQuote.quote(runner)
+
     private static let runner = """
         fl_d=$1
         fl_m=$2
