@@ -1,0 +1,196 @@
+import CLibPQ
+import Foundation
+import Synchronization
+
+/// A real PostgreSQL server for the tests, started by them: `initdb` into a private
+/// temporary directory, listening on 127.0.0.1 and a free port only, its unix socket in
+/// that directory, password (SCRAM) logins over TCP. Run as the `postgres` user when
+/// the tests run as root (PostgreSQL refuses root), else as the current user.
+///
+/// ``shared`` is started once per test process and stopped (by its pid) when the
+/// process exits; a test that needs a server of its own to stop (the database lost
+/// mid-run) starts one with ``start()`` and stops it with ``stop()``.
+public final class PostgresTestServer: Sendable {
+    /// Where Debian puts the server binaries.
+    public static let binaries = "/usr/lib/postgresql/15/bin"
+    public static let user = "flotilla"
+    /// The test role's password: given to libpq in the address (in-process tests) or in
+    /// PGPASSWORD (the CLI tests), never on a command line.
+    public static let password = "test-\(UInt32.random(in: 0...UInt32.max))"
+
+    public let directory: URL
+    public let port: Int
+    public let pid: pid_t
+    private let process: Process
+
+    /// The server of this test process, started on first use.
+    public static var shared: PostgresTestServer {
+        get throws {
+            try sharedServer.withLock { server in
+                if let server { return server }
+                let started = try start()
+                server = started
+                atexit { PostgresTestServer.stopShared() }
+                return started
+            }
+        }
+    }
+
+    private static let sharedServer = Mutex<PostgresTestServer?>(nil)
+
+    private static func stopShared() {
+        sharedServer.withLock { $0?.stop() }
+    }
+
+    private init(directory: URL, port: Int, process: Process) {
+        self.directory = directory
+        self.port = port
+        self.process = process
+        pid = process.processIdentifier
+    }
+
+    /// The server's address for database `database`, with the password in it (only for
+    /// in-process use).
+    public func url(database: String, password: Bool = true) -> String {
+        "postgresql://\(Self.user)\(password ? ":\(Self.password)" : "")@127.0.0.1:\(port)/\(database)"
+    }
+
+    /// A new, empty database (so tests running at once never see each other's runs);
+    /// returns its name.
+    public func newDatabase(prefix: String = "t") throws -> String {
+        let name = "\(prefix)_\(UInt64.random(in: 0...UInt64.max))"
+        try execute("CREATE DATABASE \(name)", database: "postgres")
+        return name
+    }
+
+    /// Runs `sql` as the test role on `database`.
+    public func execute(_ sql: String, database: String) throws {
+        guard let connection = PQconnectdb(url(database: database)) else { throw ServerError("out of memory") }
+        defer { PQfinish(connection) }
+        guard PQstatus(connection) == CONNECTION_OK else { throw ServerError(String(cString: PQerrorMessage(connection))) }
+        let result = PQexec(connection, sql)
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else { throw ServerError(String(cString: PQerrorMessage(connection))) }
+    }
+
+    public struct ServerError: Error, CustomStringConvertible {
+        public var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Starts a new server and returns once it accepts connections.
+    public static func start() throws -> PostgresTestServer {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/flotilla-pg-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw ServerError("mkdtemp failed: \(String(cString: strerror(errno)))")
+        }
+        let directory = URL(fileURLWithPath: String(cString: made))
+        let runAs: [String]
+        if geteuid() == 0 {
+            guard let entry = getpwnam("postgres") else { throw ServerError("no postgres user (install Debian's postgresql package)") }
+            chown(directory.path, entry.pointee.pw_uid, entry.pointee.pw_gid)
+            runAs = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        } else {
+            runAs = []
+        }
+        let passwordFile = directory.appendingPathComponent("password")
+        guard FileManager.default.createFile(atPath: passwordFile.path, contents: Data((password + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ServerError("cannot write \(passwordFile.path)")
+        }
+        if geteuid() == 0, let entry = getpwnam("postgres") { chown(passwordFile.path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+        let data = directory.appendingPathComponent("data")
+        let initdb = try run(runAs + ["\(binaries)/initdb", "-D", data.path, "-U", user, "--pwfile", passwordFile.path,
+                                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
+        guard initdb.status == 0 else { throw ServerError("initdb failed: \(initdb.output)") }
+
+        // A free port: the kernel picks one for a socket bound to port 0; a server that
+        // still finds it taken is started again on another.
+        var lastLog = ""
+        for _ in 0..<5 {
+            let port = try freePort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: runAs.first ?? "\(binaries)/postgres")
+            process.arguments = Array(runAs.dropFirst()) + (runAs.isEmpty ? [] : ["\(binaries)/postgres"]) + [
+                "-D", data.path, "-k", directory.path, "-p", String(port),
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
+            ]
+            let pipe = Pipe()
+            process.standardError = pipe
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            // Read the server's log until it says it is ready (or it exits): the log is the
+            // event, no polling.
+            let reader = pipe.fileHandleForReading
+            var log = Data()
+            var ready = false
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { break }
+                log += chunk
+                if String(decoding: log, as: UTF8.self).contains("ready to accept connections") {
+                    ready = true
+                    break
+                }
+            }
+            if ready {
+                // The rest of the log is drained into a file, so the server never blocks on a full pipe.
+                let logFile = directory.appendingPathComponent("server.log")
+                guard FileManager.default.createFile(atPath: logFile.path, contents: log) else {
+                    kill(process.processIdentifier, SIGINT)
+                    throw ServerError("cannot write \(logFile.path)")
+                }
+                let sink = FileHandle(forWritingAtPath: logFile.path)
+                sink?.seekToEndOfFile()
+                reader.readabilityHandler = { handle in
+                    let chunk = handle.availableData
+                    if chunk.isEmpty { handle.readabilityHandler = nil } else { sink?.write(chunk) }
+                }
+                return PostgresTestServer(directory: directory, port: port, process: process)
+            }
+            process.waitUntilExit()
+            lastLog = String(decoding: log, as: UTF8.self)
+        }
+        throw ServerError("postgres did not start: \(lastLog)")
+    }
+
+    /// Stops the server (a fast shutdown: SIGINT to its pid), waits for it, and removes its
+    /// directory.
+    public func stop() {
+        if process.isRunning {
+            kill(pid, SIGINT)
+            process.waitUntilExit()
+        }
+        // Only the test's own temporary directory; nothing to report if it is gone already.
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ServerError("socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw ServerError("cannot bind a port on 127.0.0.1") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
