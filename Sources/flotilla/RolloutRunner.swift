@@ -12,12 +12,15 @@ struct RolloutRunner {
     let targets: Targets
     let locks: RunLocks
     let output: RunOutputOptions
+    /// Where the run is journaled (the state dir's SQLite file unless `--journal` names
+    /// a shared PostgreSQL database).
+    let journal: JournalLocation
 
     /// Creates the run's journal (with the hosts it never starts recorded as such) and
     /// executes the run.
     func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        let journal = try RunBuilder.createJournal(record, locks: locks)
-        Console.note(RunProgress.startNote(record, journal: journal.file.path))
+        let journal = try RunBuilder.createJournal(record, locks: locks, at: journal)
+        Console.note(RunProgress.startNote(record, journal: journal.location))
         try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures)
     }
 
@@ -62,20 +65,25 @@ struct RolloutRunner {
         if stopping.isStopping { await stopping.wait() }
         printer.finish()
         control.stop()
-        if let problem = await engine.journalProblem {
-            Console.error("\(problem)\nthe run stopped; free the space or fix the state dir, then: flotilla resume \(record.id) --state-dir \(output.stateDir)")
+        let journalProblem = await engine.journalProblem
+        if let problem = journalProblem {
+            let fix = self.journal.isShared ? "bring the database back" : "free the space or fix the state dir"
+            Console.error("\(problem)\nthe run stopped; \(fix), then: flotilla resume \(record.id) \(output.state.again)")
         }
         withExtendedLifetime(signals) {}
         let state: JournalState
         do {
             state = try await engine.state()
         } catch {
+            // A journal lost mid-run (the database gone): the steps in flight finished on
+            // their hosts and no new host started; resume picks the run up (exit 3).
+            if journalProblem != nil { throw ExitCode(ExitStatus.stopped.rawValue) }
             throw FlotillaError(.software, "cannot read the journal back: \(error)")
         }
         // A report that cannot be written does not hide how the run went: the exit code
         // stays the run's, and the journal can render the report again.
         for (format, error) in RunReports.write(state, json: output.report, junit: output.junit, html: output.html) {
-            Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) --state-dir \(output.stateDir) > FILE")
+            Console.error("\(error); the run is in the journal: flotilla show \(record.id) --format \(format) \(output.state.again) > FILE")
         }
         if output.json { FileHandle.standardOutput.write(Data((RunResult.json(state).rendered() + "\n").utf8)) }
         printer.summary(state, outcome: outcome)

@@ -20,8 +20,11 @@ public final class PostgresTestServer: Sendable {
 
     public let directory: URL
     public let port: Int
-    public let pid: pid_t
-    private let process: Process
+    private let runAs: [String]
+    private let process: Mutex<Process>
+
+    /// The postmaster's pid (of the latest start).
+    public var pid: pid_t { process.withLock { $0.processIdentifier } }
 
     /// The server of this test process, started on first use.
     public static var shared: PostgresTestServer {
@@ -42,17 +45,18 @@ public final class PostgresTestServer: Sendable {
         sharedServer.withLock { $0?.stop() }
     }
 
-    private init(directory: URL, port: Int, process: Process) {
+    private init(directory: URL, port: Int, runAs: [String], process: Process) {
         self.directory = directory
         self.port = port
-        self.process = process
-        pid = process.processIdentifier
+        self.runAs = runAs
+        self.process = Mutex(process)
     }
 
-    /// The server's address for database `database`, with the password in it (only for
-    /// in-process use).
-    public func url(database: String, password: Bool = true) -> String {
-        "postgresql://\(Self.user)\(password ? ":\(Self.password)" : "")@127.0.0.1:\(port)/\(database)"
+    /// The server's address for database `database`. The password is in the password
+    /// file that `PGPASSFILE` names (set for this process and its children), as an
+    /// operator's ~/.pgpass would hold it.
+    public func url(database: String) -> String {
+        "postgresql://\(Self.user)@127.0.0.1:\(port)/\(database)"
     }
 
     /// A new, empty database (so tests running at once never see each other's runs);
@@ -65,7 +69,7 @@ public final class PostgresTestServer: Sendable {
 
     /// Runs `sql` as the test role on `database`.
     public func execute(_ sql: String, database: String) throws {
-        guard let connection = PQconnectdb(url(database: database)) else { throw ServerError("out of memory") }
+        guard let connection = PQconnectdb(url(database: database) + "?password=\(Self.password)") else { throw ServerError("out of memory") }
         defer { PQfinish(connection) }
         guard PQstatus(connection) == CONNECTION_OK else { throw ServerError(String(cString: PQerrorMessage(connection))) }
         let result = PQexec(connection, sql)
@@ -99,6 +103,7 @@ public final class PostgresTestServer: Sendable {
             throw ServerError("cannot write \(passwordFile.path)")
         }
         if geteuid() == 0, let entry = getpwnam("postgres") { chown(passwordFile.path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+        try writePasswordFile()
         let data = directory.appendingPathComponent("data")
         let initdb = try run(runAs + ["\(binaries)/initdb", "-D", data.path, "-U", user, "--pwfile", passwordFile.path,
                                       "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
@@ -106,61 +111,96 @@ public final class PostgresTestServer: Sendable {
 
         // A free port: the kernel picks one for a socket bound to port 0; a server that
         // still finds it taken is started again on another.
-        var lastLog = ""
+        var lastError: Error = ServerError("postgres did not start")
         for _ in 0..<5 {
             let port = try freePort()
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: runAs.first ?? "\(binaries)/postgres")
-            process.arguments = Array(runAs.dropFirst()) + (runAs.isEmpty ? [] : ["\(binaries)/postgres"]) + [
-                "-D", data.path, "-k", directory.path, "-p", String(port),
-                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
-            ]
-            let pipe = Pipe()
-            process.standardError = pipe
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
-            // Read the server's log until it says it is ready (or it exits): the log is the
-            // event, no polling.
-            let reader = pipe.fileHandleForReading
-            var log = Data()
-            var ready = false
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                log += chunk
-                if String(decoding: log, as: UTF8.self).contains("ready to accept connections") {
-                    ready = true
-                    break
-                }
+            do {
+                let process = try launch(runAs: runAs, directory: directory, port: port)
+                return PostgresTestServer(directory: directory, port: port, runAs: runAs, process: process)
+            } catch {
+                lastError = error
             }
-            if ready {
-                // The rest of the log is drained into a file, so the server never blocks on a full pipe.
-                let logFile = directory.appendingPathComponent("server.log")
-                guard FileManager.default.createFile(atPath: logFile.path, contents: log) else {
-                    kill(process.processIdentifier, SIGINT)
-                    throw ServerError("cannot write \(logFile.path)")
-                }
-                let sink = FileHandle(forWritingAtPath: logFile.path)
-                sink?.seekToEndOfFile()
-                reader.readabilityHandler = { handle in
-                    let chunk = handle.availableData
-                    if chunk.isEmpty { handle.readabilityHandler = nil } else { sink?.write(chunk) }
-                }
-                return PostgresTestServer(directory: directory, port: port, process: process)
-            }
-            process.waitUntilExit()
-            lastLog = String(decoding: log, as: UTF8.self)
         }
-        throw ServerError("postgres did not start: \(lastLog)")
+        throw lastError
+    }
+
+    /// The password file every test server's role is found in (`PGPASSFILE`), written once
+    /// per test process, owner-only.
+    private static func writePasswordFile() throws {
+        try passwordFileWritten.withLock { written in
+            guard !written else { return }
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-pgpass-\(getpid())")
+            guard FileManager.default.createFile(atPath: file.path, contents: Data("127.0.0.1:*:*:\(user):\(password)\n".utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw ServerError("cannot write \(file.path)")
+            }
+            setenv("PGPASSFILE", file.path, 1)
+            written = true
+        }
+    }
+
+    private static let passwordFileWritten = Mutex(false)
+
+    /// Starts postgres on the data dir of `directory` and returns once it accepts
+    /// connections (read from its log: the log is the event, no polling).
+    private static func launch(runAs: [String], directory: URL, port: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: runAs.first ?? "\(binaries)/postgres")
+        process.arguments = Array(runAs.dropFirst()) + (runAs.isEmpty ? [] : ["\(binaries)/postgres"]) + [
+            "-D", directory.appendingPathComponent("data").path, "-k", directory.path, "-p", String(port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
+        ]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let reader = pipe.fileHandleForReading
+        var log = Data()
+        while true {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            log += chunk
+            guard String(decoding: log, as: UTF8.self).contains("ready to accept connections") else { continue }
+            // The rest of the log is drained into a file, so the server never blocks on a full pipe.
+            let logFile = directory.appendingPathComponent("server-\(port).log")
+            guard FileManager.default.createFile(atPath: logFile.path, contents: log) else {
+                kill(process.processIdentifier, SIGINT)
+                process.waitUntilExit()
+                throw ServerError("cannot write \(logFile.path)")
+            }
+            let sink = FileHandle(forWritingAtPath: logFile.path)
+            sink?.seekToEndOfFile()
+            reader.readabilityHandler = { handle in
+                let chunk = handle.availableData
+                if chunk.isEmpty { handle.readabilityHandler = nil } else { sink?.write(chunk) }
+            }
+            return process
+        }
+        process.waitUntilExit()
+        throw ServerError("postgres did not start: \(String(decoding: log, as: UTF8.self))")
+    }
+
+    /// Stops the server (a fast shutdown: SIGINT to its pid) and waits for it; the data
+    /// stays, for ``restart()``.
+    public func halt() {
+        process.withLock { process in
+            if process.isRunning {
+                kill(process.processIdentifier, SIGINT)
+                process.waitUntilExit()
+            }
+        }
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    public func restart() throws {
+        let started = try Self.launch(runAs: runAs, directory: directory, port: port)
+        process.withLock { $0 = started }
     }
 
     /// Stops the server (a fast shutdown: SIGINT to its pid), waits for it, and removes its
     /// directory.
     public func stop() {
-        if process.isRunning {
-            kill(pid, SIGINT)
-            process.waitUntilExit()
-        }
+        halt()
         // Only the test's own temporary directory; nothing to report if it is gone already.
         try? FileManager.default.removeItem(at: directory)
     }

@@ -71,6 +71,14 @@ extension Journal {
         }
     }
 
+    /// Checks that `location` can be used: for PostgreSQL, connects and brings the layout
+    /// up to date (the state dir is checked when a run is created or opened).
+    /// - Throws: ``PostgresError`` (SQLSTATE class 08) for a database that cannot be reached.
+    public static func check(_ location: JournalLocation) throws {
+        guard case .postgres(let url) = location else { return }
+        try PostgresJournals(url: url).database.close()
+    }
+
     /// Every run `location` holds, oldest first.
     public static func listRuns(at location: JournalLocation) throws -> [RunSummary] {
         switch location {

@@ -1,0 +1,127 @@
+import FlotillaCore
+import Foundation
+import PostgresTestSupport
+import Testing
+@testable import flotilla_lab
+
+/// Runs journaled in PostgreSQL (SPEC §8.6), end to end on lab fleets against a real
+/// server the tests start: the run commands through `--journal`, an unreachable database
+/// at start, and the database lost mid-run.
+@Suite struct SharedJournalTests {
+    static let flotilla = productsDir.appendingPathComponent("flotilla").path
+
+    /// A fresh database of the shared test server; its address (no password: the
+    /// server's password file, PGPASSFILE, holds it).
+    static func newJournal(_ server: PostgresTestServer) throws -> String {
+        server.url(database: try server.newDatabase(prefix: "lab"))
+    }
+
+    static func json(_ result: Run) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "stdout: \(result.stdout)\nstderr: \(result.stderr)")
+    }
+
+    @Test func everyRunCommandWorksThroughAPostgresJournal() throws {
+        let server = try PostgresTestServer.shared
+        let journal = try Self.newJournal(server)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["p1", "p2", "p3"], delay: "10ms"))
+        let state = lab.dir.appendingPathComponent("state")
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "2", "--json",
+                              "--state-dir", state.path, "--journal", journal])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains(journal), "the start note names the journal: \(result.stderr)")
+        let report = try Self.json(result)
+        #expect(report["outcome"] as? String == "succeeded")
+        let runID = try #require(report["run_id"] as? String)
+        // The state dir keeps the run's logs, but no journal of its own.
+        #expect(!FileManager.default.fileExists(atPath: state.appendingPathComponent("runs/\(runID)/journal.sqlite").path))
+
+        let listed = try run([Self.flotilla, "runs", "--journal", journal, "--json"])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        #expect(listed.stdout.contains(runID), "\(listed.stdout)")
+        // $FLOTILLA_JOURNAL names it as well as --journal.
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOTILLA_JOURNAL"] = journal
+        let shown = try runProcess([Self.flotilla, "show", runID, "--json", "--state-dir", state.path], environment: environment)
+        #expect(shown.status == 0, "\(shown.stderr)")
+        let again = try Self.json(shown)
+        #expect(again["outcome"] as? String == "succeeded" && again["run_id"] as? String == runID)
+        #expect((again["hosts"] as? [[String: Any]])?.count == 3)
+        // Resume reads the run from the same journal: finished, nothing to do.
+        let resumed = try run([Self.flotilla, "resume", runID, "--journal", journal, "--state-dir", state.path])
+        #expect(resumed.status == 64 && resumed.stderr.contains("already finished (succeeded)"), "\(resumed.stderr)")
+    }
+
+    @Test func anUnreachableJournalStopsEveryCommandAtOnceNamingIt() throws {
+        let address = "postgresql://flotilla@127.0.0.1:1/nowhere"
+        let commands: [[String]] = [
+            ["upgrade", "-i", "/nonexistent/inventory.ini", "--to", "3.8.1"],
+            ["run", "-i", "/nonexistent/inventory.ini", "/nonexistent/book.yaml"],
+            ["resume"], ["runs"], ["show"],
+        ]
+        for command in commands {
+            let result = try run([Self.flotilla] + command + ["--journal", address, "--state-dir", "/nonexistent/state"])
+            #expect(result.status == 69, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("cannot reach the journal") && result.stderr.contains(address), "\(command): \(result.stderr)")
+        }
+        // A password in $FLOTILLA_JOURNAL is used but never shown.
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOTILLA_JOURNAL"] = "postgresql://flotilla:hunter2@127.0.0.1:1/nowhere"
+        let fromEnvironment = try runProcess([Self.flotilla, "runs", "--state-dir", "/nonexistent/state"], environment: environment)
+        #expect(fromEnvironment.status == 69, "\(fromEnvironment.stderr)")
+        #expect(fromEnvironment.stderr.contains("postgresql://flotilla:***@127.0.0.1:1/nowhere") && !fromEnvironment.stderr.contains("hunter2"),
+                "\(fromEnvironment.stderr)")
+        // On the command line a password is refused: every user can read argv.
+        let inArgv = try run([Self.flotilla, "runs", "--journal", "postgresql://flotilla:hunter2@127.0.0.1:1/nowhere"])
+        #expect(inArgv.status == 64, "\(inArgv.stderr)")
+        #expect(inArgv.stderr.contains("PGPASSWORD") && !inArgv.stderr.contains("hunter2"), "\(inArgv.stderr)")
+        let notAnAddress = try run([Self.flotilla, "runs", "--journal", "mysql://x@y/z"])
+        #expect(notAnAddress.status == 64, "\(notAnAddress.stderr)")
+    }
+
+    @Test func losingTheJournalMidRunStartsNoHostFinishesTheStepInFlightAndResumes() throws {
+        // A server of its own, to stop under the controller.
+        let server = try PostgresTestServer.start()
+        defer { server.stop() }
+        let journal = try Self.newJournal(server)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["q1", "q2", "q3"], delay: "3s"))
+        let state = lab.dir.appendingPathComponent("state")
+        let controller = try Background([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "1",
+                                         "--max-parallel", "1", "--state-dir", state.path, "--journal", journal],
+                                        log: lab.dir.appendingPathComponent("controller.log"))
+        // The slow stop of the first host in flight, as the journal shows it.
+        var runID = ""
+        let inFlight = try lab.waitFor(seconds: 120) {
+            let shown = try run([Self.flotilla, "show", "--json", "--journal", journal])
+            guard shown.status == 0, let report = try? Self.json(shown) else { return false }
+            runID = report["run_id"] as? String ?? ""
+            let hosts = report["hosts"] as? [[String: Any]] ?? []
+            return hosts.contains { host in
+                (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "stop services" && $0["status"] as? String == "running" }
+            }
+        }
+        try #require(inFlight, "no stop in flight: \(controller.output.suffix(2000))")
+        server.halt()
+        #expect(controller.exitCode == 3, "\(controller.output.suffix(3000))")
+        #expect(controller.output.contains("cannot record") && controller.output.contains("flotilla resume \(runID)"),
+                "\(controller.output.suffix(3000))")
+        // The stop in flight ended on its host; no other host was touched.
+        let stopped = try lab.commandLog("q1").filter { ($0["argv"] as? [String])?.first == "st2ctl stop" || ($0["argv"] as? [String])?.contains("st2ctl stop") == true }
+        #expect(!stopped.isEmpty, "q1 ran its stop")
+        for host in ["q2", "q3"] {
+            let upgraded = try lab.commandLog(host).contains { "\($0["argv"] ?? "")".contains("st2ctl stop") }
+            #expect(!upgraded, "\(host) was not started")
+        }
+
+        try server.restart()
+        let resumed = try run([Self.flotilla, "resume", runID, "--journal", journal, "--state-dir", state.path, "--json"])
+        #expect(resumed.status == 0, "\(resumed.stderr.suffix(3000))")
+        #expect(try Self.json(resumed)["outcome"] as? String == "succeeded")
+        for host in ["q1", "q2", "q3"] {
+            #expect(try lab.packages(host)["st2"] == "3.8.1-1", "\(host)")
+            // Each host stopped its services once: the stop in flight was re-attached, not run again.
+            let stops = try lab.commandLog(host).filter { $0["kind"] as? String == "sim" && "\($0["argv"] ?? "")".contains("st2ctl") && "\($0["argv"] ?? "")".contains("stop") }
+            let log = try lab.commandLog(host)
+            #expect(stops.count == 1, "\(host): \(log)\nresume: \(resumed.stderr)\ncontroller: \(controller.output)")
+        }
+    }
+}
