@@ -11,8 +11,12 @@ import Synchronization
 /// process exits; a test that needs a server of its own to stop (the database lost
 /// mid-run) starts one with ``start()`` and stops it with ``stop()``.
 public final class PostgresTestServer: Sendable {
-    /// Where Debian puts the server binaries.
-    public static let binaries = "/usr/lib/postgresql/15/bin"
+    /// Where Debian and Ubuntu put the server binaries: the newest version installed.
+    public static let binaries: String = {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted()
+        // No version installed: the error names the directory the package would fill.
+        return "/usr/lib/postgresql/\(versions.last.map(String.init) ?? "15")/bin"
+    }()
     public static let user = "flotilla"
     /// The test role's password: given to libpq in the address (in-process tests) or in
     /// PGPASSWORD (the CLI tests), never on a command line.
