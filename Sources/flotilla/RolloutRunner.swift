@@ -27,6 +27,9 @@ struct RolloutRunner {
     /// Runs (or continues) a run to its end and exits with SPEC §1's status.
     func execute(record: RunRecord, journal: sending Journal, preset: [Int: RolloutPolicy.HostResult], done: [Int: Set<Int>],
                  reattach: [Int: [Int: DetachedStep.Token]] = [:], knownFailures: [RolloutEngine.KnownFailure]) async throws {
+        // A shared journal: this controller holds the run's hosts for as long as it lives
+        // (75 when another live controller holds some).
+        try journal.holdHosts(record.hosts.map(\.name), stateDir: locks.stateDir)
         let config = try record.options.policyConfig(for: record, now: Date())
         var settings = record.options.engineSettings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"),
                                                      knownFailures: knownFailures)

@@ -462,6 +462,39 @@ private func writeTransitions(_ journal: Journal) throws {
     /// A journal of schema 1 (options as flag texts, skip causes as the text users read),
     /// as the previous flotilla wrote it, opens, loads with typed options and causes, and
     /// takes transitions (resume writes to it), staying schema 1.
+    @Test func aPostgresJournalHoldsHostsForItsSessionOnly() throws {
+        let scratch = try Scratch()
+        let place = try scratch.place(.postgresql)
+        let first = try place.create(sampleRun())
+        try first.holdHosts(["st2-01", "st2-02"], stateDir: scratch.stateDir)
+        let second = try place.open(nil)
+        let refused = lockError { try second.holdHosts(["st2-02", "st2-03"], stateDir: scratch.url("other")) }
+        #expect(refused?.hosts == ["st2-02"])
+        #expect(refused?.message.contains("held by pid \(getpid())") == true, "\(refused?.message ?? "")")
+        // All or none: st2-03 was let go again.
+        try first.holdHosts(["st2-03"], stateDir: scratch.stateDir)
+        // The holds end with the session that took them.
+        first.close()
+        try second.holdHosts(["st2-01", "st2-02", "st2-03"], stateDir: scratch.url("other"))
+    }
+
+    @Test func anOlderPostgresLayoutIsUpgradedInPlace() throws {
+        let scratch = try Scratch()
+        let place = try scratch.place(.postgresql)
+        let journal = try place.create(sampleRun())
+        try writeTransitions(journal)
+        // As layout 1 left it: no holder table.
+        try journal.database.execute("DROP TABLE holder; UPDATE flotilla.schema_version SET version = 1")
+        journal.close()
+        let reopened = try place.open(nil)
+        #expect(try reopened.database.query("SELECT version FROM flotilla.schema_version") { $0.int(0) } == [PostgresJournals.schemaVersion])
+        try reopened.holdHosts(["st2-01"], stateDir: scratch.stateDir)
+        #expect(try reopened.load().host("st2-02")?.steps[2].status == .running)
+        // A layout from a newer flotilla is refused, not guessed at.
+        try reopened.database.execute("UPDATE flotilla.schema_version SET version = 99")
+        #expect(journalError { _ = try place.open(nil) }?.code == .unsupportedSchema)
+    }
+
     @Test func aSchemaOneJournalStillOpensAndResumes() throws {
         let scratch = try Scratch()
         var run = sampleRun()

@@ -124,4 +124,48 @@ import Testing
             #expect(stops.count == 1, "\(host): \(log)\nresume: \(resumed.stderr)\ncontroller: \(controller.output)")
         }
     }
+
+    @Test func aDeadControllersHostsAreTakenOverByResumeFromAnotherMachine() throws {
+        let server = try PostgresTestServer.shared
+        let journal = try Self.newJournal(server)
+        let lab = try TestLab(spec: TestLab.slowStopSpec(["r1", "r2", "r3"], delay: "3s"))
+        // Two controller machines: two state dirs and two homes (where each machine's own
+        // host locks live), one journal.
+        let first = lab.dir.appendingPathComponent("state-a")
+        let second = lab.dir.appendingPathComponent("state-b")
+        var otherMachine = ProcessInfo.processInfo.environment
+        otherMachine["HOME"] = lab.dir.appendingPathComponent("home-b").path
+        let controller = try Background([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--batch", "3",
+                                         "--max-parallel", "3", "--state-dir", first.path, "--journal", journal],
+                                        log: lab.dir.appendingPathComponent("controller-a.log"))
+        var runID = ""
+        let inFlight = try lab.waitFor(seconds: 120) {
+            let shown = try run([Self.flotilla, "show", "--json", "--journal", journal])
+            guard shown.status == 0, let report = try? Self.json(shown) else { return false }
+            runID = report["run_id"] as? String ?? ""
+            let running = (report["hosts"] as? [[String: Any]] ?? []).filter { host in
+                (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "stop services" && $0["status"] as? String == "running" }
+            }
+            return running.count == 3
+        }
+        try #require(inFlight, "no stops in flight: \(controller.output.suffix(2000))")
+        // While the first controller lives, its hosts are its own.
+        let refused = try runProcess([Self.flotilla, "resume", runID, "--journal", journal, "--state-dir", second.path], environment: otherMachine)
+        #expect(refused.status == 75, "\(refused.stderr)")
+        #expect(refused.stderr.contains("are held by pid \(controller.pid)") && refused.stderr.contains("r1, r2, r3"), "\(refused.stderr)")
+
+        controller.signal(SIGKILL)
+        controller.wait()
+        // Its session ended with it: the hosts are free, and the second machine takes them over.
+        let resumed = try runProcess([Self.flotilla, "resume", runID, "--journal", journal, "--state-dir", second.path, "--json"],
+                                     environment: otherMachine)
+        #expect(resumed.status == 0, "\(resumed.stderr.suffix(3000))")
+        #expect(resumed.stderr.contains("re-attaching to the steps in flight"), "\(resumed.stderr.suffix(3000))")
+        #expect(try Self.json(resumed)["outcome"] as? String == "succeeded")
+        for host in ["r1", "r2", "r3"] {
+            #expect(try lab.packages(host)["st2"] == "3.8.1-1", "\(host)")
+            let stops = try lab.commandLog(host).filter { $0["kind"] as? String == "sim" && "\($0["argv"] ?? "")".contains("st2ctl") && "\($0["argv"] ?? "")".contains("stop") }
+            #expect(stops.count == 1, "\(host): its stop was re-attached, not run again")
+        }
+    }
 }

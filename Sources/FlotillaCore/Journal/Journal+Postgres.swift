@@ -101,7 +101,8 @@ struct PostgresJournals {
 
     /// The layout this code writes; it reads this one and older ones, upgrading them.
     /// - 1: `flotilla.runs`, one schema per run with the tables of SQLite schema 3.
-    static let schemaVersion = 1
+    /// - 2: each run has a `holder` table: which controller holds which host.
+    static let schemaVersion = 2
     /// The advisory lock that serialises layout changes ("Flot").
     static let layoutLock: Int64 = 0x466C_6F74
 
@@ -117,15 +118,33 @@ struct PostgresJournals {
     }
 
     /// The steps from each version to the next: index 0 makes version 1.
-    private static let migrations: [String] = [
-        """
-        CREATE TABLE flotilla.runs (
-            id TEXT PRIMARY KEY,
-            seq BIGSERIAL UNIQUE,
-            created_ms BIGINT NOT NULL
-        );
-        """,
+    private static let migrations: [@Sendable (PostgresDatabase) throws -> Void] = [
+        { database in
+            try database.execute("""
+                CREATE TABLE flotilla.runs (
+                    id TEXT PRIMARY KEY,
+                    seq BIGSERIAL UNIQUE,
+                    created_ms BIGINT NOT NULL
+                )
+                """)
+        },
+        { database in
+            for sequence in try database.query("SELECT seq FROM flotilla.runs", row: { $0.int(0) ?? 0 }) {
+                try database.execute(holderTable(schema: schemaName(sequence)))
+            }
+        },
     ]
+
+    static func holderTable(schema: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(schema).holder (
+            host TEXT PRIMARY KEY REFERENCES \(schema).host (name),
+            holder TEXT NOT NULL,
+            backend_pid BIGINT NOT NULL,
+            since_ms BIGINT NOT NULL
+        )
+        """
+    }
 
     private func migrate() throws {
         try database.transaction {
@@ -140,7 +159,7 @@ struct PostgresJournals {
                                    "the journal at \(url.redacted) was written by a newer flotilla (layout \(version); this one reads up to \(Self.schemaVersion))")
             }
             guard version < Self.schemaVersion else { return }
-            for step in Self.migrations[version...] { try database.execute(step) }
+            for step in Self.migrations[version...] { try step(database) }
             try database.execute("DELETE FROM flotilla.schema_version")
             try database.run("INSERT INTO flotilla.schema_version (version) VALUES (?)", .int(Self.schemaVersion))
         }
@@ -221,8 +240,10 @@ struct PostgresJournals {
 
     private func journal(runID: String, sequence: Int) -> Journal {
         let location = "\(url.redacted) (run \(runID))"
-        return Journal(database: database, file: URL(string: url.redacted) ?? URL(fileURLWithPath: "/"), location: location,
-                       runID: runID, schema: Journal.schemaVersion)
+        let journal = Journal(database: database, file: URL(string: url.redacted) ?? URL(fileURLWithPath: "/"), location: location,
+                              runID: runID, schema: Journal.schemaVersion)
+        journal.sharedRun = sequence
+        return journal
     }
 
     /// Creates run `run`'s schema and stores the record, in one transaction.
@@ -238,6 +259,7 @@ struct PostgresJournals {
             }
             try database.execute("CREATE SCHEMA \(Self.schemaName(sequence)); SET search_path TO \(Self.schemaName(sequence))")
             try database.execute(Self.runSchema)
+            try database.execute(Self.holderTable(schema: Self.schemaName(sequence)))
             try Journal.insert(run, into: database, location: "\(url.redacted) (run \(run.id))")
             return journal(runID: run.id, sequence: sequence)
         }
@@ -280,6 +302,55 @@ struct PostgresJournals {
             } catch {
                 return RunSummary(id: id, kind: nil, createdAt: Journal.date(created) ?? Date(timeIntervalSince1970: 0), state: nil,
                                   hostCounts: [:], journal: address, problem: "run \(id) cannot be read: \(error)")
+            }
+        }
+    }
+}
+
+// MARK: - Holding hosts
+
+extension Journal {
+    /// Holds `hosts` for this controller, all or none, for as long as this journal's
+    /// database session lives: a session-level advisory lock per host (keyed by the run
+    /// and the host's name), which PostgreSQL releases when the session ends, however the
+    /// controller ends (`kill -9`, a lost machine). So a dead controller's hosts are free
+    /// for `flotilla resume` from any machine, and a live one's never are. Who holds each
+    /// host is recorded beside it, to name it to the next one. Nothing to do for an
+    /// SQLite journal (the state dir's host locks do this on one machine).
+    ///
+    /// - Throws: ``LockError`` naming the hosts another controller holds, and that
+    ///   controller; ``PostgresError`` if the database cannot be reached.
+    public func holdHosts(_ hosts: [String], stateDir: URL, at now: Date = Date()) throws {
+        guard let sharedRun, let postgres = database as? PostgresDatabase else { return }
+        let holder = LockHolder.current(stateDir: stateDir, runID: runID, since: now).description
+        var taken: [String] = []
+        var refused: [String] = []
+        for host in hosts {
+            let got = try database.query("SELECT pg_try_advisory_lock(?::integer, hashtext(?))", .int(sharedRun), .text(host)) {
+                $0.text(0) == "t"
+            }.first ?? false
+            if got { taken.append(host) } else { refused.append(host) }
+        }
+        guard refused.isEmpty else {
+            for host in taken {
+                try database.run("SELECT pg_advisory_unlock(?::integer, hashtext(?))", .int(sharedRun), .text(host))
+            }
+            let holders = try database.query("""
+                SELECT DISTINCT holder FROM holder WHERE host = ANY(string_to_array(?, ','))
+                    AND backend_pid IN (SELECT pid FROM pg_stat_activity)
+                """, .text(refused.joined(separator: ",")), row: { $0.text(0) ?? "" }).sorted()
+            let who = holders.isEmpty ? "another flotilla controller" : holders.joined(separator: "; ")
+            throw LockError(path: location, holders: [], hosts: refused, message: """
+                \(refused.count) of the \(hosts.count) hosts of run \(runID) are held by \(who): \(refused.joined(separator: ", ")); \
+                no host was taken — a controller's hold lapses when it ends, then resume takes its hosts over
+                """)
+        }
+        try database.transaction {
+            for host in taken {
+                try database.run("""
+                    INSERT INTO holder (host, holder, backend_pid, since_ms) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (host) DO UPDATE SET holder = excluded.holder, backend_pid = excluded.backend_pid, since_ms = excluded.since_ms
+                    """, .text(host), .text(holder), .int(Int(postgres.backendPID)), Self.ms(now))
             }
         }
     }
