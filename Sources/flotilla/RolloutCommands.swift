@@ -134,6 +134,14 @@ struct StateDirOption: ParsableArguments {
     }
 }
 
+/// `--run NAME`: one run shared by several controllers through a PostgreSQL journal.
+struct SharedRunOption: ParsableArguments {
+    @Option(name: .customLong("run"),
+            help: ArgumentHelp("Name the run, to share it: the first controller with --journal postgresql://... creates it, later ones (each with its own --limit) join it when the target and rollout flags match.",
+                               valueName: "name"))
+    var name: String?
+}
+
 /// Where runs live and what a run prints.
 struct RunOutputOptions: ParsableArguments {
     @OptionGroup var state: StateDirOption
@@ -194,6 +202,7 @@ struct Upgrade: AsyncParsableCommand {
     @OptionGroup(title: "Plan") var targetOptions: TargetOptions
     @OptionGroup(title: "Rollout") var rollout: RolloutOptions
     @OptionGroup(title: "Output") var output: RunOutputOptions
+    @OptionGroup(title: "Several controllers") var shared: SharedRunOption
 
     @Option(help: ArgumentHelp("The st2 release to upgrade to, e.g. 3.8.1.", valueName: "version"))
     var to: String
@@ -222,7 +231,8 @@ struct Upgrade: AsyncParsableCommand {
         let hosts = targets.upgradeHosts(plans: decided.plans, target: target.releaseString, options: options)
         let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
                                        now: Date(), clusters: decided.clusters)
-        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: catalog.knownFailures)
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
+            .start(record, knownFailures: catalog.knownFailures, sharedName: shared.name)
     }
 }
 
@@ -250,6 +260,7 @@ struct RunRunbook: AsyncParsableCommand {
     @OptionGroup(title: "Connection") var connection: ConnectionOptions
     @OptionGroup(title: "Rollout") var rollout: RolloutOptions
     @OptionGroup(title: "Output") var output: RunOutputOptions
+    @OptionGroup(title: "Several controllers") var shared: SharedRunOption
 
     @Argument(help: ArgumentHelp("The runbook file.", valueName: "runbook.yaml"))
     var runbook: String
@@ -263,6 +274,6 @@ struct RunRunbook: AsyncParsableCommand {
         let hosts = try targets.runbookHosts(book, options: options)
         try locks.lockHosts(targets)
         let record = RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: hosts, options: options, now: Date())
-        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: [])
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: [], sharedName: shared.name)
     }
 }

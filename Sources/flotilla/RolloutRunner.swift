@@ -17,9 +17,22 @@ struct RolloutRunner {
     let journal: JournalLocation
 
     /// Creates the run's journal (with the hosts it never starts recorded as such) and
-    /// executes the run.
-    func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure]) async throws {
-        let journal = try RunBuilder.createJournal(record, locks: locks, at: journal)
+    /// executes the run. With `sharedName` (`--run NAME`), the run of that name in the
+    /// shared journal is created, or joined when another controller created it.
+    func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure], sharedName: String? = nil) async throws {
+        var record = record
+        if let sharedName {
+            guard journal.isShared else {
+                throw ValidationError("--run \(sharedName): a run is shared through a PostgreSQL journal (--journal postgresql://USER@HOST:PORT/DB)")
+            }
+            record.id = sharedName
+        }
+        let journal: Journal
+        do {
+            journal = try RunBuilder.createJournal(record, locks: locks, at: self.journal, join: sharedName != nil)
+        } catch let refusal as JoinRefusal {
+            throw FlotillaError(.usage, refusal.message)
+        }
         Console.note(RunProgress.startNote(record, journal: journal.location))
         try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures)
     }

@@ -355,3 +355,126 @@ extension Journal {
         }
     }
 }
+
+// MARK: - Several controllers, one run
+
+/// A controller asked to join a shared run with other flags than the run's: the
+/// differences, flag by flag.
+public struct JoinRefusal: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+extension Journal {
+    /// Creates the shared run `run.id` in `location`, or joins it when another controller
+    /// created it (SPEC §8.6): the target and the rollout flags must be the run's (only
+    /// the host selection and connection flags may differ); this controller's hosts that
+    /// the run does not have yet are added to it, each batch to the run's batch of the
+    /// same number, in one transaction. Returns the journal and whether it joined.
+    ///
+    /// - Throws: ``JoinRefusal`` naming each difference; ``JournalError``
+    ///   `.invalidTransition` for a state dir journal (a run is shared only through
+    ///   PostgreSQL).
+    public static func createOrJoin(at location: JournalLocation, run: RunRecord) throws -> (journal: Journal, joined: Bool) {
+        guard case .postgres(let url) = location else {
+            throw JournalError(.invalidTransition, "--run \(run.id): a run is shared through a PostgreSQL journal (--journal postgresql://...)")
+        }
+        return try PostgresJournals(url: url).createOrJoin(run)
+    }
+
+    /// The differences between `mine` and `theirs` that forbid joining: kind, target,
+    /// runbook, and every rollout flag.
+    static func joinDifferences(_ mine: RunRecord, _ theirs: RunRecord) throws -> [String] {
+        var differences: [String] = []
+        if mine.kind != theirs.kind { differences.append("kind: \(mine.kind.rawValue) here, \(theirs.kind.rawValue) in the run") }
+        if mine.targetVersion != theirs.targetVersion {
+            differences.append("--to: \(mine.targetVersion ?? "none") here, \(theirs.targetVersion ?? "none") in the run")
+        }
+        if mine.name != theirs.name { differences.append("runbook: \(mine.name ?? "none") here, \(theirs.name ?? "none") in the run") }
+        func flags(_ options: RunOptions) throws -> [String: String] {
+            let object = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(options)) as? [String: Any] ?? [:]
+            var flags: [String: String] = [:]
+            for (key, value) in object where !["selection", "connection", "state-dir"].contains(key) {
+                let data = try JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys])
+                flags[key] = String(decoding: data, as: UTF8.self)
+            }
+            return flags
+        }
+        let here = try flags(mine.options), there = try flags(theirs.options)
+        for key in Set(here.keys).union(there.keys).sorted() where here[key] != there[key] {
+            differences.append("--\(key): \(here[key] ?? "unset") here, \(there[key] ?? "unset") in the run")
+        }
+        return differences
+    }
+
+    /// The first controller's position in the run's events when it started: a halt
+    /// recorded after it concerns this controller's run (resume does not trip on an
+    /// old halt).
+    public func eventHighWater() throws -> Int {
+        try database.query("SELECT COALESCE(max(seq), 0) FROM event") { $0.int(0) ?? 0 }.first ?? 0
+    }
+
+    /// For a shared run, why the whole run halts now, decided in one transaction over
+    /// every controller's hosts: a halt another controller recorded since `since`
+    /// (``eventHighWater()``), or the failures of the whole run crossing `maxFail`; nil
+    /// when the run goes on (and always for a state dir journal, whose one controller's
+    /// policy decides alone).
+    public func runWideHalt(since: Int, maxFail: RolloutPolicy.Threshold, unreachableCounts: Bool) throws -> String? {
+        guard sharedRun != nil else { return nil }
+        return try database.transaction {
+            if let halt = try database.query("SELECT message FROM event WHERE kind = 'halt' AND seq > ? ORDER BY seq LIMIT 1",
+                                             .int(since), row: { $0.text(0) }).first ?? nil {
+                return "the run halted on another controller: \(halt)"
+            }
+            let failing = unreachableCounts ? "'failed', 'unreachable'" : "'failed'"
+            let counts = try database.query("SELECT count(*) FILTER (WHERE status IN (\(failing))), count(*) FROM host") {
+                ($0.int(0) ?? 0, $0.int(1) ?? 0)
+            }.first ?? (0, 0)
+            switch maxFail {
+            case .count(let limit) where counts.0 > limit:
+                return "max-fail \(limit) exceeded across the run's controllers: \(counts.0) hosts failed"
+            case .percent(let percent) where Double(counts.0) * 100 > percent * Double(counts.1):
+                return "max-fail \(RolloutFlags.text(maxFail)) exceeded across the run's controllers: \(counts.0) of \(counts.1) hosts failed"
+            default:
+                return nil
+            }
+        }
+    }
+}
+
+extension PostgresJournals {
+    /// See ``Journal/createOrJoin(at:run:)``.
+    func createOrJoin(_ run: RunRecord) throws -> (journal: Journal, joined: Bool) {
+        try Journal.validateRunID(run.id)
+        return try database.transaction {
+            // Controllers starting together: one creates, the others join what it made.
+            try database.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", .integer(Self.layoutLock), .text(run.id))
+            guard let sequence = try database.query("SELECT seq FROM flotilla.runs WHERE id = ?", .text(run.id), row: { $0.int(0) }).first ?? nil else {
+                return (try create(run), false)
+            }
+            try database.execute("SET search_path TO \(Self.schemaName(sequence))")
+            let json = try database.query("SELECT record_json FROM run", row: { $0.text(0) ?? "" }).first ?? ""
+            var shared = try Journal.decodeRecord(Data(json.utf8), schema: Journal.schemaVersion)
+            let differences = try Journal.joinDifferences(run, shared)
+            guard differences.isEmpty else {
+                throw JoinRefusal(message: "run \(run.id) in \(url.redacted) was started with other flags; to join it, use the run's: "
+                                  + differences.joined(separator: "; "))
+            }
+            let known = Set(shared.hosts.map(\.name))
+            let added = run.hosts.filter { !known.contains($0.name) }
+            try Journal.insertHosts(added, from: shared.hosts.count, of: run.id, into: database)
+            shared.hosts += added
+            for (index, batch) in run.batches.enumerated() {
+                let mine = batch.filter { name in added.contains { $0.name == name } }
+                if index < shared.batches.count {
+                    shared.batches[index] += mine
+                } else {
+                    shared.batches.append(mine)
+                    try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
+                }
+            }
+            try database.run("UPDATE run SET record_json = ?", .text(try Journal.encodeRecord(shared)))
+            return (journal(runID: run.id, sequence: sequence), true)
+        }
+    }
+}

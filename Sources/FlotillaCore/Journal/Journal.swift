@@ -579,16 +579,30 @@ public final class Journal {
     }
 
     static func insert(_ run: RunRecord, into database: any JournalDatabase, location: String) throws {
+        try database.run("""
+            INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """, .text(run.id), .text(run.kind.rawValue), .string(run.name), .string(run.targetVersion), ms(run.createdAt),
+            .text(try encodeRecord(run)), .text(RunState.created.rawValue))
+        try insertHosts(run.hosts, from: 0, of: run.id, into: database)
+        for index in run.batches.indices {
+            try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
+        }
+    }
+
+    /// The record as stored: JSON with sorted keys.
+    static func encodeRecord(_ run: RunRecord) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         // Dates as Foundation's own numbers: the record reads back exactly equal.
         encoder.dateEncodingStrategy = .deferredToDate
-        let json = String(decoding: try encoder.encode(run), as: UTF8.self)
-        try database.run("""
-            INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, .text(run.id), .text(run.kind.rawValue), .string(run.name), .string(run.targetVersion), ms(run.createdAt), .text(json),
-            .text(RunState.created.rawValue))
-        for (position, host) in run.hosts.enumerated() {
+        return String(decoding: try encoder.encode(run), as: UTF8.self)
+    }
+
+    /// Rows for `hosts` and their steps, at positions from `first` on.
+    static func insertHosts(_ hosts: [RunHost], from first: Int, of runID: String, into database: any JournalDatabase) throws {
+        let run = (id: runID, hosts: hosts)
+        for (offset, host) in run.hosts.enumerated() {
+            let position = first + offset
             do {
                 try database.run("INSERT INTO host (name, position, address, batch, status) VALUES (?, ?, ?, ?, ?)",
                                  .text(host.name), .int(position), .text(host.address), .int(host.batch),
@@ -600,9 +614,6 @@ public final class Journal {
                 try database.run("INSERT INTO step (host, idx, name, status) VALUES (?, ?, ?, ?)",
                                  .text(host.name), .int(index), .text(step.name), .text(StepRunStatus.pending.rawValue))
             }
-        }
-        for index in run.batches.indices {
-            try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
         }
     }
 

@@ -12,11 +12,17 @@ extension RunBuilder {
     /// controller runs it, and records the hosts the run never starts (skipped, refused,
     /// unreachable) with their status, so the journal holds every host from the start.
     /// - Throws: ``RunStartError`` saying which of these failed.
-    public static func createJournal(_ record: RunRecord, locks: RunLocks, at location: JournalLocation? = nil) throws -> sending Journal {
+    /// With `join`, a shared run of that id is joined when it exists (``JoinRefusal`` when
+    /// its flags differ).
+    public static func createJournal(_ record: RunRecord, locks: RunLocks, at location: JournalLocation? = nil,
+                                     join: Bool = false) throws -> sending Journal {
         let journal: Journal
         do {
-            journal = try Journal.create(at: location ?? .stateDir(locks.stateDir), run: record)
+            let location = location ?? .stateDir(locks.stateDir)
+            journal = join ? try Journal.createOrJoin(at: location, run: record).journal : try Journal.create(at: location, run: record)
             try locks.stateLock.record(runID: record.id)
+        } catch let refusal as JoinRefusal {
+            throw refusal
         } catch {
             throw RunStartError(message: "cannot create the run's journal: \(error)")
         }
