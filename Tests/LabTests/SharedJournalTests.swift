@@ -168,4 +168,58 @@ import Testing
             #expect(stops.count == 1, "\(host): its stop was re-attached, not run again")
         }
     }
+
+    /// Four hosts in each of three zones; the first of each zone fails its package
+    /// install, the others are slow to stop their services.
+    static let zones = """
+        defaults:
+          os: ubuntu20.04
+          packages: {st2: 3.7.1-1}
+          available: [3.7.1-1, 3.8.1-1]
+          faults:
+            slow: [{match: "st2ctl stop", delay: 3s}]
+        hosts:
+        \(["a", "b", "c"].flatMap { zone in (1...4).map { number in
+            number == 1
+                ? "  - {name: \(zone)\(number), zone: \(zone), faults: {fail: [{match: \"apt-get install -y\", exit: 100, stderr: \"E: broken\"}]}}"
+                : "  - {name: \(zone)\(number), zone: \(zone)}"
+        } }.joined(separator: "\n"))
+
+        """
+
+    @Test func threeControllersOnThreeZonesHaltTogetherAtTheRunsThirdFailure() throws {
+        let server = try PostgresTestServer.shared
+        let journal = try Self.newJournal(server)
+        let lab = try TestLab(spec: Self.zones)
+        func controller(_ zone: String, _ extra: [String] = []) throws -> Background {
+            var otherMachine = ["/usr/bin/env", "HOME=\(lab.dir.appendingPathComponent("home-\(zone)").path)"]
+            otherMachine += [Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--limit", "zone_\(zone)",
+                             "--batch", "4", "--max-parallel", "1", "--max-fail", "2", "--run", "window-1", "--journal", journal,
+                             "--state-dir", lab.dir.appendingPathComponent("state-\(zone)").path, "--json"] + extra
+            return try Background(otherMachine, log: lab.dir.appendingPathComponent("controller-\(zone).log"))
+        }
+        let controllers = try ["a", "b", "c"].map { try controller($0) }
+        for (zone, controller) in zip(["a", "b", "c"], controllers) {
+            // Locally each saw one failure, under its --max-fail 2: the run's third halted them all.
+            #expect(controller.exitCode == 2, "\(zone): \(controller.output.suffix(3000))")
+        }
+        let shown = try run([Self.flotilla, "show", "window-1", "--json", "--journal", journal])
+        let report = try Self.json(shown)
+        let hosts = report["hosts"] as? [[String: Any]] ?? []
+        #expect(hosts.count == 12, "one run holds every controller's hosts: \(hosts.map { $0["name"] ?? "" })")
+        let statuses = Dictionary(uniqueKeysWithValues: hosts.map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })
+        #expect(["a1", "b1", "c1"].allSatisfy { statuses[$0] == "failed" }, "\(statuses)")
+        // Nobody started a host after the third failure: each zone's last hosts never ran.
+        #expect(["a4", "b4", "c4"].allSatisfy { statuses[$0] == "not_started" }, "\(statuses)")
+        #expect(statuses.values.filter { $0 == "failed" }.count == 3, "\(statuses)")
+        let reasons = controllers.map(\.output).joined()
+        #expect(reasons.contains("max-fail 2 exceeded across the run's controllers: 3 hosts failed"), "\(reasons.suffix(3000))")
+
+        // A fourth controller with another --max-fail is refused, the difference named.
+        let refused = try run(["/usr/bin/env", "HOME=\(lab.dir.appendingPathComponent("home-d").path)", Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"),
+                               "--to", "3.8.1", "--limit", "zone_a", "--batch", "4", "--max-parallel", "1", "--max-fail", "5", "--run", "window-1",
+                               "--journal", journal, "--state-dir", lab.dir.appendingPathComponent("state-d").path])
+        #expect(refused.status == 64, "\(refused.stderr)")
+        #expect(refused.stderr.contains("--max-fail: \"5\" here, \"2\" in the run"), "\(refused.stderr)")
+    }
 }

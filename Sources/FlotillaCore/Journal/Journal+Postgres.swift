@@ -448,7 +448,7 @@ extension PostgresJournals {
         try Journal.validateRunID(run.id)
         return try database.transaction {
             // Controllers starting together: one creates, the others join what it made.
-            try database.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", .integer(Self.layoutLock), .text(run.id))
+            try database.run("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))", .integer(Self.layoutLock), .text(run.id))
             guard let sequence = try database.query("SELECT seq FROM flotilla.runs WHERE id = ?", .text(run.id), row: { $0.int(0) }).first ?? nil else {
                 return (try create(run), false)
             }
