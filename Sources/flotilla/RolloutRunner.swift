@@ -52,6 +52,7 @@ struct RolloutRunner {
         let printer = ProgressPrinter(record: record, quiet: output.quiet, mode: output.verbose ? .lines : .standardError(),
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
         let stopping = StopAtOnce()
+        let sharedRun = journal.sharedRun
         let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
                                    transport: SSHTransport(targets: targets), settings: settings, done: done, reattach: reattach,
                                    // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
@@ -76,11 +77,27 @@ struct RolloutRunner {
         } catch {
             Console.warn("live control is unavailable: \(error)")
         }
+        // A shared run: `flotilla ctl --journal URL` from any machine reaches this controller too.
+        var listener: SharedControlListener?
+        if let sharedRun, case .postgres(let url) = self.journal {
+            let hosts = record.hosts.map(\.name)
+            do {
+                listener = try SharedControlListener(sharedRun: sharedRun, url: url) { command in
+                    // A command for a host of another controller is that controller's.
+                    guard let event = ControlServer.event(command, hosts: hosts) else { return }
+                    Task { await engine.send(event) }
+                    printer.note("control (through the journal): \(command)")
+                }
+            } catch {
+                Console.warn("live control through the journal is unavailable: \(error)")
+            }
+        }
         let outcome = await engine.run()
         // Stopping at once: that path records the stop and exits; nothing more to report.
         if stopping.isStopping { await stopping.wait() }
         printer.finish()
         control.stop()
+        listener?.stop()
         let journalProblem = await engine.journalProblem
         if let problem = journalProblem {
             let fix = self.journal.isShared ? "bring the database back" : "free the space or fix the state dir"

@@ -222,4 +222,36 @@ import Testing
         #expect(refused.status == 64, "\(refused.stderr)")
         #expect(refused.stderr.contains("--max-fail: \"5\" here, \"2\" in the run"), "\(refused.stderr)")
     }
+
+    @Test func ctlThroughTheJournalReachesEveryControllerOfTheRun() throws {
+        let server = try PostgresTestServer.shared
+        let journal = try Self.newJournal(server)
+        let lab = try TestLab(spec: Self.zones)
+        let controllers = try ["a", "b"].map { zone in
+            try Background(["/usr/bin/env", "HOME=\(lab.dir.appendingPathComponent("home-\(zone)").path)", Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"),
+                            "--to", "3.8.1", "--limit", "zone_\(zone)", "--batch", "4", "--max-parallel", "1", "--max-fail", "2", "--run", "window-2",
+                            "--journal", journal, "--state-dir", lab.dir.appendingPathComponent("state-\(zone)").path],
+                           log: lab.dir.appendingPathComponent("controller-\(zone).log"))
+        }
+        // Both controllers have a host in flight.
+        let bothRunning = try lab.waitFor(seconds: 120) {
+            let shown = try run([Self.flotilla, "show", "window-2", "--json", "--journal", journal])
+            guard shown.status == 0, let report = try? Self.json(shown) else { return false }
+            let running = (report["hosts"] as? [[String: Any]] ?? []).filter { $0["status"] as? String == "running" }.compactMap { $0["name"] as? String }
+            return running.contains { $0.hasPrefix("a") } && running.contains { $0.hasPrefix("b") }
+        }
+        try #require(bothRunning, "\(controllers.map(\.output).joined().suffix(3000))")
+        // From a third machine, with no state dir of the run: through the journal.
+        let sent = try run([Self.flotilla, "ctl", "window-2", "abort", "--journal", journal, "--state-dir", lab.dir.appendingPathComponent("state-x").path])
+        #expect(sent.status == 0 && sent.stdout.contains("ok (sent to every controller of run window-2)"), "\(sent.stdout)\(sent.stderr)")
+        for (zone, controller) in zip(["a", "b"], controllers) {
+            #expect(controller.exitCode == 2, "\(zone): \(controller.output.suffix(3000))")
+            #expect(controller.output.contains("control (through the journal): abort"), "\(zone): \(controller.output.suffix(3000))")
+        }
+        let report = try Self.json(try run([Self.flotilla, "show", "window-2", "--json", "--journal", journal]))
+        let statuses = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })
+        #expect(statuses["a4"] == "not_started" && statuses["b4"] == "not_started", "\(statuses)")
+        let unknown = try run([Self.flotilla, "ctl", "window-2", "reboot", "--journal", journal])
+        #expect(unknown.status == 1 && unknown.stdout.contains("unknown command 'reboot'"), "\(unknown.stdout)\(unknown.stderr)")
+    }
 }

@@ -38,8 +38,8 @@ public final class Journal {
     /// Set by ``seal(state:reason:at:)``: every later transition is refused.
     private var sealed = false
     /// For a run in a shared PostgreSQL journal: its number there (the key of its
-    /// schema and of its host holds).
-    var sharedRun: Int?
+    /// schema, of its host holds and of its control channel).
+    public internal(set) var sharedRun: Int?
 
     /// The schema this code writes; it reads this one and every older one. Stored as
     /// `PRAGMA user_version`.

@@ -123,7 +123,7 @@ final class PostgresDatabase: JournalDatabase {
         self.connection = nil
     }
 
-    private func open() throws -> OpaquePointer {
+    fileprivate func open() throws -> OpaquePointer {
         guard let connection else { throw PostgresError(sqlState: nil, message: "the connection to \(url.redacted) is closed") }
         return connection
     }
@@ -190,7 +190,7 @@ final class PostgresDatabase: JournalDatabase {
         }
     }
 
-    private func connectionError(sql: String) -> PostgresError {
+    fileprivate func connectionError(sql: String) -> PostgresError {
         let message = connection.map { String(cString: PQerrorMessage($0)) } ?? "closed"
         return PostgresError(sqlState: PostgresError.connectionFailure,
                              message: "lost the connection to \(url.redacted): \(message.trimmingCharacters(in: .whitespacesAndNewlines))", sql: sql)
@@ -326,4 +326,24 @@ private func withCStrings<T>(_ strings: [String?], _ body: ([UnsafePointer<CChar
     let copies = strings.map { $0.map { strdup($0) } ?? nil }
     defer { copies.forEach { free($0) } }
     return body(copies.map { $0.map { UnsafePointer($0) } })
+}
+
+extension PostgresDatabase {
+    /// Waits until a notification arrives on a channel this connection LISTENs to, or
+    /// `wake` (a pipe's read end) becomes readable; returns the payloads received (none
+    /// when woken).
+    /// - Throws: ``PostgresError`` when the connection is lost.
+    func notifications(wakingOn wake: Int32) throws -> [String] {
+        let connection = try open()
+        var fds = [pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+        while poll(&fds, 2, -1) < 0 && errno == EINTR {}
+        if fds[1].revents != 0 { return [] }
+        guard PQconsumeInput(connection) == 1 else { throw connectionError(sql: "LISTEN") }
+        var payloads: [String] = []
+        while let notification = PQnotifies(connection) {
+            payloads.append(String(cString: notification.pointee.extra))
+            PQfreemem(notification)
+        }
+        return payloads
+    }
 }
