@@ -16,6 +16,17 @@ import Testing
         server.url(database: try server.newDatabase(prefix: "lab"))
     }
 
+    /// The latest run of `journal` as `show --json` has it: its id and the hosts whose
+    /// "stop services" step is running; nil while it cannot be shown yet.
+    static func stopsInFlight(_ journal: String) throws -> (runID: String, hosts: [String])? {
+        let shown = try run([flotilla, "show", "--json", "--journal", journal])
+        guard shown.status == 0, let report = try? json(shown) else { return nil }
+        let hosts = (report["hosts"] as? [[String: Any]] ?? []).filter { host in
+            (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "stop services" && $0["status"] as? String == "running" }
+        }
+        return (report["run_id"] as? String ?? "", hosts.compactMap { $0["name"] as? String })
+    }
+
     static func json(_ result: Run) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "stdout: \(result.stdout)\nstderr: \(result.stderr)")
     }
@@ -91,13 +102,9 @@ import Testing
         // The slow stop of the first host in flight, as the journal shows it.
         var runID = ""
         let inFlight = try lab.waitFor(seconds: 120) {
-            let shown = try run([Self.flotilla, "show", "--json", "--journal", journal])
-            guard shown.status == 0, let report = try? Self.json(shown) else { return false }
-            runID = report["run_id"] as? String ?? ""
-            let hosts = report["hosts"] as? [[String: Any]] ?? []
-            return hosts.contains { host in
-                (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "stop services" && $0["status"] as? String == "running" }
-            }
+            guard let shown = try Self.stopsInFlight(journal) else { return false }
+            runID = shown.runID
+            return !shown.hosts.isEmpty
         }
         try #require(inFlight, "no stop in flight: \(controller.output.suffix(2000))")
         server.halt()
@@ -140,13 +147,9 @@ import Testing
                                         log: lab.dir.appendingPathComponent("controller-a.log"))
         var runID = ""
         let inFlight = try lab.waitFor(seconds: 120) {
-            let shown = try run([Self.flotilla, "show", "--json", "--journal", journal])
-            guard shown.status == 0, let report = try? Self.json(shown) else { return false }
-            runID = report["run_id"] as? String ?? ""
-            let running = (report["hosts"] as? [[String: Any]] ?? []).filter { host in
-                (host["steps"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "stop services" && $0["status"] as? String == "running" }
-            }
-            return running.count == 3
+            guard let shown = try Self.stopsInFlight(journal) else { return false }
+            runID = shown.runID
+            return shown.hosts.count == 3
         }
         try #require(inFlight, "no stops in flight: \(controller.output.suffix(2000))")
         // While the first controller lives, its hosts are its own.

@@ -275,10 +275,8 @@ struct PostgresJournals {
         if let runID {
             try Journal.validateRunID(runID)
             guard let found = runs.first(where: { $0.0 == runID }) else {
-                let known = runs.map(\.0).sorted()
-                let shown = known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)"
-                    : known.joined(separator: ", ")
-                throw JournalError(.unknownRun, path: url.redacted, "no run \(runID) in \(url.redacted); known runs: \(shown)")
+                throw JournalError(.unknownRun, path: url.redacted,
+                                   "no run \(runID) in \(url.redacted); known runs: \(Journal.knownRuns(runs.map(\.0).sorted()))")
             }
             chosen = found
         } else {
@@ -416,10 +414,11 @@ extension Journal {
 
     /// For a shared run, why the whole run halts now, decided in one transaction over
     /// every controller's hosts: a halt another controller recorded since `since`
-    /// (``eventHighWater()``), or the failures of the whole run crossing `maxFail`; nil
-    /// when the run goes on (and always for a state dir journal, whose one controller's
-    /// policy decides alone).
-    public func runWideHalt(since: Int, maxFail: RolloutPolicy.Threshold, unreachableCounts: Bool) throws -> String? {
+    /// (``eventHighWater()``), or the failures of the whole run crossing `maxFail` with
+    /// other controllers' hosts among them (this controller's own policy halts on its own
+    /// failures alone, with its own reason); nil when the run goes on (and always for a
+    /// state dir journal, whose one controller's policy decides alone).
+    public func runWideHalt(since: Int, maxFail: RolloutPolicy.Threshold, unreachableCounts: Bool, own: [String]) throws -> String? {
         guard sharedRun != nil else { return nil }
         return try database.transaction {
             if let halt = try database.query("SELECT message FROM event WHERE kind = 'halt' AND seq > ? ORDER BY seq LIMIT 1",
@@ -427,9 +426,14 @@ extension Journal {
                 return "the run halted on another controller: \(halt)"
             }
             let failing = unreachableCounts ? "'failed', 'unreachable'" : "'failed'"
-            let counts = try database.query("SELECT count(*) FILTER (WHERE status IN (\(failing))), count(*) FROM host") {
-                ($0.int(0) ?? 0, $0.int(1) ?? 0)
-            }.first ?? (0, 0)
+            let counts = try database.query("""
+                SELECT count(*) FILTER (WHERE status IN (\(failing))), count(*),
+                    count(*) FILTER (WHERE status IN (\(failing)) AND name <> ALL(string_to_array(?, chr(31))))
+                FROM host
+                """, .text(own.joined(separator: "\u{1F}"))) {
+                ($0.int(0) ?? 0, $0.int(1) ?? 0, $0.int(2) ?? 0)
+            }.first ?? (0, 0, 0)
+            guard counts.2 > 0 else { return nil }
             switch maxFail {
             case .count(let limit) where counts.0 > limit:
                 return "max-fail \(limit) exceeded across the run's controllers: \(counts.0) hosts failed"

@@ -98,7 +98,13 @@ public final class Journal {
 
     /// Closes the database (idempotent; also done on deinit). Transitions after it throw.
     /// For a PostgreSQL journal this also releases the hosts this controller held.
-    public func close() { database.close() }
+    public func close() {
+        // The server lets a session's advisory locks go only once it notices the session
+        // ended: released here, so whoever comes next finds the hosts free at once.
+        // Nothing to do when the connection is gone already (its locks went with it).
+        if sharedRun != nil { _ = try? database.run("SELECT pg_advisory_unlock_all()") }
+        database.close()
+    }
 
     // MARK: - Creating and opening
 
@@ -166,10 +172,8 @@ public final class Journal {
             guard PrivateFiles.exists(runs.appendingPathComponent(runID)) else {
                 let known = try runIDs(in: runs)
                 guard !known.isEmpty else { throw noRuns(stateDir) }
-                let shown = known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)"
-                    : known.joined(separator: ", ")
                 throw JournalError(.unknownRun, path: runs.path,
-                                   "no run \(runID) in \(PrivateFiles.display(stateDir)); known runs: \(shown)")
+                                   "no run \(runID) in \(PrivateFiles.display(stateDir)); known runs: \(knownRuns(known))")
             }
             id = runID
         } else {
@@ -734,6 +738,11 @@ public final class Journal {
         guard allowed, !id.isEmpty, !id.hasPrefix("."), id.utf8.count <= 200 else {
             throw JournalError(.invalidTransition, "'\(id)' is not a run id (letters, digits, '.', '_' and '-', not starting with '.')")
         }
+    }
+
+    /// The ids of an unknown run's message: the last 20, sorted.
+    static func knownRuns(_ known: [String]) -> String {
+        known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)" : known.joined(separator: ", ")
     }
 
     private static func noRuns(_ stateDir: URL) -> JournalError {

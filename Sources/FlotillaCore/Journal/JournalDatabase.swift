@@ -23,11 +23,11 @@ protocol JournalDatabase: AnyObject {
     func run(_ sql: String, _ values: SQLiteValue...) throws -> Int
     /// Runs a query and maps each row.
     func query<T>(_ sql: String, _ values: SQLiteValue..., row: (any JournalRow) throws -> T) throws -> [T]
-    /// Runs `body` in one transaction (a savepoint when one is open already): committed if
-    /// it returns, rolled back if it throws. `immediate` asks for the write lock at once
-    /// where the database has one (SQLite).
-    @discardableResult
-    func transaction<T>(immediate: Bool, _ body: () throws -> T) throws -> T
+    /// Whether a transaction is open on the connection.
+    func inTransaction() throws -> Bool
+    /// The statement that opens a transaction; `immediate` asks for the write lock at
+    /// once where the database has one (SQLite).
+    func begin(immediate: Bool) -> String
     /// Closes the connection (idempotent).
     func close()
     /// Whether `error` is this database refusing a duplicate key.
@@ -37,4 +37,36 @@ protocol JournalDatabase: AnyObject {
 extension JournalDatabase {
     @discardableResult
     func transaction<T>(_ body: () throws -> T) throws -> T { try transaction(immediate: true, body) }
+
+    /// Runs `body` in one transaction: committed if it returns, rolled back if it throws.
+    /// Inside a transaction already (a batch of transitions): a savepoint, so a failed
+    /// part is undone alone and the batch commits once.
+    @discardableResult
+    func transaction<T>(immediate: Bool, _ body: () throws -> T) throws -> T {
+        if try inTransaction() {
+            try execute("SAVEPOINT part")
+            do {
+                let value = try body()
+                try execute("RELEASE part")
+                return value
+            } catch {
+                // The body's error is the one to report; a savepoint that cannot be rolled
+                // back leaves the outer transaction to fail and roll back.
+                try? execute("ROLLBACK TO part")
+                try? execute("RELEASE part")
+                throw error
+            }
+        }
+        try execute(begin(immediate: immediate))
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            // The body's error is the one to report; a transaction whose ROLLBACK failed is
+            // rolled back when its connection closes.
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
 }

@@ -196,34 +196,9 @@ final class PostgresDatabase: JournalDatabase {
                              message: "lost the connection to \(url.redacted): \(message.trimmingCharacters(in: .whitespacesAndNewlines))", sql: sql)
     }
 
-    @discardableResult
-    func transaction<T>(immediate: Bool, _ body: () throws -> T) throws -> T {
-        if PQtransactionStatus(try open()) != PQTRANS_IDLE {
-            try execute("SAVEPOINT part")
-            do {
-                let value = try body()
-                try execute("RELEASE part")
-                return value
-            } catch {
-                // The body's error is the one to report; a savepoint that cannot be rolled
-                // back leaves the outer transaction to fail and roll back.
-                try? execute("ROLLBACK TO part")
-                try? execute("RELEASE part")
-                throw error
-            }
-        }
-        try execute("BEGIN")
-        do {
-            let value = try body()
-            try execute("COMMIT")
-            return value
-        } catch {
-            // The body's error is the one to report; the server rolls back a transaction
-            // whose connection is gone.
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
+    func inTransaction() throws -> Bool { PQtransactionStatus(try open()) != PQTRANS_IDLE }
+
+    func begin(immediate: Bool) -> String { "BEGIN" }
 
     func isUniqueViolation(_ error: Error) -> Bool { (error as? PostgresError)?.sqlState == "23505" }
 

@@ -133,39 +133,11 @@ final class SQLiteDatabase: JournalDatabase {
         }
     }
 
-    /// Runs `body` in one transaction: committed if it returns, rolled back if it throws.
+    func inTransaction() throws -> Bool { sqlite3_get_autocommit(try open()) == 0 }
+
     /// `immediate` takes the write lock at BEGIN, so a writer never fails half-way with
     /// SQLITE_BUSY after reading.
-    @discardableResult
-    func transaction<T>(immediate: Bool, _ body: () throws -> T) throws -> T {
-        // Inside a transaction already (a batch of transitions): a savepoint, so a failed
-        // part is undone alone and the batch commits once.
-        if sqlite3_get_autocommit(try open()) == 0 {
-            try execute("SAVEPOINT part")
-            do {
-                let value = try body()
-                try execute("RELEASE part")
-                return value
-            } catch {
-                // The body's error is the one to report; a failed rollback of a savepoint
-                // leaves the outer transaction to roll back.
-                try? execute("ROLLBACK TO part")
-                try? execute("RELEASE part")
-                throw error
-            }
-        }
-        try execute(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
-        do {
-            let value = try body()
-            try execute("COMMIT")
-            return value
-        } catch {
-            // The body's error is the one to report; SQLite rolls back a transaction whose
-            // ROLLBACK failed when the connection closes.
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
+    func begin(immediate: Bool) -> String { immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED" }
 }
 
 /// A prepared statement. Finalized by ``SQLiteDatabase/withStatement(_:_:_:)`` when its

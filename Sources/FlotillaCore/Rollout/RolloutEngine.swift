@@ -214,7 +214,8 @@ public actor RolloutEngine {
         default: return nil
         }
         do {
-            return try journal.runWideHalt(since: since, maxFail: policy.config.maxFail, unreachableCounts: policy.config.unreachableCounts)
+            return try journal.runWideHalt(since: since, maxFail: policy.config.maxFail, unreachableCounts: policy.config.unreachableCounts,
+                                           own: record.hosts.map(\.name))
         } catch {
             journalFailed("the run-wide decision", error)
             return nil
