@@ -165,76 +165,13 @@ struct PostgresJournals {
         }
     }
 
-    /// The tables of one run, in its own schema (SQLite schema 3's, in PostgreSQL types:
-    /// times are BIGINT milliseconds).
-    static let runSchema = """
-        CREATE TABLE run (
-            id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            name TEXT,
-            target_version TEXT,
-            created_ms BIGINT NOT NULL,
-            record_json TEXT NOT NULL,
-            state TEXT NOT NULL,
-            halt_reason TEXT,
-            started_ms BIGINT,
-            finished_ms BIGINT
-        );
-        CREATE TABLE host (
-            name TEXT PRIMARY KEY,
-            position BIGINT NOT NULL UNIQUE,
-            address TEXT NOT NULL,
-            batch BIGINT,
-            status TEXT NOT NULL,
-            error TEXT,
-            started_ms BIGINT,
-            finished_ms BIGINT
-        );
-        CREATE TABLE step (
-            host TEXT NOT NULL REFERENCES host (name),
-            idx BIGINT NOT NULL,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            exit_status BIGINT,
-            stdout_tail TEXT NOT NULL DEFAULT '',
-            stderr_tail TEXT NOT NULL DEFAULT '',
-            error TEXT,
-            started_ms BIGINT,
-            finished_ms BIGINT,
-            duration_ms BIGINT,
-            attempts BIGINT NOT NULL DEFAULT 0,
-            token TEXT,
-            reattached BIGINT NOT NULL DEFAULT 0,
-            PRIMARY KEY (host, idx)
-        );
-        CREATE TABLE batch (
-            idx BIGINT PRIMARY KEY,
-            started_ms BIGINT,
-            finished_ms BIGINT
-        );
-        CREATE TABLE cluster_step (
-            grp TEXT NOT NULL,
-            value TEXT NOT NULL,
-            step BIGINT NOT NULL,
-            host TEXT NOT NULL REFERENCES host (name),
-            done_ms BIGINT NOT NULL,
-            PRIMARY KEY (grp, value, step)
-        );
-        CREATE TABLE event (
-            seq BIGSERIAL PRIMARY KEY,
-            at_ms BIGINT NOT NULL,
-            kind TEXT NOT NULL,
-            message TEXT NOT NULL
-        );
-        CREATE TABLE artifact (
-            host TEXT NOT NULL REFERENCES host (name),
-            name TEXT NOT NULL,
-            path TEXT NOT NULL,
-            size BIGINT,
-            sha256 TEXT,
-            PRIMARY KEY (host, name)
-        );
-        """
+    /// The tables of one run, in its own schema: SQLite schema 3's (``Journal/schema``), in
+    /// PostgreSQL's types (times and counts BIGINT, the event sequence BIGSERIAL), so both
+    /// journals always have the same columns.
+    static let runSchema = Journal.schema
+        .replacingOccurrences(of: "INTEGER PRIMARY KEY AUTOINCREMENT", with: "BIGSERIAL PRIMARY KEY")
+        .replacingOccurrences(of: "INTEGER", with: "BIGINT")
+        .replacingOccurrences(of: ") WITHOUT ROWID;", with: ");")
 
     static func schemaName(_ sequence: Int) -> String { "flotilla_run_\(sequence)" }
 
