@@ -117,6 +117,15 @@ struct Runs: AsyncParsableCommand {
     func run() async throws {
         let url = state.url
         if prune {
+            let location: JournalLocation
+            do {
+                location = try JournalLocation.resolve(option: state.journal, stateDir: url)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            if location.isShared {
+                throw ValidationError("--prune reads the state dir's own journal; it does not go with a PostgreSQL journal yet")
+            }
             try await pruneStepRecords(stateDir: url)
             return
         }
