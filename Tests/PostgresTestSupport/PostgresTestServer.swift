@@ -133,17 +133,20 @@ public final class PostgresTestServer: Sendable {
     private static func writePasswordFile() throws {
         try passwordFileWritten.withLock { written in
             guard !written else { return }
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-pgpass-\(getpid())")
+            let file = passwordFile
             guard FileManager.default.createFile(atPath: file.path, contents: Data("127.0.0.1:*:*:\(user):\(password)\n".utf8),
                                                  attributes: [.posixPermissions: 0o600]) else {
                 throw ServerError("cannot write \(file.path)")
             }
             setenv("PGPASSFILE", file.path, 1)
+            // Removed when the test process ends: the password is of no use afterwards.
+            atexit { unlink(PostgresTestServer.passwordFile.path) }
             written = true
         }
     }
 
     private static let passwordFileWritten = Mutex(false)
+    private static let passwordFile = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-pgpass-\(getpid())")
 
     /// Starts postgres on the data dir of `directory` and returns once it accepts
     /// connections (read from its log: the log is the event, no polling).
