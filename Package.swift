@@ -24,10 +24,15 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(
             name: "FlotillaCore",
-            dependencies: ["CSQLite", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CSQLite", "CLibPQ", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources/stackstorm-migrations.yaml"), .copy("Resources/Reports")]
         ),
         .target(name: "FlotillaSSH", dependencies: ["SSH", "FlotillaCore"]),
@@ -47,8 +52,10 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH", "FlotillaSSH"]),
-        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH", "FlotillaSSH"]),
+        // The PostgreSQL server the journal tests start, shared by the suites that need one.
+        .target(name: "PostgresTestSupport", dependencies: ["CLibPQ"], path: "Tests/PostgresTestSupport"),
+        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH", "FlotillaSSH", "PostgresTestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH", "FlotillaSSH", "PostgresTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["flotilla", "flotilla-lab"]),
     ],
     swiftLanguageModes: [.v6]

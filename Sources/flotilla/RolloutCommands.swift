@@ -95,7 +95,44 @@ struct StateDirOption: ParsableArguments {
     @Option(help: ArgumentHelp("The state dir: journals, logs, artifacts, the control socket.", valueName: "path"))
     var stateDir = ".flotilla"
 
+    @Option(help: ArgumentHelp("The journal: postgresql://USER@HOST:PORT/DB for one shared by several controllers (the password from PGPASSWORD or ~/.pgpass, never here); default $FLOTILLA_JOURNAL, else the state dir's own.",
+                               valueName: "url"))
+    var journal: String?
+
     var url: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
+
+    /// Where runs are journaled. A PostgreSQL journal is reached here, before anything
+    /// else happens, so one that cannot be reached stops the command at once (exit 69,
+    /// the address shown without its password).
+    func journalLocation() throws -> JournalLocation {
+        let location: JournalLocation
+        do {
+            location = try JournalLocation.resolve(option: journal, stateDir: url)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        do {
+            try Journal.check(location)
+        } catch let error as PostgresError where error.isConnectionLost {
+            throw FlotillaError(.unavailable, "cannot reach the journal: \(error.message)")
+        }
+        return location
+    }
+
+    /// The flags that name this journal again, for the commands flotilla suggests.
+    var again: String {
+        var text = "--state-dir \(stateDir)"
+        if let journal, let url = PostgresURL(journal) { text += " --journal \(url.redacted)" }
+        return text
+    }
+}
+
+/// `--run NAME`: one run shared by several controllers through a PostgreSQL journal.
+struct SharedRunOption: ParsableArguments {
+    @Option(name: .customLong("run"),
+            help: ArgumentHelp("Name the run, to share it: the first controller with --journal postgresql://... creates it, later ones (each with its own --limit) join it when the target and rollout flags match.",
+                               valueName: "name"))
+    var name: String?
 }
 
 /// Where runs live and what a run prints.
@@ -158,6 +195,7 @@ struct Upgrade: AsyncParsableCommand {
     @OptionGroup(title: "Plan") var targetOptions: TargetOptions
     @OptionGroup(title: "Rollout") var rollout: RolloutOptions
     @OptionGroup(title: "Output") var output: RunOutputOptions
+    @OptionGroup(title: "Several controllers") var shared: SharedRunOption
 
     @Option(help: ArgumentHelp("The st2 release to upgrade to, e.g. 3.8.1.", valueName: "version"))
     var to: String
@@ -173,6 +211,7 @@ struct Upgrade: AsyncParsableCommand {
         let target = try TargetOptions.version(to)
         let catalog = try targetOptions.loadCatalog()
         let planner = targetOptions.planner(catalog, target: target)
+        let journal = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
         try locks.lockHosts(targets)
@@ -185,7 +224,8 @@ struct Upgrade: AsyncParsableCommand {
         let hosts = targets.upgradeHosts(plans: decided.plans, target: target.releaseString, options: options)
         let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
                                        now: Date(), clusters: decided.clusters)
-        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: catalog.knownFailures)
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
+            .start(record, knownFailures: catalog.knownFailures, sharedName: shared.name)
     }
 }
 
@@ -213,11 +253,13 @@ struct RunRunbook: AsyncParsableCommand {
     @OptionGroup(title: "Connection") var connection: ConnectionOptions
     @OptionGroup(title: "Rollout") var rollout: RolloutOptions
     @OptionGroup(title: "Output") var output: RunOutputOptions
+    @OptionGroup(title: "Several controllers") var shared: SharedRunOption
 
     @Argument(help: ArgumentHelp("The runbook file.", valueName: "runbook.yaml"))
     var runbook: String
 
     func run() async throws {
+        let journal = try output.state.journalLocation()
         let book = try Runbook.load(path: runbook)
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
@@ -225,6 +267,6 @@ struct RunRunbook: AsyncParsableCommand {
         let hosts = try targets.runbookHosts(book, options: options)
         try locks.lockHosts(targets)
         let record = RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: hosts, options: options, now: Date())
-        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [])
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: [], sharedName: shared.name)
     }
 }

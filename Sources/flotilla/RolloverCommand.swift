@@ -87,6 +87,7 @@ struct Rollover: AsyncParsableCommand {
         Console.note(plan.rendered)
         if let refusal = plan.refusal { throw FlotillaError(.someHostsFailed, "roll-over refused: \(refusal)") }
 
+        let journal = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
         try locks.lockHosts(targets)
         var flags = ["batch": "1", "max-fail": "0"]
@@ -106,7 +107,8 @@ struct Rollover: AsyncParsableCommand {
         ]
         let record = RunBuilder.record(id: id, kind: .rollover, name: "rollover \(from) -> \(to)", target: plan.new.version?.releaseString,
                                        createdAt: now, hosts: hosts, options: options)
-        try await RolloutRunner(targets: targets, locks: locks, output: output).start(record, knownFailures: [], handlers: Self.handlers(targets))
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
+            .start(record, knownFailures: [], handlers: Self.handlers(targets))
     }
 
     /// Reads both sides (through become, changing nothing) and plans; a side that cannot

@@ -44,8 +44,9 @@ struct Resume: AsyncParsableCommand {
     var rerunUnknown = false
 
     func run() async throws {
+        let location = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
-        let journal = try Journal.open(stateDir: output.stateURL, runID: runID)
+        let journal = try Journal.open(at: location, runID: runID)
         let plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
                                   maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") }, rerunUnknown: rerunUnknown)
         let record = plan.record
@@ -66,7 +67,7 @@ struct Resume: AsyncParsableCommand {
                      + (plan.unknown.isEmpty ? "" : (rerunUnknown ? "; running again the unknown steps: " : "; unknown, left failed (--rerun-unknown runs them): ")
                         + plan.unknown.joined(separator: "; ")))
         let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
-        try await RolloutRunner(targets: targets, locks: locks, output: output)
+        try await RolloutRunner(targets: targets, locks: locks, output: output, journal: location)
             .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach, knownFailures: knownFailures,
                      handlers: record.kind == .rollover ? Rollover.handlers(targets) : .standard)
     }
@@ -117,16 +118,25 @@ struct Runs: AsyncParsableCommand {
     func run() async throws {
         let url = state.url
         if prune {
+            let location: JournalLocation
+            do {
+                location = try JournalLocation.resolve(option: state.journal, stateDir: url)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            if location.isShared {
+                throw ValidationError("--prune reads the state dir's own journal; it does not go with a PostgreSQL journal yet")
+            }
             try await pruneStepRecords(stateDir: url)
             return
         }
-        let runs: [RunSummary] = try Journal.listRuns(stateDir: url).reversed()
+        let runs: [RunSummary] = try Journal.listRuns(at: try state.journalLocation()).reversed()
         if json {
             print(RunListView.json(runs).rendered())
             return
         }
         guard !runs.isEmpty else {
-            print("no runs in \(url.path)")
+            print("no runs in \(try state.journalLocation())")
             return
         }
         print(RunListView.table(runs), terminator: "")
@@ -205,7 +215,7 @@ struct Show: ParsableCommand {
 
     func run() throws {
         let url = state.url
-        let state = try Journal.open(stateDir: url, runID: runID).load()
+        let state = try Journal.open(at: try self.state.journalLocation(), runID: runID).load()
         if backups {
             print(BackupList.text(state), terminator: "")
             return

@@ -202,7 +202,7 @@ import Testing
     @Test func aClusterStepAndItsMarkerAreOneTransaction() async throws {
         let steps = [RunStep(name: "migrate", command: "migrate", oncePer: "st2_cluster")]
         let harness = try EngineHarness(hosts: ["a", "b"].map { host($0, steps: steps, groups: ["st2_cluster": "blue"]) }, batches: [[0, 1]])
-        let journal = try Journal.open(stateDir: harness.stateDir, runID: Self.run)
+        let journal = try Journal.open(at: harness.journalLocation, runID: Self.run)
         let at = Date(timeIntervalSince1970: 1_700_000_000)
         try journal.stepStarted(host: "a", step: 0, at: at, detached: true)
         try journal.clusterStepDone(group: "st2_cluster", value: "blue", step: steps[0].clusterKey, byHost: "b", at: at)

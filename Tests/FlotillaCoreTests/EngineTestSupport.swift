@@ -434,7 +434,14 @@ final class EngineHarness: @unchecked Sendable {
         var settings = RolloutEngine.Settings(runDirectory: stateDir.appendingPathComponent("runs/\(record.id)"))
         settings.logger.logLevel = .critical // the tests read the journal and the host logs
         tune(&settings)
-        let journal = try Journal.create(stateDir: stateDir, run: record)
+        journalLocation = try EngineHarness.journalLocation(stateDir: stateDir)
+        let journal = try Journal.create(at: journalLocation, run: record)
+        if journalLocation.isShared {
+            // The run's own directory of the state dir (logs, backups), which the SQLite
+            // journal's file creates, as the tests expect it.
+            try FileManager.default.createDirectory(at: stateDir.appendingPathComponent("runs/\(record.id)"), withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
         let done = try resume(journal)
         let inFlight = try reattach(journal)
         let progress = progress
@@ -451,7 +458,8 @@ final class EngineHarness: @unchecked Sendable {
         transport = previous.transport
         clock = previous.clock
         stateDir = previous.stateDir
-        let journal = try Journal.open(stateDir: stateDir, runID: previous.record.id)
+        journalLocation = previous.journalLocation
+        let journal = try Journal.open(at: journalLocation, runID: previous.record.id)
         let plan = try ResumePlan(try journal.load(), retryFailed: retryFailed, maxFail: nil, rerunUnknown: rerunUnknown)
         record = plan.record
         var config = RolloutPolicy.Config(batches: record.batches.map { $0.compactMap { name in record.hosts.firstIndex { $0.name == name } } },
@@ -464,6 +472,16 @@ final class EngineHarness: @unchecked Sendable {
                                transport: transport, settings: settings, done: plan.done, reattach: plan.reattach, clock: clock,
                                progress: { progress.append($0) })
         resumed = previous
+    }
+
+    /// Where the run is journaled: the state dir, or with `FLOTILLA_TEST_JOURNAL=postgresql`
+    /// a new database of the test server, so the whole engine suite runs on either
+    /// journal (`FLOTILLA_TEST_JOURNAL=postgresql swift test --filter EngineTests`).
+    let journalLocation: JournalLocation
+
+    static func journalLocation(stateDir: URL) throws -> JournalLocation {
+        guard ProcessInfo.processInfo.environment["FLOTILLA_TEST_JOURNAL"] == "postgresql" else { return .stateDir(stateDir) }
+        return try JournalPlace(.postgresql, stateDir: stateDir).location
     }
 
     /// The run this one resumes, kept so its state dir outlives this one.

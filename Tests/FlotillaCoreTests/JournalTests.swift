@@ -1,6 +1,37 @@
 import Foundation
+import PostgresTestSupport
 import Testing
 @testable import FlotillaCore
+
+/// The journals the transition tests run against: the state dir's SQLite file, and a
+/// PostgreSQL database of the server the tests start (SPEC §8.6).
+enum JournalBackend: String, CaseIterable, Sendable {
+    case sqlite, postgresql
+}
+
+/// Where one test's runs live: its scratch state dir, or a new database of the test
+/// server. `name` is what the journal's messages call it.
+struct JournalPlace {
+    let location: JournalLocation
+    let name: String
+
+    init(_ backend: JournalBackend, stateDir: URL) throws {
+        switch backend {
+        case .sqlite:
+            location = .stateDir(stateDir)
+            name = stateDir.path
+        case .postgresql:
+            let server = try PostgresTestServer.shared
+            let url = try #require(PostgresURL(server.url(database: try server.newDatabase(prefix: "journal"))))
+            location = .postgres(url)
+            name = url.redacted
+        }
+    }
+
+    func create(_ run: RunRecord) throws -> Journal { try Journal.create(at: location, run: run) }
+    func open(_ runID: String?) throws -> Journal { try Journal.open(at: location, runID: runID) }
+    func listRuns() throws -> [RunSummary] { try Journal.listRuns(at: location) }
+}
 
 /// A private temporary directory (0700, from mkdtemp) for one test; removed afterwards.
 private final class Scratch {
@@ -17,6 +48,8 @@ private final class Scratch {
     var stateDir: URL { root.appendingPathComponent("state") }
 
     func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
+
+    func place(_ backend: JournalBackend) throws -> JournalPlace { try JournalPlace(backend, stateDir: stateDir) }
 
     deinit { try? FileManager.default.removeItem(at: root) }
 }
@@ -115,11 +148,15 @@ private func writeTransitions(_ journal: Journal) throws {
 @Suite struct JournalTests {
     // MARK: - Round trip
 
-    @Test func createOpenAndLoadRoundTripEveryTransition() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func createOpenAndLoadRoundTripEveryTransition(backend: JournalBackend) throws {
         let scratch = try Scratch()
+        let place = try scratch.place(backend)
         let run = sampleRun()
-        let journal = try Journal.create(stateDir: scratch.stateDir, run: run)
-        #expect(journal.file.path == scratch.stateDir.appendingPathComponent("runs/\(run.id)/journal.sqlite").path)
+        let journal = try place.create(run)
+        if backend == .sqlite {
+            #expect(journal.file.path == scratch.stateDir.appendingPathComponent("runs/\(run.id)/journal.sqlite").path)
+        }
 
         let fresh = try journal.load()
         #expect(fresh.record == run)
@@ -134,7 +171,7 @@ private func writeTransitions(_ journal: Journal) throws {
         journal.close()
 
         // A new process would do this: open by id, read everything back.
-        let reopened = try Journal.open(stateDir: scratch.stateDir, runID: run.id)
+        let reopened = try place.open(run.id)
         let state = try reopened.load()
         #expect(state.record == run)
         #expect(state.state == .halted)
@@ -183,9 +220,11 @@ private func writeTransitions(_ journal: Journal) throws {
         #expect(state.hostCounts == [.failed: 1, .running: 1, .skipped: 1])
     }
 
-    @Test func resumingReRunsAStepInFlightAndKeepsFirstStartTimes() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func resumingReRunsAStepInFlightAndKeepsFirstStartTimes(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        let journal = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
+        let place = try scratch.place(backend)
+        let journal = try place.create(sampleRun())
         try writeTransitions(journal)
         try journal.runStatus(state: .stopped, haltReason: "SIGTERM", at: at(15))
 
@@ -205,9 +244,11 @@ private func writeTransitions(_ journal: Journal) throws {
         #expect(host.steps[2].startedAt == at(32) && host.steps[2].status == .succeeded)
     }
 
-    @Test func refusesTransitionsTheJournalContradicts() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func refusesTransitionsTheJournalContradicts(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        let journal = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
+        let place = try scratch.place(backend)
+        let journal = try place.create(sampleRun())
         try writeTransitions(journal)
 
         // A finished step is never started again.
@@ -242,39 +283,47 @@ private func writeTransitions(_ journal: Journal) throws {
         #expect(state.host("st2-01")?.steps[0].attempts == 1)
     }
 
-    @Test func createRefusesATakenIdAndIdsThatAreNotNames() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func createRefusesATakenIdAndIdsThatAreNotNames(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
-        let taken = journalError { _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun()) }
+        let place = try scratch.place(backend)
+        _ = try place.create(sampleRun())
+        let taken = journalError { _ = try place.create(sampleRun()) }
         #expect(taken?.code == .runExists)
         for id in ["", "../x", ".hidden", "a/b", "a b"] {
-            #expect(journalError { _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: id)) }?.code == .invalidTransition)
+            #expect(journalError { _ = try place.create(sampleRun(id: id)) }?.code == .invalidTransition)
         }
         var duplicate = sampleRun(id: "20251121-160000-dup0")
         duplicate.hosts.append(duplicate.hosts[0])
-        #expect(journalError { _ = try Journal.create(stateDir: scratch.stateDir, run: duplicate) }?.message
+        #expect(journalError { _ = try place.create(duplicate) }?.message
             == "run 20251121-160000-dup0 lists host st2-01 twice")
         // Failed creations leave nothing behind, not even hidden staging directories.
+        guard backend == .sqlite else {
+            #expect(try place.listRuns().map(\.id) == ["20251121-160000-ab12"])
+            return
+        }
         let entries = try FileManager.default.contentsOfDirectory(atPath: scratch.stateDir.appendingPathComponent("runs").path)
         #expect(entries == ["20251121-160000-ab12"])
     }
 
     // MARK: - Selecting runs
 
-    @Test func openWithoutAnIdTakesTheLatestRunByCreationTime() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func openWithoutAnIdTakesTheLatestRunByCreationTime(backend: JournalBackend) throws {
         let scratch = try Scratch()
+        let place = try scratch.place(backend)
         // Ids sort the other way round from creation times: creation time decides.
-        let old = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-c", createdAt: at(100)))
+        let old = try place.create(sampleRun(id: "run-c", createdAt: at(100)))
         try old.hostStatus(host: "st2-01", status: .succeeded, error: nil, at: at(101))
         try old.runStatus(state: .completedWithFailures, haltReason: nil, at: at(102))
-        _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-a", createdAt: at(300)))
-        _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-b", createdAt: at(200)))
+        _ = try place.create(sampleRun(id: "run-a", createdAt: at(300)))
+        _ = try place.create(sampleRun(id: "run-b", createdAt: at(200)))
 
-        let latest = try Journal.open(stateDir: scratch.stateDir, runID: nil)
+        let latest = try place.open(nil)
         #expect(latest.runID == "run-a")
         #expect(try latest.load().record.createdAt == at(300))
 
-        let runs = try Journal.listRuns(stateDir: scratch.stateDir)
+        let runs = try place.listRuns()
         #expect(runs.map(\.id) == ["run-c", "run-b", "run-a"])
         let first = try #require(runs.first)
         #expect(first.kind == .stackstormUpgrade && first.targetVersion == "3.8.1" && first.name == "upgrade to 3.8.1")
@@ -284,19 +333,21 @@ private func writeTransitions(_ journal: Journal) throws {
         #expect(runs[2].state == .created && runs[2].hostCounts == [.notStarted: 3])
     }
 
-    @Test func openExplainsMissingRuns() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func openExplainsMissingRuns(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        let none = journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: nil) }
+        let place = try scratch.place(backend)
+        let none = journalError { _ = try place.open(nil) }
         #expect(none?.code == .noRuns)
-        #expect(none?.message == "no runs yet in \(scratch.stateDir.path) (flotilla upgrade or flotilla run start one)")
-        #expect(try Journal.listRuns(stateDir: scratch.stateDir).isEmpty)
-        #expect(journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: "run-x") }?.code == .noRuns)
+        #expect(none?.message == "no runs yet in \(place.name) (flotilla upgrade or flotilla run start one)")
+        #expect(try place.listRuns().isEmpty)
+        #expect(journalError { _ = try place.open("run-x") }?.code == .noRuns)
 
-        _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-b"))
-        _ = try Journal.create(stateDir: scratch.stateDir, run: sampleRun(id: "run-a"))
-        let unknown = journalError { _ = try Journal.open(stateDir: scratch.stateDir, runID: "run-x") }
+        _ = try place.create(sampleRun(id: "run-b"))
+        _ = try place.create(sampleRun(id: "run-a"))
+        let unknown = journalError { _ = try place.open("run-x") }
         #expect(unknown?.code == .unknownRun)
-        #expect(unknown?.message == "no run run-x in \(scratch.stateDir.path); known runs: run-a, run-b")
+        #expect(unknown?.message == "no run run-x in \(place.name); known runs: run-a, run-b")
     }
 
     @Test func anUnreadableRunIsListedWithItsProblem() throws {
@@ -411,6 +462,39 @@ private func writeTransitions(_ journal: Journal) throws {
     /// A journal of schema 1 (options as flag texts, skip causes as the text users read),
     /// as the previous flotilla wrote it, opens, loads with typed options and causes, and
     /// takes transitions (resume writes to it), staying schema 1.
+    @Test func aPostgresJournalHoldsHostsForItsSessionOnly() throws {
+        let scratch = try Scratch()
+        let place = try scratch.place(.postgresql)
+        let first = try place.create(sampleRun())
+        try first.holdHosts(["st2-01", "st2-02"], stateDir: scratch.stateDir)
+        let second = try place.open(nil)
+        let refused = lockError { try second.holdHosts(["st2-02", "st2-03"], stateDir: scratch.url("other")) }
+        #expect(refused?.hosts == ["st2-02"])
+        #expect(refused?.message.contains("held by pid \(getpid())") == true, "\(refused?.message ?? "")")
+        // All or none: st2-03 was let go again.
+        try first.holdHosts(["st2-03"], stateDir: scratch.stateDir)
+        // The holds end with the session that took them.
+        first.close()
+        try second.holdHosts(["st2-01", "st2-02", "st2-03"], stateDir: scratch.url("other"))
+    }
+
+    @Test func anOlderPostgresLayoutIsUpgradedInPlace() throws {
+        let scratch = try Scratch()
+        let place = try scratch.place(.postgresql)
+        let journal = try place.create(sampleRun())
+        try writeTransitions(journal)
+        // As layout 1 left it: no holder table.
+        try journal.database.execute("DROP TABLE holder; UPDATE flotilla.schema_version SET version = 1")
+        journal.close()
+        let reopened = try place.open(nil)
+        #expect(try reopened.database.query("SELECT version FROM flotilla.schema_version") { $0.int(0) } == [PostgresJournals.schemaVersion])
+        try reopened.holdHosts(["st2-01"], stateDir: scratch.stateDir)
+        #expect(try reopened.load().host("st2-02")?.steps[2].status == .running)
+        // A layout from a newer flotilla is refused, not guessed at.
+        try reopened.database.execute("UPDATE flotilla.schema_version SET version = 99")
+        #expect(journalError { _ = try place.open(nil) }?.code == .unsupportedSchema)
+    }
+
     @Test func aSchemaOneJournalStillOpensAndResumes() throws {
         let scratch = try Scratch()
         var run = sampleRun()
@@ -452,9 +536,11 @@ private func writeTransitions(_ journal: Journal) throws {
 
     /// After `seal`, the run is recorded stopped and no transition of that connection
     /// lands: a step in flight stays `running`, for resume to run it again.
-    @Test func aSealedJournalKeepsTheStepsInFlightRunning() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func aSealedJournalKeepsTheStepsInFlightRunning(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        let journal = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
+        let place = try scratch.place(backend)
+        let journal = try place.create(sampleRun())
         try journal.runStatus(state: .running, haltReason: nil, at: at(1))
         try journal.stepStarted(host: "st2-01", step: 0, at: at(2))
         try journal.seal(state: .stopped, reason: "SIGINT twice", at: at(3))
@@ -471,10 +557,12 @@ private func writeTransitions(_ journal: Journal) throws {
 
     // MARK: - Durability
 
-    @Test func aSecondConnectionSeesEveryTransitionThatReturned() throws {
+    @Test(arguments: JournalBackend.allCases)
+    func aSecondConnectionSeesEveryTransitionThatReturned(backend: JournalBackend) throws {
         let scratch = try Scratch()
-        let writer = try Journal.create(stateDir: scratch.stateDir, run: sampleRun())
-        let reader = try Journal.open(stateDir: scratch.stateDir, runID: nil)
+        let place = try scratch.place(backend)
+        let writer = try place.create(sampleRun())
+        let reader = try place.open(nil)
         try writer.hostStatus(host: "st2-01", status: .running, error: nil, at: at(1))
         #expect(try reader.load().host("st2-01")?.status == .running)
         try writer.stepStarted(host: "st2-01", step: 0, at: at(2))

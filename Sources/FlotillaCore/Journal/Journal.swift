@@ -26,14 +26,20 @@ import Foundation
 public final class Journal {
     /// The id of the run.
     public let runID: String
-    /// The database file.
+    /// The database file; for a PostgreSQL journal, its address (password redacted).
     public let file: URL
-    let database: SQLiteDatabase
+    /// What messages name: the file's path, or the PostgreSQL address (password redacted)
+    /// and the run.
+    public let location: String
+    let database: any JournalDatabase
     /// The schema of this file (``schemaVersion``, or 1 for a journal an older flotilla
     /// wrote: the tables are the same, only the stored record differs).
     public let schema: Int
     /// Set by ``seal(state:reason:at:)``: every later transition is refused.
     private var sealed = false
+    /// For a run in a shared PostgreSQL journal: its number there (the key of its
+    /// schema, of its host holds and of its control channel).
+    public internal(set) var sharedRun: Int?
 
     /// The schema this code writes; it reads this one and every older one. Stored as
     /// `PRAGMA user_version`.
@@ -57,11 +63,18 @@ public final class Journal {
     /// Step statuses that are final: a step recorded so is never started again.
     static let doneStepStatuses: Set<StepRunStatus> = [.succeeded, .skipped]
 
-    private init(database: SQLiteDatabase, file: URL, runID: String) throws {
+    init(database: any JournalDatabase, file: URL, location: String, runID: String, schema: Int) {
         self.database = database
         self.file = file
+        self.location = location
         self.runID = runID
-        schema = Int(try database.query("PRAGMA user_version") { $0.int64(0) }.first.flatMap { $0 } ?? 0)
+        self.schema = schema
+    }
+
+    /// A journal on an SQLite file, its schema read from the file.
+    private convenience init(database: SQLiteDatabase, file: URL, runID: String) throws {
+        let schema = Int(try database.query("PRAGMA user_version") { $0.int64(0) }.first.flatMap { $0 } ?? 0)
+        self.init(database: database, file: file, location: file.path, runID: runID, schema: schema)
     }
 
     /// Gives a journal of schema 1 or 2 the step columns of schema 3, in one transaction.
@@ -84,7 +97,14 @@ public final class Journal {
     }
 
     /// Closes the database (idempotent; also done on deinit). Transitions after it throw.
-    public func close() { database.close() }
+    /// For a PostgreSQL journal this also releases the hosts this controller held.
+    public func close() {
+        // The server lets a session's advisory locks go only once it notices the session
+        // ended: released here, so whoever comes next finds the hosts free at once.
+        // Nothing to do when the connection is gone already (its locks went with it).
+        if sharedRun != nil { _ = try? database.run("SELECT pg_advisory_unlock_all()") }
+        database.close()
+    }
 
     // MARK: - Creating and opening
 
@@ -116,7 +136,7 @@ public final class Journal {
             let database = try openDatabase(stagingFile, mode: .readWrite, new: true)
             try database.transaction {
                 try createSchema(database)
-                try insert(run, into: database)
+                try insert(run, into: database, location: stagingFile.path)
             }
             database.close()
             if rename(staging.path, destination.path) != 0 {
@@ -152,10 +172,8 @@ public final class Journal {
             guard PrivateFiles.exists(runs.appendingPathComponent(runID)) else {
                 let known = try runIDs(in: runs)
                 guard !known.isEmpty else { throw noRuns(stateDir) }
-                let shown = known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)"
-                    : known.joined(separator: ", ")
                 throw JournalError(.unknownRun, path: runs.path,
-                                   "no run \(runID) in \(PrivateFiles.display(stateDir)); known runs: \(shown)")
+                                   "no run \(runID) in \(PrivateFiles.display(stateDir)); known runs: \(knownRuns(known))")
             }
             id = runID
         } else {
@@ -266,7 +284,7 @@ public final class Journal {
     public func stepFinished(host: String, step: Int, status: StepRunStatus, exitStatus: Int32?, stdoutTail: String,
                              stderrTail: String, error: String?, at: Date, durationMS: Int, cluster: ClusterMark? = nil) throws {
         guard status != .pending, status != .running else {
-            throw JournalError(.invalidTransition, path: file.path, "a step cannot finish as \(status.rawValue)")
+            throw JournalError(.invalidTransition, path: location, "a step cannot finish as \(status.rawValue)")
         }
         try transaction {
             let changed = try database.run("""
@@ -348,7 +366,7 @@ public final class Journal {
             try requireHost(byHost)
             if let done = try doneBy(group: group, value: value, step: step) {
                 guard done == byHost else {
-                    throw JournalError(.invalidTransition, path: file.path,
+                    throw JournalError(.invalidTransition, path: location,
                                        "step \(step) for \(group)=\(value) is already recorded as run by \(done), not \(byHost)")
                 }
                 return
@@ -370,7 +388,7 @@ public final class Journal {
     /// - Throws: ``JournalError`` `.invalidTransition` for `created`.
     public func runStatus(state: RunState, haltReason: String?, at: Date) throws {
         guard Self.runStates.contains(state) else {
-            throw JournalError(.invalidTransition, path: file.path,
+            throw JournalError(.invalidTransition, path: location,
                                "'\(state.rawValue)' is not a state a run goes to (\(Self.runStates.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
         let times = state == .running ? "started_ms = COALESCE(started_ms, ?1), finished_ms = NULL" : "finished_ms = ?1"
@@ -408,7 +426,10 @@ public final class Journal {
     public func artifact(host: String, name: String, path: String, size: Int64? = nil, sha256: String? = nil) throws {
         try transaction {
             try requireHost(host)
-            try database.run("INSERT OR REPLACE INTO artifact (host, name, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
+            try database.run("""
+                INSERT INTO artifact (host, name, path, size, sha256) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (host, name) DO UPDATE SET path = excluded.path, size = excluded.size, sha256 = excluded.sha256
+                """,
                              .text(host), .text(name), .text(path), size.map { .integer($0) } ?? .null, .string(sha256))
         }
     }
@@ -425,16 +446,16 @@ public final class Journal {
                 ($0.text(0) ?? "", $0.text(1) ?? "", $0.text(2), $0.int64(3), $0.int64(4))
             }
             guard runs.count == 1, let run = runs.first else {
-                throw JournalError(.notAJournal, path: file.path, "\(file.path) holds \(runs.count) runs instead of one")
+                throw JournalError(.notAJournal, path: location, "\(location) holds \(runs.count) runs instead of one")
             }
             let record: RunRecord
             do {
                 record = try Self.decodeRecord(Data(run.0.utf8), schema: schema)
             } catch {
-                throw JournalError(.notAJournal, path: file.path, "the run record in \(file.path) cannot be read: \(error)")
+                throw JournalError(.notAJournal, path: location, "the run record in \(location) cannot be read: \(error)")
             }
             guard let state = RunState(rawValue: run.1) else {
-                throw JournalError(.notAJournal, path: file.path, "run \(record.id) has an unknown state '\(run.1)'")
+                throw JournalError(.notAJournal, path: location, "run \(record.id) has an unknown state '\(run.1)'")
             }
             var steps: [String: [JournalState.Step]] = [:]
             for (host, step) in try database.query("""
@@ -454,7 +475,7 @@ public final class Journal {
             let hosts = try database.query("SELECT name, status, error, started_ms, finished_ms FROM host ORDER BY position") { row in
                 let name = row.text(0) ?? ""
                 guard let status = HostRunStatus(rawValue: row.text(1) ?? "") else {
-                    throw JournalError(.notAJournal, path: file.path, "host \(name) has an unknown status '\(row.text(1) ?? "")'")
+                    throw JournalError(.notAJournal, path: location, "host \(name) has an unknown status '\(row.text(1) ?? "")'")
                 }
                 return JournalState.Host(name: name, status: status, error: row.text(2), startedAt: Self.date(row.int64(3)),
                                          finishedAt: Self.date(row.int64(4)), steps: steps[name] ?? [])
@@ -561,31 +582,42 @@ public final class Journal {
         try database.execute("PRAGMA user_version = \(schemaVersion); PRAGMA application_id = \(applicationID)")
     }
 
-    private static func insert(_ run: RunRecord, into database: SQLiteDatabase) throws {
+    static func insert(_ run: RunRecord, into database: any JournalDatabase, location: String) throws {
+        try database.run("""
+            INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """, .text(run.id), .text(run.kind.rawValue), .string(run.name), .string(run.targetVersion), ms(run.createdAt),
+            .text(try encodeRecord(run)), .text(RunState.created.rawValue))
+        try insertHosts(run.hosts, from: 0, of: run.id, into: database)
+        for index in run.batches.indices {
+            try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
+        }
+    }
+
+    /// The record as stored: JSON with sorted keys.
+    static func encodeRecord(_ run: RunRecord) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         // Dates as Foundation's own numbers: the record reads back exactly equal.
         encoder.dateEncodingStrategy = .deferredToDate
-        let json = String(decoding: try encoder.encode(run), as: UTF8.self)
-        try database.run("""
-            INSERT INTO run (id, kind, name, target_version, created_ms, record_json, state) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, .text(run.id), .text(run.kind.rawValue), .string(run.name), .string(run.targetVersion), ms(run.createdAt), .text(json),
-            .text(RunState.created.rawValue))
-        for (position, host) in run.hosts.enumerated() {
+        return String(decoding: try encoder.encode(run), as: UTF8.self)
+    }
+
+    /// Rows for `hosts` and their steps, at positions from `first` on.
+    static func insertHosts(_ hosts: [RunHost], from first: Int, of runID: String, into database: any JournalDatabase) throws {
+        let run = (id: runID, hosts: hosts)
+        for (offset, host) in run.hosts.enumerated() {
+            let position = first + offset
             do {
                 try database.run("INSERT INTO host (name, position, address, batch, status) VALUES (?, ?, ?, ?, ?)",
                                  .text(host.name), .int(position), .text(host.address), .int(host.batch),
                                  .text(HostRunStatus.notStarted.rawValue))
-            } catch let error as SQLiteError where error.primaryCode == SQLITE_CONSTRAINT {
+            } catch where database.isUniqueViolation(error) {
                 throw JournalError(.invalidTransition, "run \(run.id) lists host \(host.name) twice")
             }
             for (index, step) in host.steps.enumerated() {
                 try database.run("INSERT INTO step (host, idx, name, status) VALUES (?, ?, ?, ?)",
                                  .text(host.name), .int(index), .text(step.name), .text(StepRunStatus.pending.rawValue))
             }
-        }
-        for index in run.batches.indices {
-            try database.run("INSERT INTO batch (idx) VALUES (?)", .int(index))
         }
     }
 
@@ -632,33 +664,39 @@ public final class Journal {
             try PrivateFiles.check(file, what: "journal", directory: false)
             let database = try openDatabase(file, mode: .readOnly)
             defer { database.close() }
-            return try database.transaction(immediate: false) {
-                let counts = try database.query("SELECT status, count(*) FROM host GROUP BY status") {
-                    (HostRunStatus(rawValue: $0.text(0) ?? ""), $0.int(1) ?? 0)
-                }
-                let rows = try database.query("""
-                    SELECT id, kind, name, target_version, created_ms, state, halt_reason, started_ms, finished_ms FROM run
-                    """) { row in
-                    guard let kind = RunKind(rawValue: row.text(1) ?? ""), let state = RunState(rawValue: row.text(5) ?? "") else {
-                        throw JournalError(.notAJournal, path: file.path, "run \(id) has an unknown kind or state")
-                    }
-                    return RunSummary(id: row.text(0) ?? "", kind: kind, name: row.text(2), targetVersion: row.text(3),
-                               createdAt: date(row.int64(4)) ?? Date(timeIntervalSince1970: 0), state: state,
-                               haltReason: row.text(6), startedAt: date(row.int64(7)), finishedAt: date(row.int64(8)),
-                               hostCounts: counts.reduce(into: [:]) { if let status = $1.0 { $0[status, default: 0] += $1.1 } },
-                               journal: file, problem: nil)
-                }
-                guard rows.count == 1, let summary = rows.first, summary.id == id else {
-                    throw JournalError(.notAJournal, path: file.path, "\(file.path) is not the journal of run \(id)")
-                }
-                return summary
-            }
+            return try readSummary(database, id: id, location: file.path, journal: file)
         } catch {
             // Only for the listing's order: an unreadable directory sorts first.
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory.path)
             let modified = attributes?[.modificationDate] as? Date ?? Date(timeIntervalSince1970: 0)
             return RunSummary(id: id, kind: nil, createdAt: modified, state: nil, hostCounts: [:], journal: file,
                               problem: "run \(id) cannot be read: \(error)")
+        }
+    }
+
+    /// One run's line of the listing, read in one snapshot (the same queries on either
+    /// database).
+    static func readSummary(_ database: any JournalDatabase, id: String, location: String, journal: URL) throws -> RunSummary {
+        return try database.transaction(immediate: false) {
+            let counts = try database.query("SELECT status, count(*) FROM host GROUP BY status") {
+                (HostRunStatus(rawValue: $0.text(0) ?? ""), $0.int(1) ?? 0)
+            }
+            let rows = try database.query("""
+                SELECT id, kind, name, target_version, created_ms, state, halt_reason, started_ms, finished_ms FROM run
+                """) { row in
+                guard let kind = RunKind(rawValue: row.text(1) ?? ""), let state = RunState(rawValue: row.text(5) ?? "") else {
+                    throw JournalError(.notAJournal, path: location, "run \(id) has an unknown kind or state")
+                }
+                return RunSummary(id: row.text(0) ?? "", kind: kind, name: row.text(2), targetVersion: row.text(3),
+                           createdAt: date(row.int64(4)) ?? Date(timeIntervalSince1970: 0), state: state,
+                           haltReason: row.text(6), startedAt: date(row.int64(7)), finishedAt: date(row.int64(8)),
+                           hostCounts: counts.reduce(into: [:]) { if let status = $1.0 { $0[status, default: 0] += $1.1 } },
+                           journal: journal, problem: nil)
+            }
+            guard rows.count == 1, let summary = rows.first, summary.id == id else {
+                throw JournalError(.notAJournal, path: location, "\(location) is not the journal of run \(id)")
+            }
+            return summary
         }
     }
 
@@ -673,7 +711,7 @@ public final class Journal {
 
     private func requireOpen() throws {
         if sealed {
-            throw JournalError(.invalidTransition, path: file.path, "run \(runID) was stopped at once; its journal takes no more transitions")
+            throw JournalError(.invalidTransition, path: location, "run \(runID) was stopped at once; its journal takes no more transitions")
         }
     }
 
@@ -702,6 +740,11 @@ public final class Journal {
         }
     }
 
+    /// The ids of an unknown run's message: the last 20, sorted.
+    static func knownRuns(_ known: [String]) -> String {
+        known.count > 20 ? known.suffix(20).joined(separator: ", ") + " (and \(known.count - 20) older)" : known.joined(separator: ", ")
+    }
+
     private static func noRuns(_ stateDir: URL) -> JournalError {
         JournalError(.noRuns, path: stateDir.path,
                      "no runs yet in \(PrivateFiles.display(stateDir)) (flotilla upgrade or flotilla run start one)")
@@ -712,11 +755,11 @@ public final class Journal {
     }
 
     private func unknownHost(_ host: String) -> JournalError {
-        JournalError(.invalidTransition, path: file.path, "run \(runID) has no host \(host)")
+        JournalError(.invalidTransition, path: location, "run \(runID) has no host \(host)")
     }
 
     private func unknownBatch(_ index: Int) -> JournalError {
-        JournalError(.invalidTransition, path: file.path, "run \(runID) has no batch \(index)")
+        JournalError(.invalidTransition, path: location, "run \(runID) has no batch \(index)")
     }
 
     private func requireHost(_ host: String) throws {
@@ -732,9 +775,9 @@ public final class Journal {
         }
         guard let (name, status) = rows.first else {
             let count = try database.query("SELECT count(*) FROM step WHERE host = ?", .text(host)) { $0.int(0) ?? 0 }.first ?? 0
-            return JournalError(.invalidTransition, path: file.path, "host \(host) has no step \(step) (it has \(count))")
+            return JournalError(.invalidTransition, path: location, "host \(host) has no step \(step) (it has \(count))")
         }
-        return JournalError(.invalidTransition, path: file.path,
+        return JournalError(.invalidTransition, path: location,
                             "step \(step) (\(name)) of \(host) is recorded as \(status); a finished step is never run again")
     }
 
@@ -745,7 +788,7 @@ public final class Journal {
 
     private func stepStatus(_ text: String?) throws -> StepRunStatus {
         guard let status = StepRunStatus(rawValue: text ?? "") else {
-            throw JournalError(.notAJournal, path: file.path, "a step has an unknown status '\(text ?? "")'")
+            throw JournalError(.notAJournal, path: location, "a step has an unknown status '\(text ?? "")'")
         }
         return status
     }

@@ -43,7 +43,7 @@ enum SQLiteValue {
 /// Not thread-safe and not Sendable: the connection is opened in SQLite's multi-thread
 /// mode (`SQLITE_OPEN_NOMUTEX`), so it may move between threads but must never be used by
 /// two at once. Its owner (``Journal``) is confined the same way.
-final class SQLiteDatabase {
+final class SQLiteDatabase: JournalDatabase {
     private var handle: OpaquePointer?
     let path: String
 
@@ -100,6 +100,10 @@ final class SQLiteDatabase {
         guard result == SQLITE_OK else { throw error(result, sql: nil) }
     }
 
+    func isUniqueViolation(_ error: Error) -> Bool {
+        (error as? SQLiteError)?.primaryCode == SQLITE_CONSTRAINT
+    }
+
     /// Rows changed by the last INSERT, UPDATE or DELETE.
     var changes: Int { handle.map { Int(sqlite3_changes($0)) } ?? 0 }
 
@@ -121,7 +125,7 @@ final class SQLiteDatabase {
     }
 
     /// Runs a query and maps each row.
-    func query<T>(_ sql: String, _ values: SQLiteValue..., row: (SQLiteStatement) throws -> T) throws -> [T] {
+    func query<T>(_ sql: String, _ values: SQLiteValue..., row: (any JournalRow) throws -> T) throws -> [T] {
         try withStatement(sql, values) { statement in
             var rows: [T] = []
             while try statement.step() { rows.append(try row(statement)) }
@@ -129,44 +133,16 @@ final class SQLiteDatabase {
         }
     }
 
-    /// Runs `body` in one transaction: committed if it returns, rolled back if it throws.
+    func inTransaction() throws -> Bool { sqlite3_get_autocommit(try open()) == 0 }
+
     /// `immediate` takes the write lock at BEGIN, so a writer never fails half-way with
     /// SQLITE_BUSY after reading.
-    @discardableResult
-    func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
-        // Inside a transaction already (a batch of transitions): a savepoint, so a failed
-        // part is undone alone and the batch commits once.
-        if sqlite3_get_autocommit(try open()) == 0 {
-            try execute("SAVEPOINT part")
-            do {
-                let value = try body()
-                try execute("RELEASE part")
-                return value
-            } catch {
-                // The body's error is the one to report; a failed rollback of a savepoint
-                // leaves the outer transaction to roll back.
-                try? execute("ROLLBACK TO part")
-                try? execute("RELEASE part")
-                throw error
-            }
-        }
-        try execute(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
-        do {
-            let value = try body()
-            try execute("COMMIT")
-            return value
-        } catch {
-            // The body's error is the one to report; SQLite rolls back a transaction whose
-            // ROLLBACK failed when the connection closes.
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
+    func begin(immediate: Bool) -> String { immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED" }
 }
 
 /// A prepared statement. Finalized by ``SQLiteDatabase/withStatement(_:_:_:)`` when its
 /// scope ends (deinit is only a backstop); it keeps its connection alive meanwhile.
-final class SQLiteStatement {
+final class SQLiteStatement: JournalRow {
     private var handle: OpaquePointer?
     private let database: SQLiteDatabase
     let sql: String
@@ -223,8 +199,6 @@ final class SQLiteStatement {
     func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
 
     func int64(_ column: Int32) -> Int64? { isNull(column) ? nil : sqlite3_column_int64(handle, column) }
-
-    func int(_ column: Int32) -> Int? { int64(column).map { Int($0) } }
 
     func text(_ column: Int32) -> String? {
         guard !isNull(column), let bytes = sqlite3_column_text(handle, column) else { return nil }

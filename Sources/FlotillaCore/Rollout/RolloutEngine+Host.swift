@@ -206,6 +206,9 @@ extension RolloutEngine {
             "step.duration_ms": "\(Int(seconds * 1000))",
         ])
         if !recorded {
+            // The journal still says running: the host's record of the step is what
+            // resume re-attaches to, so it stays.
+            run.leftInFlight = true
             run.end(.cancelled, "stopped after '\(step.name)': the journal cannot be written")
             return false
         }

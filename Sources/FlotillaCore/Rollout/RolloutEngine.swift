@@ -140,39 +140,44 @@ public actor RolloutEngine {
         let begun = clock.now
         decideBarriers()
         recordNow("the start of the run") { [journal] in try journal.runStatus(state: .running, haltReason: nil, at: begun) }
+        let sharedSince = sharedRunStart()
         continuation.yield(.begin)
-        loop: for await event in stream {
-            let now = clock.now
-            let actions = policy.handle(event, now: now)
-            eventObserver?(event, actions)
-            if case .skip(let host) = event, policy.skipped.contains(host) {
-                let name = record.hosts[host].name
-                recordNow("the skip of \(name)") { [journal] in
-                    try journal.hostStatus(host: name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: now)
-                }
-                leaveBarriers(host, status: .skipped, error: "skipped by the operator")
-            }
-            for action in actions {
-                switch action {
-                case .start(let host):
-                    startHost(host)
-                case .wakeAt(let date):
-                    Task { [clock, continuation] in
-                        // `try?`: only cancellation ends the sleep early, and nothing cancels it;
-                        // a tick early or after the run finished is ignored by the policy.
-                        try? await clock.sleep(until: date)
-                        continuation.yield(.tick)
+        loop: for await next in stream {
+            // A shared run: before anything that may start a host, what the whole run
+            // decided (another controller's halt, the run-wide --max-fail) comes first.
+            for event in sharedHalt(before: next, since: sharedSince).map({ [.haltRun($0), next] }) ?? [next] {
+                let now = clock.now
+                let actions = policy.handle(event, now: now)
+                eventObserver?(event, actions)
+                if case .skip(let host) = event, policy.skipped.contains(host) {
+                    let name = record.hosts[host].name
+                    recordNow("the skip of \(name)") { [journal] in
+                        try journal.hostStatus(host: name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: now)
                     }
-                case .askConfirmation(let batch):
-                    Task { [confirm, continuation] in continuation.yield(.confirmed(await confirm(batch))) }
-                case .halt(let reason):
-                    progress(.note("halting: \(reason)"))
-                    recordNow("the halt") { [journal] in try journal.event(kind: "halt", message: reason, at: now) }
-                case .stopInFlight:
-                    stopAfterCurrentStep = true
-                case .finish(let result):
-                    outcome = result
-                    break loop
+                    leaveBarriers(host, status: .skipped, error: "skipped by the operator")
+                }
+                for action in actions {
+                    switch action {
+                    case .start(let host):
+                        startHost(host)
+                    case .wakeAt(let date):
+                        Task { [clock, continuation] in
+                            // `try?`: only cancellation ends the sleep early, and nothing cancels it;
+                            // a tick early or after the run finished is ignored by the policy.
+                            try? await clock.sleep(until: date)
+                            continuation.yield(.tick)
+                        }
+                    case .askConfirmation(let batch):
+                        Task { [confirm, continuation] in continuation.yield(.confirmed(await confirm(batch))) }
+                    case .halt(let reason):
+                        progress(.note("halting: \(reason)"))
+                        recordNow("the halt") { [journal] in try journal.event(kind: "halt", message: reason, at: now) }
+                    case .stopInFlight:
+                        stopAfterCurrentStep = true
+                    case .finish(let result):
+                        outcome = result
+                        break loop
+                    }
                 }
             }
         }
@@ -190,6 +195,33 @@ public actor RolloutEngine {
         return outcome
     }
 
+    /// Where the run's events stood when this controller began (shared runs only).
+    private func sharedRunStart() -> Int? {
+        guard journal.sharedRun != nil else { return nil }
+        do {
+            return try journal.eventHighWater()
+        } catch {
+            journalFailed("the start of the run", error)
+            return nil
+        }
+    }
+
+    /// Why the shared run halts before `event` is handled, if it does.
+    private func sharedHalt(before event: RolloutPolicy.Event, since: Int?) -> String? {
+        guard let since, policy.haltReason == nil else { return nil }
+        switch event {
+        case .begin, .hostFinished, .tick, .resume, .confirmed: break
+        default: return nil
+        }
+        do {
+            return try journal.runWideHalt(since: since, maxFail: policy.config.maxFail, unreachableCounts: policy.config.unreachableCounts,
+                                           own: record.hosts.map(\.name))
+        } catch {
+            journalFailed("the run-wide decision", error)
+            return nil
+        }
+    }
+
     /// The barriers as the journal leaves them: passed, broken, or still to meet at. A
     /// journal that cannot be read leaves the steps this controller was told are done.
     func decideBarriers() {
@@ -197,7 +229,10 @@ public actor RolloutEngine {
         for (host, steps) in reattach { started[host, default: []].formUnion(steps.keys) }
         do {
             let state = try journal.load()
-            for (index, host) in state.hosts.enumerated() {
+            // By name: a shared run's journal holds other controllers' hosts too.
+            let indices = Dictionary(record.hosts.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+            for host in state.hosts {
+                guard let index = indices[host.name] else { continue }
                 started[index, default: []].formUnion(host.steps.filter { $0.status != .pending }.map(\.index))
             }
         } catch {

@@ -171,6 +171,10 @@ public struct RolloutPolicy: Sendable {
         case setMaxParallel(Int)
         /// The first SIGINT/SIGTERM: start nothing new, let in-flight hosts finish, then stop.
         case interrupt
+        /// A run shared by several controllers halted as a whole (another controller
+        /// halted, or the failures of the whole run crossed --max-fail), decided in the
+        /// shared journal: a halt with that reason.
+        case haltRun(String)
     }
 
     /// How the run ended (exit codes 0, 1, 2, 3 of SPEC §1).
@@ -250,7 +254,7 @@ public struct RolloutPolicy: Sendable {
         case closed(String)
     }
 
-    private var config: Config
+    private(set) var config: Config
     private let batches: [[Int]]
     private let batchOf: [Int: Int]
     /// Per host of a `startTogether` set, the whole set.
@@ -437,6 +441,10 @@ public struct RolloutPolicy: Sendable {
         case .abort:
             guard begun else { return [] }
             return enterHalt("aborted by the operator") + advance(now: now)
+
+        case .haltRun(let reason):
+            guard begun else { return [] }
+            return enterHalt(reason) + advance(now: now)
 
         case .skip(let host):
             guard isPending(host) else { return [] }

@@ -12,11 +12,17 @@ extension RunBuilder {
     /// controller runs it, and records the hosts the run never starts (skipped, refused,
     /// unreachable) with their status, so the journal holds every host from the start.
     /// - Throws: ``RunStartError`` saying which of these failed.
-    public static func createJournal(_ record: RunRecord, locks: RunLocks) throws -> sending Journal {
+    /// With `join`, a shared run of that id is joined when it exists (``JoinRefusal`` when
+    /// its flags differ).
+    public static func createJournal(_ record: RunRecord, locks: RunLocks, at location: JournalLocation? = nil,
+                                     join: Bool = false) throws -> sending Journal {
         let journal: Journal
         do {
-            journal = try Journal.create(stateDir: locks.stateDir, run: record)
+            let location = location ?? .stateDir(locks.stateDir)
+            journal = join ? try Journal.createOrJoin(at: location, run: record).journal : try Journal.create(at: location, run: record)
             try locks.stateLock.record(runID: record.id)
+        } catch let refusal as JoinRefusal {
+            throw refusal
         } catch {
             throw RunStartError(message: "cannot create the run's journal: \(error)")
         }
@@ -25,7 +31,7 @@ extension RunBuilder {
                 { try journal.hostStatus(host: record.hosts[host.index].name, status: host.status, error: host.error, at: record.createdAt) }
             }).compactMap { $0 }.first.map { throw $0 }
         } catch {
-            throw RunStartError(message: "cannot record the hosts not started in the journal \(journal.file.path): \(error)")
+            throw RunStartError(message: "cannot record the hosts not started in the journal \(journal.location): \(error)")
         }
         return journal
     }
