@@ -99,7 +99,7 @@ import Testing
     }
 
     @Test func rollsOver120KeysAndThreePacksFromA2xHostReadingOldOnly() throws {
-        let lab = try TestLab(spec: Self.spec(), login: "user")
+        let lab = try TestLab(spec: Self.spec())
         let state = lab.dir.appendingPathComponent("state").path
         let oldBefore = try lab.state("old")
 
@@ -154,7 +154,7 @@ import Testing
     }
 
     @Test func aKillDuringTheKeyLoadIsResumedWithoutLoadingTwice() throws {
-        let lab = try TestLab(spec: Self.spec(newFaults: #"{tool_slow: [{match: "^st2 key load", delay: 3s}]}"#), login: "user")
+        let lab = try TestLab(spec: Self.spec(newFaults: #"{tool_slow: [{match: "^st2 key load", delay: 3s}]}"#))
         let state = lab.dir.appendingPathComponent("state").path
         let controller = try Background([Self.flotilla, "rollover", "-i", lab.path("inventory.ini"), "--from", "old", "--to", "new", "--state-dir", state],
                                         log: lab.dir.appendingPathComponent("controller.log"))
@@ -176,7 +176,7 @@ import Testing
     }
 
     @Test func packsFromInstallsThePacksFromTheRepository() throws {
-        let lab = try TestLab(spec: Self.spec(brokenPack: true), login: "user")
+        let lab = try TestLab(spec: Self.spec(brokenPack: true))
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "rollover", "-i", lab.path("inventory.ini"), "--from", "old", "--to", "new", "--json",
                               "--packs-from", "https://git.example.com/st2/stackstorm-{pack}.git", "--state-dir", state])
@@ -191,7 +191,7 @@ import Testing
     }
 
     @Test func aNewHostRunningAnOlderReleaseIsRefused() throws {
-        let lab = try TestLab(spec: Self.spec(newPackages: "{st2: 2.9.3-1}"), login: "user")
+        let lab = try TestLab(spec: Self.spec(newPackages: "{st2: 2.9.3-1}"))
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "rollover", "-i", lab.path("inventory.ini"), "--from", "old", "--to", "new", "--state-dir", state])
         #expect(result.status == 1, "\(result.stderr)")
@@ -203,7 +203,7 @@ import Testing
     }
 
     @Test func aPackThatFailsToRegisterFailsTheRunNamingIt() throws {
-        let lab = try TestLab(spec: Self.spec(brokenPack: true), login: "user")
+        let lab = try TestLab(spec: Self.spec(brokenPack: true))
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "rollover", "-i", lab.path("inventory.ini"), "--from", "old", "--to", "new", "--json", "--state-dir", state])
         #expect(result.status == 2, "\(result.stderr.suffix(3000))")
