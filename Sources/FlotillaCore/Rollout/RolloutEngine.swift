@@ -146,38 +146,9 @@ public actor RolloutEngine {
             // A shared run: before anything that may start a host, what the whole run
             // decided (another controller's halt, the run-wide --max-fail) comes first.
             for event in sharedHalt(before: next, since: sharedSince).map({ [.haltRun($0), next] }) ?? [next] {
-                let now = clock.now
-                let actions = policy.handle(event, now: now)
-                eventObserver?(event, actions)
-                if case .skip(let host) = event, policy.skipped.contains(host) {
-                    let name = record.hosts[host].name
-                    recordNow("the skip of \(name)") { [journal] in
-                        try journal.hostStatus(host: name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: now)
-                    }
-                    leaveBarriers(host, status: .skipped, error: "skipped by the operator")
-                }
-                for action in actions {
-                    switch action {
-                    case .start(let host):
-                        startHost(host)
-                    case .wakeAt(let date):
-                        Task { [clock, continuation] in
-                            // `try?`: only cancellation ends the sleep early, and nothing cancels it;
-                            // a tick early or after the run finished is ignored by the policy.
-                            try? await clock.sleep(until: date)
-                            continuation.yield(.tick)
-                        }
-                    case .askConfirmation(let batch):
-                        Task { [confirm, continuation] in continuation.yield(.confirmed(await confirm(batch))) }
-                    case .halt(let reason):
-                        progress(.note("halting: \(reason)"))
-                        recordNow("the halt") { [journal] in try journal.event(kind: "halt", message: reason, at: now) }
-                    case .stopInFlight:
-                        stopAfterCurrentStep = true
-                    case .finish(let result):
-                        outcome = result
-                        break loop
-                    }
+                if let finished = handle(event, continuation) {
+                    outcome = finished
+                    break loop
                 }
             }
         }
@@ -193,6 +164,44 @@ public actor RolloutEngine {
         let ended = clock.now
         recordNow("the end of the run") { [journal] in try journal.runStatus(state: state, haltReason: reason, at: ended) }
         return outcome
+    }
+
+    /// Hands `event` to the policy and performs the actions it returns, in order; the
+    /// run's outcome once the policy finishes it (the actions after that are not done).
+    private func handle(_ event: RolloutPolicy.Event, _ continuation: AsyncStream<RolloutPolicy.Event>.Continuation) -> RolloutPolicy.Outcome? {
+        let now = clock.now
+        let actions = policy.handle(event, now: now)
+        eventObserver?(event, actions)
+        if case .skip(let host) = event, policy.skipped.contains(host) {
+            let name = record.hosts[host].name
+            recordNow("the skip of \(name)") { [journal] in
+                try journal.hostStatus(host: name, status: .skipped, error: "skipped by the operator (flotilla ctl skip)", at: now)
+            }
+            leaveBarriers(host, status: .skipped, error: "skipped by the operator")
+        }
+        for action in actions {
+            switch action {
+            case .start(let host):
+                startHost(host)
+            case .wakeAt(let date):
+                Task { [clock, continuation] in
+                    // `try?`: only cancellation ends the sleep early, and nothing cancels it;
+                    // a tick early or after the run finished is ignored by the policy.
+                    try? await clock.sleep(until: date)
+                    continuation.yield(.tick)
+                }
+            case .askConfirmation(let batch):
+                Task { [confirm, continuation] in continuation.yield(.confirmed(await confirm(batch))) }
+            case .halt(let reason):
+                progress(.note("halting: \(reason)"))
+                recordNow("the halt") { [journal] in try journal.event(kind: "halt", message: reason, at: now) }
+            case .stopInFlight:
+                stopAfterCurrentStep = true
+            case .finish(let result):
+                return result
+            }
+        }
+        return nil
     }
 
     /// Where the run's events stood when this controller began (shared runs only).
