@@ -46,7 +46,7 @@ import Testing
               - {name: old, os: el7, packages: {st2: 2.4.1-1}, available: {st2: [2.4.1-1, 3.8.1-1]}, kv: 120, audit_logs: 2}
               - {name: new, os: ubuntu20.04, packages: {st2: 3.8.0-1}, available: {st2: [3.8.0-1, 3.8.1-1]}, kv: [\(newSpec)],
                  audit_logs: [st2api.audit.log]}
-            """, login: "user")
+            """)
         // Root's alone on the hosts: the login user cannot read them.
         #expect(try lab.ssh("old", "cat /var/log/st2/st2component1.audit.log").status != 0)
         #expect(try lab.ssh("new", "cat /etc/st2/keys/datastore_key.json").status != 0)
@@ -109,7 +109,7 @@ import Testing
             defaults: {os: ubuntu20.04, packages: {st2: 3.7.1-1}, available: [3.7.1-1, 3.8.1-1]}
             hosts:
               - {name: bad, faults: {corrupt: [{match: "for p in etc/st2;"}]}}
-            """, login: "user")
+            """)
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--json", "--state-dir", state])
         #expect(result.status != 0)

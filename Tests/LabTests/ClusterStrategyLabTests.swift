@@ -58,7 +58,7 @@ import Testing
 
     @Test func noNodeOfAWholeClusterRunsWhileItsDatabaseIsMigrated() throws {
         let hosts = ["c1", "c2", "c3"]
-        let lab = try TestLab(spec: Self.spec(), login: "user")
+        let lab = try TestLab(spec: Self.spec())
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.0.1", "--no-backup", "--json", "--state-dir", state])
         #expect(result.status == 0, "\(result.stderr.suffix(3000))")
@@ -90,7 +90,7 @@ import Testing
     /// whole, one host at a time cannot hold the cluster: refused before anything runs.
     @Test func rollingOneAtATimeMigratesUnderRunningNodesAndWholeIsRefusedThen() throws {
         let hosts = ["c1", "c2", "c3"]
-        let lab = try TestLab(spec: Self.spec(), login: "user")
+        let lab = try TestLab(spec: Self.spec())
         let state = lab.dir.appendingPathComponent("state").path
         let refused = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.0.1", "--no-backup", "--max-parallel", "1",
                                "--json", "--state-dir", state])
@@ -123,8 +123,7 @@ import Testing
               - {name: s1, st2_cluster: south}
               - {name: s2, st2_cluster: south, faults: {unmet_dependency: {st2: "libpython3.6 (>= 3.6.0)"}}}
               - {name: solo}
-            """).replacingOccurrences(of: "{name: c2, st2_cluster: east}", with: "{name: c2, st2_cluster: east, available: [2.0.1-1]}"),
-                              login: "user")
+            """).replacingOccurrences(of: "{name: c2, st2_cluster: east}", with: "{name: c2, st2_cluster: east, available: [2.0.1-1]}"))
         let state = lab.dir.appendingPathComponent("state").path
         let plan = try run([Self.flotilla, "plan", "-i", lab.path("inventory.ini"), "--to", "3.0.1"])
         #expect(plan.stdout.contains("st2_cluster=east (c1, c2, c3): whole: crosses database changes"), "\(plan.stdout)")

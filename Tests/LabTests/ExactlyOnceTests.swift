@@ -44,7 +44,7 @@ import Testing
             defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
             hosts:
               - {name: b1, faults: {reboot: [{match: "mark-reboot", delay: 500ms}]}}
-            """, login: "user")
+            """)
         let step = "sleep 2; echo mark-reboot >>$HOME/marks; echo migrated"
         let book = try lab.write("book.yaml", """
             steps:
@@ -113,7 +113,7 @@ import Testing
     /// commands ran exactly once on every host, to its end.
     @Test func killsInsideThePackageMistralAndMigrationStepsRunEachOnceToItsEnd() throws {
         let hosts = ["u1", "u2"]
-        let lab = try TestLab(spec: Self.mistralSpec("[{name: u1, st2_cluster: a}, {name: u2, st2_cluster: b}]", delay: "3s"), login: "user")
+        let lab = try TestLab(spec: Self.mistralSpec("[{name: u1, st2_cluster: a}, {name: u2, st2_cluster: b}]", delay: "3s"))
         let state = lab.dir.appendingPathComponent("state").path
         var argv = [Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.0.1", "--no-backup", "--batch", "2", "--state-dir", state]
         for (number, tool) in Self.databaseTools.enumerated() {
@@ -162,7 +162,7 @@ import Testing
                 tool_slow: [{match: "^apt-get install -y", delay: 2s}]
                 cut: [{match: "apt-get install -y", delay: 500ms}]
             hosts: [\(hosts.map { "{name: \($0)}" }.joined(separator: ", "))]
-            """, login: "user")
+            """)
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--no-backup", "--batch", "4",
                               "--json", "--state-dir", state])
@@ -190,7 +190,7 @@ import Testing
     @Test func aCutDuringAClustersDatabaseStepIsReattached() throws {
         let hosts = ["e1", "e2"]
         let lab = try TestLab(spec: Self.mistralSpec("[{name: e1, st2_cluster: east}, {name: e2, st2_cluster: east}]", delay: "2s",
-                                                     extraFaults: "    cut: [{match: \"upgrade head\", delay: 500ms}]"), login: "user")
+                                                     extraFaults: "    cut: [{match: \"upgrade head\", delay: 500ms}]"))
         let state = lab.dir.appendingPathComponent("state").path
         let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.0.1", "--no-backup", "--json", "--state-dir", state])
         #expect(result.status == 0, "\(result.stderr.suffix(3000))")
@@ -220,7 +220,7 @@ import Testing
             hosts:
               - {name: k1, vars: {hold: "no"}}
               - {name: k2, vars: {hold: "yes"}}
-            """, login: "user")
+            """)
         let book = try lab.write("book.yaml", """
             steps:
               - {name: quick, run: "echo quick"}

@@ -48,7 +48,7 @@ import Testing
     ]
 
     @Test func failingPreflightShowsInThePlanAndFailsTheHostBeforeItsStop() throws {
-        let lab = try TestLab(spec: Self.faultySpec, login: "user")
+        let lab = try TestLab(spec: Self.faultySpec)
         let faulty = Self.reasons.keys.sorted()
         let before = try Dictionary(uniqueKeysWithValues: (faulty + ["fine"]).map { ($0, try lab.state($0)["services"] as? [String: Int] ?? [:]) })
 
@@ -118,7 +118,7 @@ import Testing
               available: [3.7.1-1, 3.8.1-1]
               faults: {survive_stop: [st2sensorcontainer]}
             hosts: [{name: kept}, {name: forced}]
-            """, login: "user")
+            """)
         func leftovers(_ host: String) throws -> [String] {
             try lab.asRoot(host, "ps -eo args=").stdout.split(separator: "\n").map(String.init).filter { $0.contains("bin/st2sensorcontainer") }
         }

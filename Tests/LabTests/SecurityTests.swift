@@ -155,7 +155,7 @@ import Testing
             hosts:
               - {name: deb, os: ubuntu20.04}
               - {name: rpm, os: el8}
-            """, login: "user")
+            """)
         let box = try Sandbox(lab)
         let secrets = Secrets()
         // The login user's sudo takes the test's become password (given to chpasswd on
