@@ -412,7 +412,9 @@ final class EngineHarness: @unchecked Sendable {
     ///     steps done per host (``doneSteps(_:)``), as `flotilla resume` passes them.
     ///   - reattach: then, the detached steps in flight to re-attach to (as
     ///     ``ResumePlan/reattach``).
-    init(hosts: [RunHost], batches: [[Int]], policy configure: (inout RolloutPolicy.Config) -> Void = { _ in },
+    ///   - sharing: a PostgreSQL journal whose run of the same id this controller
+    ///     creates or joins, as `--run NAME` does (another controller's hosts are others).
+    init(hosts: [RunHost], batches: [[Int]], sharing: JournalLocation? = nil, policy configure: (inout RolloutPolicy.Config) -> Void = { _ in },
          settings tune: (inout RolloutEngine.Settings) -> Void = { _ in },
          resume: (Journal) throws -> [Int: Set<Int>] = { _ in [:] },
          reattach: (Journal) throws -> [Int: [Int: DetachedStep.Token]] = { _ in [:] }) throws {
@@ -434,8 +436,8 @@ final class EngineHarness: @unchecked Sendable {
         var settings = RolloutEngine.Settings(runDirectory: stateDir.appendingPathComponent("runs/\(record.id)"))
         settings.logger.logLevel = .critical // the tests read the journal and the host logs
         tune(&settings)
-        journalLocation = try EngineHarness.journalLocation(stateDir: stateDir)
-        let journal = try Journal.create(at: journalLocation, run: record)
+        journalLocation = try sharing ?? EngineHarness.journalLocation(stateDir: stateDir)
+        let journal = try sharing.map { try Journal.createOrJoin(at: $0, run: record).journal } ?? Journal.create(at: journalLocation, run: record)
         if journalLocation.isShared {
             // The run's own directory of the state dir (logs, backups), which the SQLite
             // journal's file creates, as the tests expect it.

@@ -102,7 +102,9 @@ struct PostgresJournals {
     /// The layout this code writes; it reads this one and older ones, upgrading them.
     /// - 1: `flotilla.runs`, one schema per run with the tables of SQLite schema 3.
     /// - 2: each run has a `holder` table: which controller holds which host.
-    static let schemaVersion = 2
+    /// - 3: each run has a `host_group` table: each host's group values, for the run-wide
+    ///   `--max-per` and once-per-cluster rules (runs made before it have it empty).
+    static let schemaVersion = 3
     /// The advisory lock that serialises layout changes ("Flot").
     static let layoutLock: Int64 = 0x466C_6F74
 
@@ -133,7 +135,32 @@ struct PostgresJournals {
                 try database.execute(holderTable(schema: schemaName(sequence)))
             }
         },
+        { database in
+            for sequence in try database.query("SELECT seq FROM flotilla.runs", row: { $0.int(0) ?? 0 }) {
+                try database.execute(groupTable(schema: schemaName(sequence)))
+            }
+        },
     ]
+
+    static func groupTable(schema: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(schema).host_group (
+            host TEXT NOT NULL REFERENCES \(schema).host (name),
+            grp TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (host, grp)
+        )
+        """
+    }
+
+    /// Records the group values of `hosts` (a run's, or those a controller adds on joining).
+    static func insertGroups(_ hosts: [RunHost], into database: any JournalDatabase) throws {
+        for host in hosts {
+            for (group, value) in host.groups.sorted(by: { $0.key < $1.key }) {
+                try database.run("INSERT INTO host_group (host, grp, value) VALUES (?, ?, ?)", .text(host.name), .text(group), .text(value))
+            }
+        }
+    }
 
     static func holderTable(schema: String) -> String {
         """
@@ -197,7 +224,9 @@ struct PostgresJournals {
             try database.execute("CREATE SCHEMA \(Self.schemaName(sequence)); SET search_path TO \(Self.schemaName(sequence))")
             try database.execute(Self.runSchema)
             try database.execute(Self.holderTable(schema: Self.schemaName(sequence)))
+            try database.execute(Self.groupTable(schema: Self.schemaName(sequence)))
             try Journal.insert(run, into: database, location: "\(url.redacted) (run \(run.id))")
+            try Self.insertGroups(run.hosts, into: database)
             return journal(runID: run.id, sequence: sequence)
         }
     }
@@ -352,10 +381,11 @@ extension Journal {
     /// For a shared run, why the whole run halts now, decided in one transaction over
     /// every controller's hosts: a halt another controller recorded since `since`
     /// (``eventHighWater()``), or the failures of the whole run crossing `maxFail` with
-    /// other controllers' hosts among them (this controller's own policy halts on its own
-    /// failures alone, with its own reason); nil when the run goes on (and always for a
-    /// state dir journal, whose one controller's policy decides alone).
-    public func runWideHalt(since: Int, maxFail: RolloutPolicy.Threshold, unreachableCounts: Bool, own: [String]) throws -> String? {
+    /// other controllers' hosts among them, or those of one batch of the whole run crossing
+    /// `maxFailBatch` percent (this controller's own policy halts on its own failures
+    /// alone, with its own reason); nil when the run goes on (and always for a state dir
+    /// journal, whose one controller's policy decides alone).
+    public func runWideHalt(since: Int, maxFail: RolloutPolicy.Threshold, maxFailBatch: Double? = nil, unreachableCounts: Bool, own: [String]) throws -> String? {
         guard sharedRun != nil else { return nil }
         return try database.transaction {
             if let halt = try database.query("SELECT message FROM event WHERE kind = 'halt' AND seq > ? ORDER BY seq LIMIT 1",
@@ -377,8 +407,19 @@ extension Journal {
             case .percent(let percent) where Double(counts.0) * 100 > percent * Double(counts.1):
                 return "max-fail \(RolloutFlags.text(maxFail)) exceeded across the run's controllers: \(counts.0) of \(counts.1) hosts failed"
             default:
-                return nil
+                break
             }
+            guard let maxFailBatch else { return nil }
+            let batches = try database.query("""
+                SELECT batch, count(*) FILTER (WHERE status IN (\(failing))), count(*),
+                    count(*) FILTER (WHERE status IN (\(failing)) AND name <> ALL(string_to_array(?, chr(31))))
+                FROM host WHERE batch IS NOT NULL GROUP BY batch ORDER BY batch
+                """, .text(own.joined(separator: "\u{1F}"))) {
+                (batch: $0.int(0) ?? 0, failed: $0.int(1) ?? 0, size: $0.int(2) ?? 0, others: $0.int(3) ?? 0)
+            }
+            guard let over = batches.first(where: { $0.others > 0 && Double($0.failed) * 100 > maxFailBatch * Double($0.size) }) else { return nil }
+            return "max-fail-batch \(RolloutPolicy.percent(maxFailBatch)) exceeded in the run's batch \(over.batch + 1) across its controllers: "
+                + "\(over.failed) of \(over.size) hosts failed"
         }
     }
 }
@@ -404,6 +445,7 @@ extension PostgresJournals {
             let known = Set(shared.hosts.map(\.name))
             let added = run.hosts.filter { !known.contains($0.name) }
             try Journal.insertHosts(added, from: shared.hosts.count, of: run.id, into: database)
+            try Self.insertGroups(added, into: database)
             shared.hosts += added
             for (index, batch) in run.batches.enumerated() {
                 let mine = batch.filter { name in added.contains { $0.name == name } }

@@ -29,20 +29,34 @@ extension RolloutEngine {
     enum ClusterClaim {
         /// The step is not a once-per-cluster step.
         case unclaimed
-        /// This host runs it, holding the cluster's lock until it is recorded.
-        case held(AsyncSemaphore, group: String, value: String)
+        /// This host runs it, holding the cluster's lock until it is recorded (and, in a
+        /// shared run, the claim across controllers on step `runWide`).
+        case held(AsyncSemaphore, group: String, value: String, runWide: Int?)
         /// Another host of the cluster ran it; recorded as skipped here.
         case doneElsewhere
         /// The journal could not say whether another host ran it: the host stops.
         case unreadable(String)
 
-        func release() async {
-            if case .held(let lock, _, _) = self { await lock.release() }
+    }
+
+    /// Lets go of the cluster's lock `claim` holds, across controllers too.
+    func release(_ claim: ClusterClaim) async {
+        guard case .held(let lock, let group, let value, let runWide) = claim else { return }
+        if let runWide {
+            // The claim is the session's: should this fail, it lapses with the connection,
+            // and the step's marker, recorded already, tells the others it is done.
+            recordNow("the release of '\(group)=\(value)'") { [journal] in try journal.releaseClusterStep(group: group, value: value, step: runWide) }
         }
+        await lock.release()
     }
 
     func runHost(_ index: Int) async {
         let host = record.hosts[index]
+        if journal.sharedRun != nil, let why = await startRunWide(index) {
+            leaveBarriers(index, status: .notStarted, error: why)
+            events?.yield(.hostWithdrawn(index))
+            return
+        }
         let started = clock.now
         _ = await durably("the start of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: .running, error: nil, at: started) }
         progress(.hostStarted(host.name))
@@ -69,7 +83,7 @@ extension RolloutEngine {
             }
             var goOn = await connectIfNeeded(&run, before: step)
             if goOn { goOn = await executeAndRecord(step, number: number, &run, claim: claim) }
-            await claim.release()
+            await release(claim)
             if !goOn { break }
         }
         if let connection = run.connection, !run.leftInFlight { await removeStepRecords(on: connection, run) }
@@ -94,7 +108,10 @@ extension RolloutEngine {
             await lock.release()
             return .unreadable("cannot read whether '\(step.name)' ran elsewhere in \(group)=\(value): \(error)")
         }
-        guard let doneBy else { return .held(lock, group: group, value: value) }
+        guard let doneBy else {
+            if journal.sharedRun != nil { return await claimAcrossControllers(step, number: number, of: run, lock: lock, group: group, value: value) }
+            return .held(lock, group: group, value: value, runWide: nil)
+        }
         await recordNotRun(run.host.name, number, .skipped, "done on \(doneBy) (once per \(group))", log: run.log)
         await lock.release()
         return .doneElsewhere
@@ -188,7 +205,7 @@ extension RolloutEngine {
         }
         // A once-per-cluster step's result and its cluster's done-marker: one transaction.
         var mark: Journal.ClusterMark?
-        if result.status == .succeeded, case .held(_, let group, let value) = claim {
+        if result.status == .succeeded, case .held(_, let group, let value, _) = claim {
             mark = Journal.ClusterMark(group: group, value: value, step: step.clusterKey)
         }
         let recorded = await durably("the end of '\(step.name)' on \(host.name)") { [journal] in

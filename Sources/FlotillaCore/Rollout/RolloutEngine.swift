@@ -79,6 +79,12 @@ public actor RolloutEngine {
     var barrierStates: [BarrierKey: BarrierState] = [:]
     var events: AsyncStream<RolloutPolicy.Event>.Continuation?
     var hostTasks: [Int: Task<Void, Never>] = [:]
+    /// A shared run: where the run's events stood when this controller began
+    /// (``Journal/eventHighWater()``), this controller's hosts that went past the run-wide
+    /// rules and have not finished, and the waits already shown.
+    var runWideSince: Int?
+    var runWideInFlight: Set<Int> = []
+    var runWideWaitsShown: Set<String> = []
     /// Told every event the policy handled and the actions it returned (tests).
     var eventObserver: (@Sendable (RolloutPolicy.Event, [RolloutPolicy.Action]) -> Void)?
 
@@ -140,12 +146,12 @@ public actor RolloutEngine {
         let begun = clock.now
         decideBarriers()
         recordNow("the start of the run") { [journal] in try journal.runStatus(state: .running, haltReason: nil, at: begun) }
-        let sharedSince = sharedRunStart()
+        runWideSince = sharedRunStart()
         continuation.yield(.begin)
         loop: for await next in stream {
             // A shared run: before anything that may start a host, what the whole run
             // decided (another controller's halt, the run-wide --max-fail) comes first.
-            for event in sharedHalt(before: next, since: sharedSince).map({ [.haltRun($0), next] }) ?? [next] {
+            for event in sharedHalt(before: next, since: runWideSince).map({ [.haltRun($0), next] }) ?? [next] {
                 if let finished = handle(event, continuation) {
                     outcome = finished
                     break loop
@@ -223,8 +229,7 @@ public actor RolloutEngine {
         default: return nil
         }
         do {
-            return try journal.runWideHalt(since: since, maxFail: policy.config.maxFail, unreachableCounts: policy.config.unreachableCounts,
-                                           own: record.hosts.map(\.name))
+            return try runWideHalt(since: since)
         } catch {
             journalFailed("the run-wide decision", error)
             return nil
@@ -266,6 +271,7 @@ public actor RolloutEngine {
     func hostDone(_ index: Int, status: HostRunStatus, error: String?, seconds: Double) async {
         let host = record.hosts[index]
         let now = clock.now
+        runWideInFlight.remove(index)
         _ = await durably("the status of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: status, error: error, at: now) }
         progress(.hostFinished(host: host.name, status: status, error: error, seconds: seconds))
         if let batch = batchOf[index] {

@@ -155,6 +155,9 @@ public struct RolloutPolicy: Sendable {
         case begin
         /// A host the policy started has finished its plan (duration in seconds).
         case hostFinished(Int, HostResult, duration: TimeInterval)
+        /// A host the policy started did not start after all (a shared run's rules held it
+        /// back until the run halted or stopped): it is pending again.
+        case hostWithdrawn(Int)
         /// Time passed: sent at (or after) an instant the policy asked for with `wakeAt`.
         case tick
         /// The operator's answer to `askConfirmation`.
@@ -415,6 +418,10 @@ public struct RolloutPolicy: Sendable {
             results[host] = result
             durations.append(max(0, duration))
             return checkThresholds() + advance(now: now)
+
+        case .hostWithdrawn(let host):
+            guard begun, inFlight.remove(host) != nil else { return [] }
+            return advance(now: now)
 
         case .tick:
             guard begun else { return [] }
@@ -721,7 +728,7 @@ public struct RolloutPolicy: Sendable {
 
     private static func hosts(_ count: Int) -> String { count == 1 ? "1 host" : "\(count) hosts" }
 
-    private static func percent(_ value: Double) -> String {
+    static func percent(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? "\(Int(value))%" : "\(value)%"
     }
 

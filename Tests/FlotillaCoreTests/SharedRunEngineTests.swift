@@ -1,0 +1,103 @@
+import Foundation
+import PostgresTestSupport
+import Testing
+@testable import FlotillaCore
+
+/// Two controllers of one shared run (SPEC §8.6), each an engine over its own fake hosts
+/// and manual clock, sharing one PostgreSQL journal of the test server: what one
+/// controller's hosts do holds the other's back, as the whole run's rules say.
+@Suite(.timeLimit(.minutes(1))) struct SharedRunEngineTests {
+    static func sharedJournal() throws -> JournalLocation {
+        let server = try PostgresTestServer.shared
+        return .postgres(try #require(PostgresURL(server.url(database: try server.newDatabase(prefix: "shared")))))
+    }
+
+    /// Waits until `harness`'s engine sleeps (its wait for the other controller), then
+    /// lets the time pass, so it asks the journal again.
+    static func wakeUp(_ harness: EngineHarness) async {
+        await harness.clock.sleeps.first { _ in true }
+        harness.clock.advance(by: RolloutEngine.runWidePoll)
+    }
+
+    static func waited(_ harness: EngineHarness, for text: String) async {
+        await harness.progress.first { if case .note(let note) = $0 { note.contains(text) } else { false } }
+    }
+
+    @Test func noHostOfALaterBatchStartsBeforeTheWholeRunsEarlierBatchFinished() async throws {
+        let journal = try Self.sharedJournal()
+        let a = try EngineHarness(hosts: [host("a1", ["one"]), host("a2", ["one"])], batches: [[0], [1]], sharing: journal)
+        let b = try EngineHarness(hosts: [host("b1", ["one"]), host("b2", ["one"])], batches: [[0], [1]], sharing: journal)
+        b.transport.script(0, "one", .hang)
+        let runB = await b.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
+        let runA = await a.start()
+        await Self.waited(a, for: "the run's batch 1 has a host not finished on other controllers")
+        #expect(a.transport.commands(0) == ["one"] && a.transport.commands(1).isEmpty)
+        b.transport.release(0, "one")
+        #expect(await runB.value == .succeeded)
+        await Self.wakeUp(a)
+        #expect(await runA.value == .succeeded)
+        #expect(a.transport.commands(1) == ["one"])
+        let state = try await a.state()
+        #expect(state.hosts.count == 4 && state.hosts.allSatisfy { $0.status == .succeeded })
+    }
+
+    @Test func maxPerCountsTheOtherControllersHostsInFlight() async throws {
+        let journal = try Self.sharedJournal()
+        let zone = { (config: inout RolloutPolicy.Config) in config.maxPer = [.init(variable: "zone", limit: 1, values: ["x"])] }
+        let a = try EngineHarness(hosts: [host("a1", ["one"], groups: ["zone": "x"])], batches: [[0]], sharing: journal, policy: zone)
+        let b = try EngineHarness(hosts: [host("b1", ["one"], groups: ["zone": "x"])], batches: [[0]], sharing: journal, policy: zone)
+        b.transport.script(0, "one", .hang)
+        let runB = await b.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
+        let runA = await a.start()
+        await Self.waited(a, for: "--max-per zone=1: zone=x is full with other controllers' hosts in flight")
+        #expect(a.transport.commands(0).isEmpty)
+        b.transport.release(0, "one")
+        #expect(await runB.value == .succeeded)
+        await Self.wakeUp(a)
+        #expect(await runA.value == .succeeded)
+        #expect(a.transport.commands(0) == ["one"])
+    }
+
+    @Test func aClusterStepRunsOnceAcrossControllers() async throws {
+        let journal = try Self.sharedJournal()
+        let steps = [RunStep(name: "migrate", command: "migrate", oncePer: "st2_cluster"), RunStep(name: "start", command: "start")]
+        let a = try EngineHarness(hosts: [host("a1", steps: steps, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
+        let b = try EngineHarness(hosts: [host("b1", steps: steps, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
+        b.transport.script(0, "migrate", .hang)
+        let runB = await b.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "migrate") }
+        let runA = await a.start()
+        await Self.waited(a, for: "a1 waits before 'migrate': 'migrate' is running on b1 of st2_cluster=c1")
+        #expect(a.transport.commands(0).isEmpty)
+        b.transport.release(0, "migrate")
+        #expect(await runB.value == .succeeded)
+        await Self.wakeUp(a)
+        #expect(await runA.value == .succeeded)
+        #expect(a.transport.commands(0) == ["start"], "the migration ran once in the cluster, on b1")
+        let migrate = try #require(try await a.state().hosts.first { $0.name == "a1" }?.steps.first)
+        #expect(migrate.status == .skipped && migrate.error?.contains("done on b1") == true, "\(migrate)")
+    }
+
+    @Test func aHostWaitingForTheRunStartsNotWhenAnotherControllerHalts() async throws {
+        let journal = try Self.sharedJournal()
+        let a = try EngineHarness(hosts: [host("a1", ["one"]), host("a2", ["one"])], batches: [[0], [1]], sharing: journal)
+        let b = try EngineHarness(hosts: [host("b1", ["one"]), host("b2", ["one"])], batches: [[0], [1]], sharing: journal)
+        b.transport.script(0, "one", .hang)
+        let runB = await b.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
+        let runA = await a.start()
+        await Self.waited(a, for: "the run's batch 1 has a host not finished")
+        b.transport.release(0, "one", exit: 1)
+        guard case .halted = await runB.value else { Issue.record("b did not halt"); return }
+        await Self.wakeUp(a)
+        let outcome = await runA.value
+        guard case .halted(let reason) = outcome else { Issue.record("\(outcome)"); return }
+        #expect(reason.contains("the run halted on another controller"), "\(reason)")
+        #expect(a.transport.commands(1).isEmpty)
+        let state = try await a.state()
+        #expect(state.hosts.first { $0.name == "a2" }?.status == .notStarted)
+        #expect(state.hosts.first { $0.name == "b2" }?.status == .notStarted)
+    }
+}
