@@ -47,6 +47,17 @@ import Testing
         #expect(plan.record == Self.journal(.stopped).record)
     }
 
+    @Test func aPlanRestrictedToSomeHostsKeepsTheirOwnStateUnderNewIndices() throws {
+        let whole = try ResumePlan(Self.journal(.running), retryFailed: false, maxFail: nil)
+        let plan = whole.restricted(to: ["bad", "flight", "later"])
+        #expect(plan.record.hosts.map(\.name) == ["bad", "flight", "later"])
+        #expect(plan.record.batches == [["bad"], ["flight", "later"]])
+        #expect(plan.preset == [0: .failed])
+        #expect(plan.done == [0: [0], 1: [0], 2: []])
+        #expect(plan.inFlight == ["flight: step 1"])
+        #expect(whole.restricted(to: ["ok"]).inFlight.isEmpty)
+    }
+
     @Test func retryFailedRunsFailedAndUnreachableHostsAgainFromTheirFailedStep() throws {
         let plan = try ResumePlan(Self.journal(.completedWithFailures), retryFailed: true, maxFail: nil)
         #expect(plan.retried == ["bad", "lost"])

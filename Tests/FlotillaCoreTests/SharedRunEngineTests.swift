@@ -80,6 +80,19 @@ import Testing
         #expect(migrate.status == .skipped && migrate.error?.contains("done on b1") == true, "\(migrate)")
     }
 
+    @Test func aControllerJoiningAPausedRunStartsPaused() async throws {
+        let journal = try Self.sharedJournal()
+        guard case .postgres(let url) = journal else { return }
+        let a = try EngineHarness(hosts: [host("a1", ["one"])], batches: [[0]], sharing: journal)
+        try SharedControl.send("pause", runID: a.record.id, url: url)
+        let run = await a.start()
+        let begun = await a.handled.first { $0.event == .begin }
+        #expect(begun.actions.isEmpty, "paused: no host starts (\(begun.actions))")
+        await a.engine.send(.resume)
+        #expect(await run.value == .succeeded)
+        #expect(a.transport.commands(0) == ["one"])
+    }
+
     @Test func aHostWaitingForTheRunStartsNotWhenAnotherControllerHalts() async throws {
         let journal = try Self.sharedJournal()
         let a = try EngineHarness(hosts: [host("a1", ["one"]), host("a2", ["one"])], batches: [[0], [1]], sharing: journal)

@@ -285,16 +285,8 @@ extension Journal {
     /// - Throws: ``LockError`` naming the hosts another controller holds, and that
     ///   controller; ``PostgresError`` if the database cannot be reached.
     public func holdHosts(_ hosts: [String], stateDir: URL, at now: Date = Date()) throws {
-        guard let sharedRun, let postgres = database as? PostgresDatabase else { return }
-        let holder = LockHolder.current(stateDir: stateDir, runID: runID, since: now).description
-        var taken: [String] = []
-        var refused: [String] = []
-        for host in hosts {
-            let got = try database.query("SELECT pg_try_advisory_lock(?::integer, hashtext(?))", .int(sharedRun), .text(host)) {
-                $0.text(0) == "t"
-            }.first ?? false
-            if got { taken.append(host) } else { refused.append(host) }
-        }
+        guard let sharedRun else { return }
+        let (taken, refused) = try hold(hosts, stateDir: stateDir, at: now, recording: false)
         guard refused.isEmpty else {
             for host in taken {
                 try database.run("SELECT pg_advisory_unlock(?::integer, hashtext(?))", .int(sharedRun), .text(host))
@@ -309,8 +301,39 @@ extension Journal {
                 no host was taken — a controller's hold lapses when it ends, then resume takes its hosts over
                 """)
         }
+        try recordHolder(taken, stateDir: stateDir, at: now)
+    }
+
+    /// Holds those of `hosts` no live controller holds (`resume` of a shared run takes over
+    /// a dead controller's hosts while the others go on with theirs); returns them, in
+    /// order, and the others. Every host, for a state dir journal.
+    public func holdFreeHosts(_ hosts: [String], stateDir: URL, at now: Date = Date()) throws -> (held: [String], heldElsewhere: [String]) {
+        guard sharedRun != nil else { return (hosts, []) }
+        let (taken, refused) = try hold(hosts, stateDir: stateDir, at: now, recording: true)
+        return (taken, refused)
+    }
+
+    /// Tries each host's session lock; records the holder of those taken when `recording`.
+    private func hold(_ hosts: [String], stateDir: URL, at now: Date, recording: Bool) throws -> (taken: [String], refused: [String]) {
+        guard let sharedRun else { return (hosts, []) }
+        var taken: [String] = []
+        var refused: [String] = []
+        for host in hosts {
+            let got = try database.query("SELECT pg_try_advisory_lock(?::integer, hashtext(?))", .int(sharedRun), .text(host)) {
+                $0.text(0) == "t"
+            }.first ?? false
+            if got { taken.append(host) } else { refused.append(host) }
+        }
+        if recording { try recordHolder(taken, stateDir: stateDir, at: now) }
+        return (taken, refused)
+    }
+
+    /// Records this controller as the holder of `hosts`, to name it to the next one.
+    private func recordHolder(_ hosts: [String], stateDir: URL, at now: Date) throws {
+        guard let postgres = database as? PostgresDatabase else { return }
+        let holder = LockHolder.current(stateDir: stateDir, runID: runID, since: now).description
         try database.transaction {
-            for host in taken {
+            for host in hosts {
                 try database.run("""
                     INSERT INTO holder (host, holder, backend_pid, since_ms) VALUES (?, ?, ?, ?)
                     ON CONFLICT (host) DO UPDATE SET holder = excluded.holder, backend_pid = excluded.backend_pid, since_ms = excluded.since_ms

@@ -73,6 +73,12 @@ extension Journal {
         }
     }
 
+    /// The latest of `commands` that `flotilla ctl` sent to the run through the journal.
+    public func lastControl(among commands: [String]) throws -> String? {
+        try database.query("SELECT message FROM event WHERE kind = 'ctl' AND message = ANY(string_to_array(?, chr(31))) ORDER BY seq DESC LIMIT 1",
+                           .text(commands.joined(separator: "\u{1F}"))) { $0.text(0) }.first ?? nil
+    }
+
     /// Where a once-per-cluster step stands across the controllers of a shared run.
     public enum RunWideClusterClaim: Sendable, Equatable {
         /// This controller holds the step's cluster-wide lock until ``releaseClusterStep(group:value:step:)``.

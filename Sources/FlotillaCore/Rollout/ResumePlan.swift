@@ -81,3 +81,26 @@ public struct ResumePlan: Sendable, Equatable {
         unknown = journal.hosts.flatMap { host in host.steps.filter { $0.status == .unknown }.map { "\(host.name): \($0.name)" } }
     }
 }
+
+extension ResumePlan {
+    /// The plan for `hosts` alone (in the run's order), the others left to whoever holds
+    /// them: a shared run resumed while other controllers still work their hosts.
+    public func restricted(to hosts: Set<String>) -> ResumePlan {
+        let kept = record.hosts.indices.filter { hosts.contains(record.hosts[$0].name) }
+        let newIndex = Dictionary(uniqueKeysWithValues: kept.enumerated().map { ($1, $0) })
+        func remap<Value>(_ values: [Int: Value]) -> [Int: Value] {
+            Dictionary(uniqueKeysWithValues: values.compactMap { old, value in newIndex[old].map { ($0, value) } })
+        }
+        var plan = self
+        plan.record.hosts = kept.map { record.hosts[$0] }
+        plan.record.batches = record.batches.map { $0.filter(hosts.contains) }
+        plan.preset = remap(preset)
+        plan.done = remap(done)
+        plan.reattach = remap(reattach)
+        plan.retried = retried.filter(hosts.contains)
+        let ownStep = { (line: String) in hosts.contains { line.hasPrefix("\($0): ") } }
+        plan.inFlight = inFlight.filter(ownStep)
+        plan.unknown = unknown.filter(ownStep)
+        return plan
+    }
+}

@@ -16,6 +16,18 @@ extension RolloutEngine {
                                 unreachableCounts: policy.config.unreachableCounts, own: record.hosts.map(\.name))
     }
 
+    /// Whether the shared run is paused (`flotilla ctl pause` sent to it and no `continue`
+    /// since): a controller joining it, or resuming hosts of it, starts paused too.
+    func runWidePaused() -> Bool {
+        guard journal.sharedRun != nil else { return false }
+        do {
+            return try journal.lastControl(among: ["pause", "continue"]) == "pause"
+        } catch {
+            journalFailed("the run-wide pause", error)
+            return false
+        }
+    }
+
     /// Waits until the whole run lets host `index` start (its earlier batches finished on
     /// every controller, `--max-per` room across them), which records it running; returns
     /// why it must not start at all instead: the run halted (here or on another

@@ -147,6 +147,7 @@ public actor RolloutEngine {
         decideBarriers()
         recordNow("the start of the run") { [journal] in try journal.runStatus(state: .running, haltReason: nil, at: begun) }
         runWideSince = sharedRunStart()
+        if runWidePaused() { continuation.yield(.pause) }
         continuation.yield(.begin)
         loop: for await next in stream {
             // A shared run: before anything that may start a host, what the whole run
