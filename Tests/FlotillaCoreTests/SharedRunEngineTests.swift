@@ -80,6 +80,66 @@ import Testing
         #expect(migrate.status == .skipped && migrate.error?.contains("done on b1") == true, "\(migrate)")
     }
 
+    /// Ends every sleep of `harness`'s engine as it begins (its waits for the other
+    /// controller), until the run is over.
+    static func pump(_ harness: EngineHarness) -> Task<Void, Never> {
+        Task {
+            var last = harness.clock.now
+            while !Task.isCancelled {
+                last = await harness.clock.sleeps.first { [last] in $0 > last }
+                harness.clock.advance(to: last)
+            }
+        }
+    }
+
+    static let wholeCluster = [
+        RunStep(name: "stop", command: "stop", barriers: [Barrier(group: "st2_cluster", name: "stop 1")]),
+        RunStep(name: "migrate", command: "migrate", oncePer: "st2_cluster", barriers: [Barrier(group: "st2_cluster", name: "database 1")]),
+        RunStep(name: "start", command: "start", barriers: [Barrier(group: "st2_cluster", name: "services 1")]),
+    ]
+
+    @Test func aWholeClusterAcrossControllersMigratesOnlyOnceEveryNodeStopped() async throws {
+        let journal = try Self.sharedJournal()
+        let a = try EngineHarness(hosts: [host("a1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
+        let b = try EngineHarness(hosts: [host("b1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
+        b.transport.script(0, "stop", .hang)
+        let pumps = [Self.pump(a), Self.pump(b)]
+        let runB = await b.start()
+        let runA = await a.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "stop") }
+        // a1 stopped, and waits at the cluster's barrier before the migration for b1, still stopping.
+        await Self.waited(a, for: "a1 waits before 'migrate' for every host of st2_cluster=c1: b1 on other controllers not there yet")
+        #expect(a.transport.commands(0) == ["stop"])
+        b.transport.release(0, "stop")
+        #expect(await runA.value == .succeeded)
+        #expect(await runB.value == .succeeded)
+        pumps.forEach { $0.cancel() }
+        let migrations = (a.transport.commands(0) + b.transport.commands(0)).filter { $0 == "migrate" }
+        #expect(migrations.count == 1, "a1: \(a.transport.commands(0)), b1: \(b.transport.commands(0))")
+        #expect(a.transport.commands(0).contains("start") && b.transport.commands(0).contains("start"))
+    }
+
+    @Test func aClusterNodeFailingOnAnotherControllerStopsTheOthersBeforeTheMigration() async throws {
+        let journal = try Self.sharedJournal()
+        let a = try EngineHarness(hosts: [host("a1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal,
+                                  policy: { $0.maxFail = .count(5) })
+        let b = try EngineHarness(hosts: [host("b1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal,
+                                  policy: { $0.maxFail = .count(5) })
+        b.transport.script(0, "stop", .hang)
+        let pumps = [Self.pump(a), Self.pump(b)]
+        let runB = await b.start()
+        let runA = await a.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: "stop") }
+        await Self.waited(a, for: "a1 waits before 'migrate'")
+        b.transport.release(0, "stop", exit: 1)
+        _ = await runB.value
+        _ = await runA.value
+        pumps.forEach { $0.cancel() }
+        #expect(a.transport.commands(0) == ["stop"], "no migration under a node that never stopped")
+        let a1 = try #require(try await a.state().hosts.first { $0.name == "a1" })
+        #expect(a1.status == .failed && a1.error?.contains("b1 did not get there (failed on another controller)") == true, "\(a1.error ?? "")")
+    }
+
     @Test func aControllerJoiningAPausedRunStartsPaused() async throws {
         let journal = try Self.sharedJournal()
         guard case .postgres(let url) = journal else { return }

@@ -102,8 +102,9 @@ struct PostgresJournals {
     /// The layout this code writes; it reads this one and older ones, upgrading them.
     /// - 1: `flotilla.runs`, one schema per run with the tables of SQLite schema 3.
     /// - 2: each run has a `holder` table: which controller holds which host.
-    /// - 3: each run has a `host_group` table: each host's group values, for the run-wide
-    ///   `--max-per` and once-per-cluster rules (runs made before it have it empty).
+    /// - 3: each run has a `host_group` table (each host's group values, for the
+    ///   run-wide `--max-per`, once-per-cluster and barrier rules; runs made before it
+    ///   have it empty) and a `barrier_arrival` table (who reached which barrier).
     static let schemaVersion = 3
     /// The advisory lock that serialises layout changes ("Flot").
     static let layoutLock: Int64 = 0x466C_6F74
@@ -149,6 +150,13 @@ struct PostgresJournals {
             grp TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (host, grp)
+        );
+        CREATE TABLE IF NOT EXISTS \(schema).barrier_arrival (
+            grp TEXT NOT NULL,
+            value TEXT NOT NULL,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL REFERENCES \(schema).host (name),
+            PRIMARY KEY (grp, value, name, host)
         )
         """
     }

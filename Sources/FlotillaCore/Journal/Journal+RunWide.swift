@@ -73,6 +73,51 @@ extension Journal {
         }
     }
 
+    /// Where a barrier stands across the controllers of a shared run.
+    public enum RunWideBarrier: Sendable, Equatable {
+        case open
+        /// Other controllers' hosts have yet to get there.
+        case waiting(String)
+        /// It never opens: why.
+        case broken(String)
+    }
+
+    /// Records that `host` (batch `batch`) reached the barrier `name` of `group=value`, and
+    /// says whether every other controller's host of that group value (not in `own`, in a
+    /// batch) got there too: one that ended without reaching it breaks it, and so does one
+    /// not started in a later batch (it would wait for this batch, which waits for it).
+    /// Always open for a state dir journal.
+    public func meetRunWide(group: String, value: String, name: String, host: String, batch: Int?, own: [String]) throws -> RunWideBarrier {
+        guard sharedRun != nil else { return .open }
+        return try database.transaction {
+            try database.run("INSERT INTO barrier_arrival (grp, value, name, host) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             .text(group), .text(value), .text(name), .text(host))
+            let others = try database.query("""
+                SELECT host.name, host.status, host.batch, EXISTS (SELECT 1 FROM barrier_arrival AS arrival
+                    WHERE arrival.grp = host_group.grp AND arrival.value = host_group.value AND arrival.name = ? AND arrival.host = host.name)
+                FROM host JOIN host_group ON host_group.host = host.name
+                WHERE host_group.grp = ? AND host_group.value = ? AND host.batch IS NOT NULL AND host.name <> ALL(string_to_array(?, chr(31)))
+                ORDER BY host.position
+                """, .text(name), .text(group), .text(value), .text(own.joined(separator: "\u{1F}"))) {
+                (name: $0.text(0) ?? "", status: HostRunStatus(rawValue: $0.text(1) ?? "") ?? .notStarted, batch: $0.int(2), arrived: $0.text(3) == "t")
+            }
+            var waiting: [String] = []
+            for other in others where !other.arrived {
+                switch other.status {
+                case .failed, .unreachable, .cancelled, .skipped:
+                    return .broken("\(other.name) did not get there (\(other.status.rawValue) on another controller)")
+                case .notStarted where (other.batch ?? 0) > (batch ?? 0):
+                    return .broken("\(other.name) is in the run's batch \((other.batch ?? 0) + 1) on another controller, \(host) in batch \((batch ?? 0) + 1)")
+                case .notStarted, .running:
+                    waiting.append(other.name)
+                case .succeeded:
+                    continue // it went through without this barrier: not one of its hosts
+                }
+            }
+            return waiting.isEmpty ? .open : .waiting("\(waiting.joined(separator: ", ")) on other controllers not there yet")
+        }
+    }
+
     /// The latest of `commands` that `flotilla ctl` sent to the run through the journal.
     public func lastControl(among commands: [String]) throws -> String? {
         try database.query("SELECT message FROM event WHERE kind = 'ctl' AND message = ANY(string_to_array(?, chr(31))) ORDER BY seq DESC LIMIT 1",

@@ -71,6 +71,7 @@ extension RolloutEngine {
                 let waiters = state.waiters.values
                 barrierStates[key]?.waiters = [:]
                 for waiter in waiters { waiter.resume(returning: nil) }
+                if let broken = await meetAcrossControllers(key, before: step, of: run) { return stopped(at: step, key, broken) }
                 continue
             }
             let missing = state.participants.keys.filter { !state.arrived.contains($0) }.map { record.hosts[$0].name }.sorted()
@@ -91,6 +92,7 @@ extension RolloutEngine {
                 Task { await self.stopWaiting(key, index) }
             }
             if let broken { return stopped(at: step, key, broken) }
+            if let broken = await meetAcrossControllers(key, before: step, of: run) { return stopped(at: step, key, broken) }
         }
         return nil
     }

@@ -68,6 +68,38 @@ extension RolloutEngine {
         }
     }
 
+    /// A barrier of a shared run, open among this controller's hosts: waits for the other
+    /// controllers' hosts of the same group value to get there too; returns why it never
+    /// opens instead (one of them ended before it, or waits in a later batch).
+    func meetAcrossControllers(_ key: BarrierKey, before step: RunStep, of run: HostRun) async -> String? {
+        guard journal.sharedRun != nil else { return nil }
+        var shown: String?
+        while true {
+            let state: Journal.RunWideBarrier
+            do {
+                state = try journal.meetRunWide(group: key.group, value: key.value, name: key.name, host: run.host.name,
+                                                batch: batchOf[run.index], own: record.hosts.map(\.name))
+            } catch {
+                return "cannot record reaching it in the journal: \(error)"
+            }
+            switch state {
+            case .open:
+                return nil
+            case .broken(let why):
+                return why
+            case .waiting(let why):
+                if shown != why {
+                    run.log.note("waiting before '\(step.name)' for every host of \(key) (\(key.name)): \(why)")
+                    progress(.note("\(run.host.name) waits before '\(step.name)' for every host of \(key): \(why)"))
+                    shown = why
+                }
+            }
+            if Task.isCancelled { return "the run stopped at once" }
+            // `try?`: cancelled, the sleep ends early and the next turn stops the wait.
+            try? await clock.sleep(until: clock.now.addingTimeInterval(Self.runWidePoll))
+        }
+    }
+
     /// A once-per-cluster step in a shared run, its cluster's lock in this controller held
     /// (`lock`): claims it across controllers, waiting while another has it in flight;
     /// skips it here once a host of the cluster, on any controller, ran it.
