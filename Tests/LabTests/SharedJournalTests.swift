@@ -172,8 +172,8 @@ import Testing
         }
     }
 
-    /// Four hosts in each of three zones; the first of each zone fails its package
-    /// install, the others are slow to stop their services.
+    /// Twenty hosts in each of three zones (a 60-host fleet); the first of each zone fails
+    /// its package install, the others are slow to stop their services.
     static let zones = """
         defaults:
           os: ubuntu20.04
@@ -182,7 +182,7 @@ import Testing
           faults:
             slow: [{match: "st2ctl stop", delay: 3s}]
         hosts:
-        \(["a", "b", "c"].flatMap { zone in (1...4).map { number in
+        \(["a", "b", "c"].flatMap { zone in (1...20).map { number in
             number == 1
                 ? "  - {name: \(zone)\(number), zone: \(zone), faults: {fail: [{match: \"apt-get install -y\", exit: 100, stderr: \"E: broken\"}]}}"
                 : "  - {name: \(zone)\(number), zone: \(zone)}"
@@ -209,7 +209,7 @@ import Testing
         let shown = try run([Self.flotilla, "show", "window-1", "--json", "--journal", journal])
         let report = try Self.json(shown)
         let hosts = report["hosts"] as? [[String: Any]] ?? []
-        #expect(hosts.count == 12, "one run holds every controller's hosts: \(hosts.map { $0["name"] ?? "" })")
+        #expect(hosts.count == 60, "one run holds every controller's hosts: \(hosts.map { $0["name"] ?? "" })")
         let statuses = Dictionary(uniqueKeysWithValues: hosts.map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })
         #expect(["a1", "b1", "c1"].allSatisfy { statuses[$0] == "failed" }, "\(statuses)")
         // Nobody started a host after the third failure: each zone's last hosts never ran.
