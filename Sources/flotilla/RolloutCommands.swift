@@ -70,14 +70,19 @@ struct RolloutOptions: ParsableArguments {
     /// to select and reach the same hosts again.
     func runOptions(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws -> RunOptions {
         var options = try RunOptions(flags: flags)
-        // `sources` throws only when no inventory is given, which selecting the hosts refused already.
-        options.selection = RunOptions.selectionArguments(sources: (try? selection.sources) ?? selection.inventory, limit: selection.limit,
-                                                          sshConfig: selection.sshConfig)
-        options.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
-                                                            knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
-                                                            askPass: connection.askPass)
-        options.stateDir = output.stateDir
+        try options.reach(selection, connection, output)
         return options
+    }
+}
+
+extension RunOptions {
+    /// Adds what `resume` needs to select and reach the same hosts again, and the state dir.
+    mutating func reach(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws {
+        self.selection = RunOptions.selectionArguments(sources: try selection.sources, limit: selection.limit, sshConfig: selection.sshConfig)
+        self.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
+                                                         knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
+                                                         askPass: connection.askPass)
+        stateDir = output.stateDir
     }
 }
 
@@ -101,23 +106,8 @@ struct StateDirOption: ParsableArguments {
 
     var url: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
 
-    /// Where runs are journaled. A PostgreSQL journal is reached here, before anything
-    /// else happens, so one that cannot be reached stops the command at once (exit 69,
-    /// the address shown without its password).
-    func journalLocation() throws -> JournalLocation {
-        let location: JournalLocation
-        do {
-            location = try JournalLocation.resolve(option: journal, stateDir: url)
-        } catch {
-            throw ValidationError(error.message)
-        }
-        do {
-            try Journal.check(location)
-        } catch let error as PostgresError where error.isConnectionLost {
-            throw FlotillaError(.unavailable, "cannot reach the journal: \(error.message)")
-        }
-        return location
-    }
+    /// Where runs are journaled (``JournalLocation/reach(option:stateDir:)``).
+    func journalLocation() throws -> JournalLocation { try JournalLocation.reach(option: journal, stateDir: url) }
 
     /// The flags that name this journal again, for the commands flotilla suggests.
     var again: String {
