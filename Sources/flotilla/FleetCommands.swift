@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 /// Flags of the commands that gather facts: parallelism and the probe's time limit.
 struct GatherOptions: ParsableArguments {
@@ -194,13 +193,12 @@ struct Plan: AsyncParsableCommand {
         let planner = targetOptions.planner(catalog, target: target)
         let targets = try Targets(selection, connection)
         let results = await gather.facts(targets, packages: catalog.packages)
-        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
+        let decided = targets.plans(results, planner: planner, strategy: clusters.clusterStrategy)
         decided.warnings.forEach(Console.warn)
         let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
         let options = try batches.runOptions()
-        let groupVariables = Set(["st2_cluster"] + options.groupVariables)
-        let groups = Dictionary(targets.hosts.map { ($0.name, RunBuilder.groups($0, groupVariables)) }, uniquingKeysWith: { first, _ in first })
-        var view = PlanView(target: target, entries: entries, options: options, groups: groups, clusters: decided.clusters)
+        var view = PlanView(target: target, entries: entries, options: options, groups: targets.groups(Set(["st2_cluster"] + options.groupVariables)),
+                            clusters: decided.clusters)
         if preflight {
             Console.note("running the pre-flight checks of \(entries.filter { $0.plan.action == .upgrade }.count) host(s)")
             // A simulated RPM transaction downloads the packages: at least 10 minutes a check.

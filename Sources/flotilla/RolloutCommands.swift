@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 /// The rolling flags of SPEC §5, shared by `upgrade` and `run`.
 struct RolloutOptions: ParsableArguments {
@@ -208,12 +207,9 @@ struct Upgrade: AsyncParsableCommand {
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
         options.clusterStrategy = clusters.clusterStrategy
-        let results = await gather.facts(targets, packages: catalog.packages)
-        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
+        let decided = targets.plans(await gather.facts(targets, packages: catalog.packages), planner: planner, strategy: clusters.clusterStrategy)
         decided.warnings.forEach(Console.warn)
-        let hosts = targets.upgradeHosts(plans: decided.plans, target: target.releaseString, options: options)
-        let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
-                                       now: Date(), clusters: decided.clusters)
+        let record = targets.upgradeRecord(plans: decided.plans, clusters: decided.clusters, target: target.releaseString, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
             .start(record, knownFailures: catalog.knownFailures, sharedName: shared.name)
     }
@@ -254,9 +250,8 @@ struct RunRunbook: AsyncParsableCommand {
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
         let options = try rollout.runOptions(selection, connection, output)
-        let hosts = try targets.runbookHosts(book, options: options)
+        let record = try targets.runbookRecord(book, options: options, now: Date())
         try locks.lockHosts(targets)
-        let record = RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: hosts, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: [], sharedName: shared.name)
     }
 }

@@ -128,16 +128,3 @@ final class SignalWatcher: @unchecked Sendable {
 
     deinit { sources.forEach { $0.cancel() } }
 }
-
-extension Console {
-    /// Asks before a batch (`--confirm`); no terminal means no.
-    static func confirmBatch(_ batch: Int, of count: Int) async -> Bool {
-        guard isatty(STDIN_FILENO) != 0 else {
-            warn("--confirm: no terminal to ask on; not starting batch \(batch + 1)")
-            return false
-        }
-        FileHandle.standardError.write(Data("flotilla: start batch \(batch + 1) of \(count)? [y/N] ".utf8))
-        let answer = readLine() ?? ""
-        return answer.lowercased().hasPrefix("y")
-    }
-}
