@@ -43,9 +43,7 @@ public enum RolloverRun {
     /// on NEW limited to `stepTimeout` (`--step-timeout` text) when given.
     /// - Throws: `RolloutFlags.FlagError` for a bad `stepTimeout`.
     public static func options(stepTimeout: String?) throws -> RunOptions {
-        var flags = ["batch": "1", "max-fail": "0"]
-        flags["step-timeout"] = stepTimeout
-        return try RunOptions(flags: flags)
+        try RunOptions(batch: "1", canary: nil, maxParallel: nil, maxPer: [], maxFail: "0", stepTimeout: stepTimeout)
     }
 
     /// The record of the roll-over `plan` over `targets` (OLD first), created `now`.

@@ -107,20 +107,10 @@ struct BatchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Never more than N hosts in flight sharing a value of host variable VAR, e.g. zone=1 (repeatable).", valueName: "VAR=N"))
     var maxPer: [String] = []
 
-    /// The flags as typed, keyed by flag name.
-    var flags: [String: String] {
-        var flags: [String: String] = [:]
-        flags["batch"] = batch
-        flags["canary"] = canary.map(String.init)
-        flags["max-parallel"] = maxParallel.map(String.init)
-        if !maxPer.isEmpty { flags["max-per"] = maxPer.joined(separator: ",") }
-        return flags
-    }
-
     /// The run options these flags set (checked by `validate()`).
     func runOptions() throws -> RunOptions {
         do {
-            return try RunOptions(flags: flags)
+            return try RunOptions(batch: batch, canary: canary, maxParallel: maxParallel, maxPer: maxPer)
         } catch let error as RolloutFlags.FlagError {
             throw ValidationError(error.message)
         }

@@ -40,26 +40,16 @@ struct RolloutOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Time limit of each step without its own (default: none).", valueName: "duration"))
     var stepTimeout: String?
 
-    /// The flags as typed, keyed by flag name.
-    var flags: [String: String] {
-        var options = batches.flags
-        options["max-fail"] = maxFail
-        options["unreachable-counts"] = unreachableCounts
-        options["on-halt"] = onHalt
-        options["max-fail-batch"] = maxFailBatch
-        options["pause"] = pause
-        if confirm { options["confirm"] = "yes" }
-        options["window"] = window
-        options["health"] = health
-        options["healthy-for"] = healthyFor
-        options["health-deadline"] = healthDeadline
-        options["step-timeout"] = stepTimeout
-        return options
+    /// The run options these flags set (`RolloutFlags.FlagError` for a bad one).
+    func options() throws -> RunOptions {
+        try RunOptions(batch: batches.batch, canary: batches.canary, maxParallel: batches.maxParallel, maxPer: batches.maxPer, maxFail: maxFail,
+                       maxFailBatch: maxFailBatch, unreachableCounts: unreachableCounts, onHalt: onHalt, pause: pause, confirm: confirm,
+                       window: window, health: health, healthyFor: healthyFor, healthDeadline: healthDeadline, stepTimeout: stepTimeout)
     }
 
     func validate() throws {
         do {
-            _ = try RunOptions(flags: flags)
+            _ = try options()
         } catch let error as RolloutFlags.FlagError {
             throw ValidationError(error.message)
         }
@@ -68,7 +58,7 @@ struct RolloutOptions: ParsableArguments {
     /// The run's options: these flags (checked by `validate()`), and what `resume` needs
     /// to select and reach the same hosts again.
     func runOptions(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws -> RunOptions {
-        var options = try RunOptions(flags: flags)
+        var options = try options()
         try options.reach(selection, connection, output)
         return options
     }

@@ -152,13 +152,11 @@ struct Show: ParsableCommand {
     @Argument(help: ArgumentHelp("The run (default: the latest).", valueName: "run"))
     var runID: String?
 
-    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, junit, html, markdown }
-
     @Flag(help: "Print the run result JSON (SPEC §6); the same as --format json.")
     var json = false
 
     @Option(help: ArgumentHelp("table, json, junit, html or markdown.", valueName: "format"))
-    var format: Format = .table
+    var format: RunReports.Format = .table
 
     @Option(help: ArgumentHelp("Print this host's log of the run.", valueName: "name"))
     var host: String?
@@ -190,14 +188,8 @@ struct Show: ParsableCommand {
             }
             return
         }
-        switch json ? .json : format {
-        case .json: print(RunResult.json(state).rendered())
-        case .junit: print(RunReports.junit(state), terminator: "")
-        case .html: print(RunReports.html(state), terminator: "")
-        case .markdown: print(RunReports.markdown(state), terminator: "")
-        case .table: break
-        }
-        guard format == .table, !json else { return }
-        print(RunReports.table(state), terminator: "")
+        print(RunReports.rendered(state, json ? .json : format), terminator: "")
     }
 }
+
+extension RunReports.Format: ExpressibleByArgument {}
