@@ -182,20 +182,9 @@ struct Plan: AsyncParsableCommand {
         let catalog = try targetOptions.loadCatalog()
         let planner = targetOptions.planner(catalog, target: target)
         let targets = try Targets(selection, connection)
-        let results = await gather.facts(targets, packages: catalog.packages)
-        let decided = targets.plans(results, planner: planner, strategy: clusters.clusterStrategy)
-        decided.warnings.forEach(Console.warn)
-        let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
-        let options = try batches.runOptions()
-        var view = PlanView(target: target, entries: entries, options: options, groups: targets.groups(Set(["st2_cluster"] + options.groupVariables)),
-                            clusters: decided.clusters)
-        if preflight {
-            Console.note("running the pre-flight checks of \(entries.filter { $0.plan.action == .upgrade }.count) host(s)")
-            // A simulated RPM transaction downloads the packages: at least 10 minutes a check.
-            let timeout = Duration.milliseconds(Int(max(gather.timeout, 600) * 1000))
-            let reports = await targets.preflight(entries.map(\.plan), forks: gather.forks, timeout: timeout)
-            view.preflight = Dictionary(uniqueKeysWithValues: zip(entries, reports).compactMap { entry, report in report.map { (entry.name, $0) } })
-        }
+        let facts = await gather.facts(targets, packages: catalog.packages)
+        var view = targets.planView(facts, planner: planner, strategy: clusters.clusterStrategy, options: try batches.runOptions(), warn: Console.warn)
+        if preflight { await targets.preflight(&view, forks: gather.forks, timeout: gather.timeout, note: Console.note) }
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
         try view.exitStatus.end()
     }
