@@ -9,22 +9,13 @@ import FlotillaCore
 /// `flotilla upgrade` under tmux with the pane read while it runs.
 @Suite struct TerminalProgressTests {
     static let flotilla = productsDir.appendingPathComponent("flotilla").path
-    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
-
-    static func record(hosts: Int, batches: [[String]]) -> RunRecord {
-        let names = (1...hosts).map { String(format: "st2-%02d", $0) }
-        let runHosts = names.map { name in
-            RunHost(name: name, address: "127.0.0.1", batch: batches.firstIndex { $0.contains(name) }, steps: [])
-        }
-        return RunRecord(id: "20261121-153000-ab12", kind: .stackstormUpgrade, targetVersion: "3.8.1", createdAt: t0,
-                         hosts: runHosts, batches: batches, options: RunOptions())
-    }
 
     @Test func noTerminalWhenTermIsDumb() {
         // NO_COLOR set and non-empty turns colour off; TERM=dumb is no terminal at all.
         // (stderr is not a tty under `swift test`, so only the negative case is checkable.)
-        #expect(!ProgressPrinter(record: Self.record(hosts: 1, batches: [["st2-01"]]), quiet: false, mode: .standardError(environment: ["TERM": "dumb"]),
-                                 refresh: 0, write: { _ in }).isLive)
+        let record = RunRecord(id: "20261121-153000-ab12", kind: .stackstormUpgrade, targetVersion: "3.8.1", createdAt: Date(),
+                               hosts: [RunHost(name: "st2-01", address: "127.0.0.1", batch: 0, steps: [])], batches: [["st2-01"]], options: RunOptions())
+        #expect(!ProgressPrinter(record: record, quiet: false, mode: .standardError(environment: ["TERM": "dumb"]), refresh: 0, write: { _ in }).isLive)
     }
 
     // MARK: The binary on a terminal
