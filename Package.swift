@@ -35,7 +35,7 @@ let package = Package(
             dependencies: ["CSQLite", "CLibPQ", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources/stackstorm-migrations.yaml"), .copy("Resources/Reports")]
         ),
-        .target(name: "FlotillaSSH", dependencies: ["SSH", "FlotillaCore"]),
+        .target(name: "FlotillaSSH", dependencies: ["SSH", "FlotillaCore", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "flotilla",
             dependencies: [

@@ -36,4 +36,25 @@ extension Targets {
             return PreflightReport(checks: checks, problem: problem)
         }
     }
+
+    /// `flotilla plan`: each target's plan from its facts (``plans(_:planner:strategy:)``,
+    /// warnings to `warn`), batched as `options` say, with its `st2_cluster` and
+    /// `--max-per` groups.
+    public func planView(_ facts: [HostFactsResult], planner: UpgradePlanner, strategy: ClusterStrategy, options: RunOptions,
+                         warn: (String) -> Void) -> PlanView {
+        let decided = plans(facts, planner: planner, strategy: strategy)
+        decided.warnings.forEach(warn)
+        let entries = zip(facts, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
+        return PlanView(target: planner.options.target, entries: entries, options: options,
+                        groups: groups(Set(["st2_cluster"] + options.groupVariables)), clusters: decided.clusters)
+    }
+
+    /// `plan --preflight`: runs the pre-flight checks of `view`'s upgrade hosts (these
+    /// targets, in its order) and adds their reports; `timeout` is `--timeout`, raised to
+    /// the 10 minutes a simulated RPM transaction may take to download the packages.
+    public func preflight(_ view: inout PlanView, forks: Int, timeout: Double, note: (String) -> Void) async {
+        note("running the pre-flight checks of \(view.entries.filter { $0.plan.action == .upgrade }.count) host(s)")
+        let reports = await preflight(view.entries.map(\.plan), forks: forks, timeout: .milliseconds(Int(max(timeout, 600) * 1000)))
+        view.preflight = Dictionary(uniqueKeysWithValues: zip(view.entries, reports).compactMap { entry, report in report.map { (entry.name, $0) } })
+    }
 }

@@ -32,4 +32,32 @@ extension Targets {
                                    health: options.health, groupVariables: options.groupVariables)
         }
     }
+
+    /// Each target's plan from its facts (`facts`, one per target) and `planner`, with the
+    /// cluster strategy applied (``ClusterPlanning/apply(_:to:)``): the plans in target
+    /// order, each cluster's decision, and warnings for the operator.
+    public func plans(_ facts: [HostFactsResult], planner: UpgradePlanner,
+                      strategy: ClusterStrategy) -> (plans: [HostPlan], clusters: [RunCluster], warnings: [String]) {
+        ClusterPlanning.apply(strategy, to: clusterMembers(plans: facts.map(planner.plan)))
+    }
+
+    /// A new StackStorm upgrade run to `target` created `now`: these targets with their
+    /// `plans` (``upgradeHosts(plans:target:options:)``), batched as `options` say, with the
+    /// clusters' decisions.
+    public func upgradeRecord(plans: [HostPlan], clusters: [RunCluster], target: String, options: RunOptions, now: Date) -> RunRecord {
+        RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target, hosts: upgradeHosts(plans: plans, target: target, options: options),
+                          options: options, now: now, clusters: clusters)
+    }
+
+    /// A new run of the runbook `book` created `now` (``runbookHosts(_:options:)``).
+    /// - Throws: `InventoryError` for a variable a host lacks, before any host runs.
+    public func runbookRecord(_ book: Runbook, options: RunOptions, now: Date) throws -> RunRecord {
+        RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: try runbookHosts(book, options: options), options: options, now: now)
+    }
+
+    /// By host name, each target's values of the host variables `variables` (those it
+    /// has): what `plan` batches by.
+    public func groups(_ variables: Set<String>) -> [String: [String: String]] {
+        Dictionary(hosts.map { ($0.name, RunBuilder.groups($0, variables)) }, uniquingKeysWith: { first, _ in first })
+    }
 }

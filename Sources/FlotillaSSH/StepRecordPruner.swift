@@ -55,6 +55,43 @@ public enum StepRecordPruner {
         return runs
     }
 
+    /// `flotilla runs --prune` on the state dir `stateDir`: the runs to prune (``runs(stateDir:runID:leftAlone:)``),
+    /// each one's hosts locked and pruned in turn.
+    /// - Parameters:
+    ///   - journal: `--journal`, which must leave the state dir's own journal.
+    ///   - targets: a run's hosts, selected and reached again with its stored arguments.
+    ///   - print: the result lines (stdout); `note`: what is being done, and the runs left alone (stderr).
+    /// - Returns: the closing line, and the exit status when some hosts failed.
+    /// - Throws: ``UsageError`` for a journal that is not the state dir's; `LockError`
+    ///   for hosts another controller holds; what ``runs(stateDir:runID:leftAlone:)`` and `targets` throw.
+    public static func prune(stateDir: URL, journal option: String?, runID: String?, targets: (RunRecord) throws -> Targets,
+                             print: (String) -> Void, note: (String) -> Void) async throws -> (line: String, failure: ExitStatus?) {
+        let location: JournalLocation
+        do {
+            location = try JournalLocation.resolve(option: option, stateDir: stateDir)
+        } catch {
+            throw UsageError(error.message)
+        }
+        if location.isShared {
+            throw UsageError("--prune reads the state dir's own journal; it does not go with a PostgreSQL journal yet")
+        }
+        let locks = try RunLocks(stateDir: stateDir)
+        let runs = try runs(stateDir: stateDir, runID: runID, leftAlone: note)
+        var outcomes: [Outcome] = []
+        for run in runs {
+            let record = run.record, hosts = hostsWithRecords(run)
+            guard !hosts.isEmpty else {
+                print("\(record.id): no host has step records of this run")
+                continue
+            }
+            let targets = try targets(record)
+            try locks.lockHosts(targets, runID: record.id)
+            note("run \(record.id): removing its step records from \(hosts.count) host\(hosts.count == 1 ? "" : "s")")
+            outcomes += await prune(run, hosts: hosts, over: SSHTransport(targets: targets)) { print($0.line(run: record.id)) }
+        }
+        return summary(runs: runs.count, outcomes)
+    }
+
     /// The hosts of `run` (indices into its record) that started a step that leaves a record.
     public static func hostsWithRecords(_ run: JournalState) -> [Int] {
         run.record.hosts.indices.filter { run.host(run.record.hosts[$0].name)?.steps.contains { $0.token != nil } ?? false }

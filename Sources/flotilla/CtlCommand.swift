@@ -27,28 +27,8 @@ struct Ctl: ParsableCommand {
     var words: [String]
 
     func run() throws {
-        let url = state.url
-        if case .postgres(let journal) = try state.journalLocation() {
-            // Through the shared journal: every controller of the run, wherever it runs.
-            var words = words
-            let hasRun = words.count > 1 && !["pause", "continue", "abort", "skip", "set"].contains(words[0])
-            let runID = hasRun ? words.removeFirst() : nil
-            do {
-                let run = try SharedControl.send(words.joined(separator: " "), runID: runID, url: journal)
-                print("ok (sent to every controller of run \(run))")
-            } catch let error as ControlSocketError {
-                print("error: \(error.message)")
-                throw ExitCode(1)
-            }
-            return
-        }
-        let answer: String
-        do {
-            answer = try ControlServer.request(stateDir: url, words.joined(separator: " "))
-        } catch let error as ControlSocketError {
-            throw ValidationError(error.message)
-        }
+        let (answer, refused) = try ControlRequest.send(words, stateDir: state.url, location: try state.journalLocation())
         print(answer)
-        if answer.hasPrefix("error") { throw ExitCode(1) }
+        if refused { throw ExitCode(1) }
     }
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 /// Flags of the commands that gather facts: parallelism and the probe's time limit.
 struct GatherOptions: ParsableArguments {
@@ -108,20 +107,10 @@ struct BatchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Never more than N hosts in flight sharing a value of host variable VAR, e.g. zone=1 (repeatable).", valueName: "VAR=N"))
     var maxPer: [String] = []
 
-    /// The flags as typed, keyed by flag name.
-    var flags: [String: String] {
-        var flags: [String: String] = [:]
-        flags["batch"] = batch
-        flags["canary"] = canary.map(String.init)
-        flags["max-parallel"] = maxParallel.map(String.init)
-        if !maxPer.isEmpty { flags["max-per"] = maxPer.joined(separator: ",") }
-        return flags
-    }
-
     /// The run options these flags set (checked by `validate()`).
     func runOptions() throws -> RunOptions {
         do {
-            return try RunOptions(flags: flags)
+            return try RunOptions(batch: batch, canary: canary, maxParallel: maxParallel, maxPer: maxPer)
         } catch let error as RolloutFlags.FlagError {
             throw ValidationError(error.message)
         }
@@ -193,21 +182,9 @@ struct Plan: AsyncParsableCommand {
         let catalog = try targetOptions.loadCatalog()
         let planner = targetOptions.planner(catalog, target: target)
         let targets = try Targets(selection, connection)
-        let results = await gather.facts(targets, packages: catalog.packages)
-        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
-        decided.warnings.forEach(Console.warn)
-        let entries = zip(results, decided.plans).map { PlanView.Entry(name: $0.name, address: $0.address, plan: $1) }
-        let options = try batches.runOptions()
-        let groupVariables = Set(["st2_cluster"] + options.groupVariables)
-        let groups = Dictionary(targets.hosts.map { ($0.name, RunBuilder.groups($0, groupVariables)) }, uniquingKeysWith: { first, _ in first })
-        var view = PlanView(target: target, entries: entries, options: options, groups: groups, clusters: decided.clusters)
-        if preflight {
-            Console.note("running the pre-flight checks of \(entries.filter { $0.plan.action == .upgrade }.count) host(s)")
-            // A simulated RPM transaction downloads the packages: at least 10 minutes a check.
-            let timeout = Duration.milliseconds(Int(max(gather.timeout, 600) * 1000))
-            let reports = await targets.preflight(entries.map(\.plan), forks: gather.forks, timeout: timeout)
-            view.preflight = Dictionary(uniqueKeysWithValues: zip(entries, reports).compactMap { entry, report in report.map { (entry.name, $0) } })
-        }
+        let facts = await gather.facts(targets, packages: catalog.packages)
+        var view = targets.planView(facts, planner: planner, strategy: clusters.clusterStrategy, options: try batches.runOptions(), warn: Console.warn)
+        if preflight { await targets.preflight(&view, forks: gather.forks, timeout: gather.timeout, note: Console.note) }
         FileHandle.standardOutput.write(Data((json ? view.json.rendered() + "\n" : view.text).utf8))
         try view.exitStatus.end()
     }

@@ -53,6 +53,7 @@ extension FlotillaError {
         if error is ExitCode { return error }
         // As argument-parser shows a usage error: the run's hosts must be selectable again.
         if let error = error as? Targets.MissingHosts { return ValidationError(error.description) }
+        if let error = error as? UsageError { return ValidationError(error.message) }
         let mapped: FlotillaError
         if let known = FlotillaError(mapping: error) {
             mapped = known

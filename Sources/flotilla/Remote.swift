@@ -54,4 +54,11 @@ extension Targets {
         if connection.hostKeyCheck == .off { Console.warn("--host-key-check off: host keys are NOT verified") }
         if let warning = Self.raiseOpenFileLimit(for: sessionDescriptors) { Console.warn(warning) }
     }
+
+    /// The hosts of `record`, in its order, selected and reached with its stored arguments
+    /// (`resume`, `runs --prune`).
+    init(reselecting record: RunRecord) throws {
+        self = try Targets(try InventoryOptions.parse(record.options.selection), try ConnectionOptions.parse(record.options.connection))
+            .ordered(record.hosts.map(\.name))
+    }
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 struct Ping: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -87,11 +86,9 @@ struct Exec: AsyncParsableCommand {
 
     func run() async throws {
         let words = command.first == "--" ? Array(command.dropFirst()) : command
-        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
-        let logs = URL(fileURLWithPath: logDir ?? ".flotilla/exec/\(stamp)")
         try await RemoteRun(selection: selection, connection: connection, forks: forks, json: json)
             .execute(command: words.joined(separator: " "), timeout: timeout.map { .milliseconds(Int($0 * 1000)) },
-                     logs: logs, grouped: true)
+                     logs: FanOut.logDirectory(option: logDir, now: Date()), grouped: true)
     }
 }
 
@@ -103,11 +100,7 @@ struct RemoteRun {
     var json: Bool
 
     func execute(command: String, timeout: Duration?, logs: URL?, grouped: Bool) async throws {
-        let targets = try Targets(selection, connection)
-        if let logs {
-            do { try PrivateFiles.createMissingDirectories(logs) } catch { throw ValidationError("\(error)") }
-        }
-        let fanOut = await targets.fanOut(command, forks: forks, timeout: timeout, logs: logs)
+        let fanOut = try await Targets(selection, connection).fanOut(command, forks: forks, timeout: timeout, makingLogs: logs)
         FileHandle.standardOutput.write(Data(fanOut.output(json: json, grouped: grouped, hostKeyCheck: connection.hostKeyCheck).utf8))
         try fanOut.exitStatus.end()
     }

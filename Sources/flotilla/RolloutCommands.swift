@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 /// The rolling flags of SPEC §5, shared by `upgrade` and `run`.
 struct RolloutOptions: ParsableArguments {
@@ -41,26 +40,16 @@ struct RolloutOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Time limit of each step without its own (default: none).", valueName: "duration"))
     var stepTimeout: String?
 
-    /// The flags as typed, keyed by flag name.
-    var flags: [String: String] {
-        var options = batches.flags
-        options["max-fail"] = maxFail
-        options["unreachable-counts"] = unreachableCounts
-        options["on-halt"] = onHalt
-        options["max-fail-batch"] = maxFailBatch
-        options["pause"] = pause
-        if confirm { options["confirm"] = "yes" }
-        options["window"] = window
-        options["health"] = health
-        options["healthy-for"] = healthyFor
-        options["health-deadline"] = healthDeadline
-        options["step-timeout"] = stepTimeout
-        return options
+    /// The run options these flags set (`RolloutFlags.FlagError` for a bad one).
+    func options() throws -> RunOptions {
+        try RunOptions(batch: batches.batch, canary: batches.canary, maxParallel: batches.maxParallel, maxPer: batches.maxPer, maxFail: maxFail,
+                       maxFailBatch: maxFailBatch, unreachableCounts: unreachableCounts, onHalt: onHalt, pause: pause, confirm: confirm,
+                       window: window, health: health, healthyFor: healthyFor, healthDeadline: healthDeadline, stepTimeout: stepTimeout)
     }
 
     func validate() throws {
         do {
-            _ = try RunOptions(flags: flags)
+            _ = try options()
         } catch let error as RolloutFlags.FlagError {
             throw ValidationError(error.message)
         }
@@ -69,15 +58,20 @@ struct RolloutOptions: ParsableArguments {
     /// The run's options: these flags (checked by `validate()`), and what `resume` needs
     /// to select and reach the same hosts again.
     func runOptions(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws -> RunOptions {
-        var options = try RunOptions(flags: flags)
-        // `sources` throws only when no inventory is given, which selecting the hosts refused already.
-        options.selection = RunOptions.selectionArguments(sources: (try? selection.sources) ?? selection.inventory, limit: selection.limit,
-                                                          sshConfig: selection.sshConfig)
-        options.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
-                                                            knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
-                                                            askPass: connection.askPass)
-        options.stateDir = output.stateDir
+        var options = try options()
+        try options.reach(selection, connection, output)
         return options
+    }
+}
+
+extension RunOptions {
+    /// Adds what `resume` needs to select and reach the same hosts again, and the state dir.
+    mutating func reach(_ selection: InventoryOptions, _ connection: ConnectionOptions, _ output: RunOutputOptions) throws {
+        self.selection = RunOptions.selectionArguments(sources: try selection.sources, limit: selection.limit, sshConfig: selection.sshConfig)
+        self.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
+                                                         knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
+                                                         askPass: connection.askPass)
+        stateDir = output.stateDir
     }
 }
 
@@ -101,23 +95,8 @@ struct StateDirOption: ParsableArguments {
 
     var url: URL { URL(fileURLWithPath: stateDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL }
 
-    /// Where runs are journaled. A PostgreSQL journal is reached here, before anything
-    /// else happens, so one that cannot be reached stops the command at once (exit 69,
-    /// the address shown without its password).
-    func journalLocation() throws -> JournalLocation {
-        let location: JournalLocation
-        do {
-            location = try JournalLocation.resolve(option: journal, stateDir: url)
-        } catch {
-            throw ValidationError(error.message)
-        }
-        do {
-            try Journal.check(location)
-        } catch let error as PostgresError where error.isConnectionLost {
-            throw FlotillaError(.unavailable, "cannot reach the journal: \(error.message)")
-        }
-        return location
-    }
+    /// Where runs are journaled (``JournalLocation/reach(option:stateDir:)``).
+    func journalLocation() throws -> JournalLocation { try JournalLocation.reach(option: journal, stateDir: url) }
 
     /// The flags that name this journal again, for the commands flotilla suggests.
     var again: String {
@@ -218,12 +197,9 @@ struct Upgrade: AsyncParsableCommand {
         var options = try rollout.runOptions(selection, connection, output)
         options.forceStop = forceStop
         options.clusterStrategy = clusters.clusterStrategy
-        let results = await gather.facts(targets, packages: catalog.packages)
-        let decided = ClusterPlanning.apply(clusters.clusterStrategy, to: targets.clusterMembers(plans: results.map(planner.plan)))
+        let decided = targets.plans(await gather.facts(targets, packages: catalog.packages), planner: planner, strategy: clusters.clusterStrategy)
         decided.warnings.forEach(Console.warn)
-        let hosts = targets.upgradeHosts(plans: decided.plans, target: target.releaseString, options: options)
-        let record = RunBuilder.record(kind: .stackstormUpgrade, name: nil, target: target.releaseString, hosts: hosts, options: options,
-                                       now: Date(), clusters: decided.clusters)
+        let record = targets.upgradeRecord(plans: decided.plans, clusters: decided.clusters, target: target.releaseString, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
             .start(record, knownFailures: catalog.knownFailures, sharedName: shared.name)
     }
@@ -264,9 +240,8 @@ struct RunRunbook: AsyncParsableCommand {
         let locks = try RunLocks(stateDir: output.stateURL)
         let targets = try Targets(selection, connection)
         let options = try rollout.runOptions(selection, connection, output)
-        let hosts = try targets.runbookHosts(book, options: options)
+        let record = try targets.runbookRecord(book, options: options, now: Date())
         try locks.lockHosts(targets)
-        let record = RunBuilder.record(kind: .runbook, name: book.name, target: nil, hosts: hosts, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal).start(record, knownFailures: [], sharedName: shared.name)
     }
 }

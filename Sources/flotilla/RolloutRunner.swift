@@ -2,38 +2,24 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import Logging
-import SSH
 import Synchronization
 
-/// Creates or reopens a run, and drives it to its end: engine, signals, control socket,
-/// progress, result.
+/// Creates or reopens a run, and drives it to its end (``RunDriver``) with what only the
+/// terminal does: progress, prompts, signals, the result printed.
 struct RolloutRunner {
-    let targets: Targets
-    let locks: RunLocks
+    let driver: RunDriver
     let output: RunOutputOptions
-    /// Where the run is journaled (the state dir's SQLite file unless `--journal` names
-    /// a shared PostgreSQL database).
-    let journal: JournalLocation
 
-    /// Creates the run's journal (with the hosts it never starts recorded as such) and
-    /// executes the run. With `sharedName` (`--run NAME`), the run of that name in the
-    /// shared journal is created, or joined when another controller created it.
+    init(targets: Targets, locks: RunLocks, output: RunOutputOptions, journal: JournalLocation) {
+        driver = RunDriver(targets: targets, locks: locks, location: journal)
+        self.output = output
+    }
+
+    /// Creates the run's journal (``RunDriver/createJournal(_:sharedName:)``) and executes the run.
     func start(_ record: RunRecord, knownFailures: [RolloutEngine.KnownFailure], sharedName: String? = nil,
                handlers: StepHandlers = .standard) async throws {
         var record = record
-        if let sharedName {
-            guard journal.isShared else {
-                throw ValidationError("--run \(sharedName): a run is shared through a PostgreSQL journal (--journal postgresql://USER@HOST:PORT/DB)")
-            }
-            record.id = sharedName
-        }
-        let journal: Journal
-        do {
-            journal = try RunBuilder.createJournal(record, locks: locks, at: self.journal, join: sharedName != nil)
-        } catch let refusal as JoinRefusal {
-            throw FlotillaError(.usage, refusal.message)
-        }
+        let journal = try driver.createJournal(&record, sharedName: sharedName)
         Console.note(RunProgress.startNote(record, journal: journal.location))
         try await execute(record: record, journal: journal, preset: RunBuilder.presetResults(record), done: [:], knownFailures: knownFailures,
                           handlers: handlers)
@@ -43,23 +29,16 @@ struct RolloutRunner {
     func execute(record: RunRecord, journal: sending Journal, preset: [Int: RolloutPolicy.HostResult], done: [Int: Set<Int>],
                  reattach: [Int: [Int: DetachedStep.Token]] = [:], knownFailures: [RolloutEngine.KnownFailure],
                  handlers: StepHandlers = .standard) async throws {
-        // A shared journal: this controller holds the run's hosts for as long as it lives
-        // (75 when another live controller holds some).
-        try journal.holdHosts(record.hosts.map(\.name), stateDir: locks.stateDir)
-        let config = try record.options.policyConfig(for: record, now: Date())
-        var settings = record.options.engineSettings(runDirectory: locks.stateDir.appendingPathComponent("runs/\(record.id)"),
-                                                     knownFailures: knownFailures)
-        settings.logger = Console.logger(label: "flotilla.engine", verbose: output.verbose)
-
         // --verbose logs go straight to stderr: line-per-event output then, no status area to garble.
         let printer = ProgressPrinter(record: record, quiet: output.quiet, mode: output.verbose ? .lines : .standardError(),
                                       write: { FileHandle.standardError.write(Data($0.utf8)) })
         let stopping = StopAtOnce()
-        let sharedRun = journal.sharedRun
-        let engine = RolloutEngine(record: record, journal: journal, policy: RolloutPolicy(config: config, finished: preset),
-                                   transport: SSHTransport(targets: targets), settings: settings, done: done, reattach: reattach, handlers: handlers,
-                                   // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
-                                   progress: { if !stopping.isStopping { printer.show($0) } }, confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
+        let (engine, sharedRun) = try driver.engine(
+            record: record, journal: journal, preset: preset, done: done, reattach: reattach, knownFailures: knownFailures, handlers: handlers,
+            logger: Console.logger(label: "flotilla.engine", verbose: output.verbose),
+            // Once stopping at once, the channels torn down and the journal's refusals are expected: not news.
+            progress: { if !stopping.isStopping { printer.show($0) } },
+            confirm: { batch in printer.suspend(); return await Console.confirmBatch(batch, of: record.batches.count) })
         let signals = SignalWatcher(
             first: { signal in
                 printer.aside { Console.note("\(signal): starting no new host; in-flight steps finish, then the run stops (again to detach at once: the steps go on on their hosts)") }
@@ -70,52 +49,17 @@ struct RolloutRunner {
                 Console.note("\(signal) again: detaching now; the steps in flight go on on their hosts, and 'flotilla resume' records how they ended without running them again")
                 stopping.start(engine, reason: "\(signal) twice: stopped without waiting for the steps in flight")
             })
-        let control = ControlServer(socket: locks.stateDir.appendingPathComponent("ctl.sock"), runID: record.id,
-                                    hosts: record.hosts.map(\.name)) { command, event in
-            Task { await engine.send(event) }
-            printer.note("control: \(command)")
-        }
-        do {
-            try control.start()
-        } catch {
-            Console.warn("live control is unavailable: \(error)")
-        }
-        // A shared run: `flotilla ctl --journal URL` from any machine reaches this controller too.
-        var listener: SharedControlListener?
-        if let sharedRun, case .postgres(let url) = self.journal {
-            let hosts = record.hosts.map(\.name)
-            do {
-                listener = try SharedControlListener(sharedRun: sharedRun, url: url) { command in
-                    // A command for a host of another controller is that controller's.
-                    guard let event = ControlServer.event(command, hosts: hosts) else { return }
-                    Task { await engine.send(event) }
-                    printer.note("control (through the journal): \(command)")
-                }
-            } catch {
-                Console.warn("live control through the journal is unavailable: \(error)")
-            }
-        }
+        let control = driver.serveControl(engine, record: record, sharedRun: sharedRun, note: printer.note, warn: Console.warn)
         let outcome = await engine.run()
         // Stopping at once: that path records the stop and exits; nothing more to report.
         if stopping.isStopping { await stopping.wait() }
         printer.finish()
         control.stop()
-        listener?.stop()
-        let journalProblem = await engine.journalProblem
-        if let problem = journalProblem {
-            let fix = self.journal.isShared ? "bring the database back" : "free the space or fix the state dir"
-            Console.error("\(problem)\nthe run stopped; \(fix), then: flotilla resume \(record.id) \(output.state.again)")
+        if let problem = await engine.journalProblem {
+            Console.error("\(problem)\nthe run stopped; \(driver.journalFix), then: flotilla resume \(record.id) \(output.state.again)")
         }
         withExtendedLifetime(signals) {}
-        let state: JournalState
-        do {
-            state = try await engine.state()
-        } catch {
-            // A journal lost mid-run (the database gone): the steps in flight finished on
-            // their hosts and no new host started; resume picks the run up (exit 3).
-            if journalProblem != nil { throw ExitCode(ExitStatus.stopped.rawValue) }
-            throw FlotillaError(.software, "cannot read the journal back: \(error)")
-        }
+        guard let state = try await driver.finalState(of: engine) else { throw ExitCode(ExitStatus.stopped.rawValue) }
         // A report that cannot be written does not hide how the run went: the exit code
         // stays the run's, and the journal can render the report again.
         for (format, error) in RunReports.write(state, json: output.report, junit: output.junit, html: output.html) {
@@ -183,17 +127,4 @@ final class SignalWatcher: @unchecked Sendable {
     }
 
     deinit { sources.forEach { $0.cancel() } }
-}
-
-extension Console {
-    /// Asks before a batch (`--confirm`); no terminal means no.
-    static func confirmBatch(_ batch: Int, of count: Int) async -> Bool {
-        guard isatty(STDIN_FILENO) != 0 else {
-            warn("--confirm: no terminal to ask on; not starting batch \(batch + 1)")
-            return false
-        }
-        FileHandle.standardError.write(Data("flotilla: start batch \(batch + 1) of \(count)? [y/N] ".utf8))
-        let answer = readLine() ?? ""
-        return answer.lowercased().hasPrefix("y")
-    }
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import FlotillaCore
 import FlotillaSSH
 import Foundation
-import SSH
 
 struct Rollover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,21 +63,12 @@ struct Rollover: AsyncParsableCommand {
         }
     }
 
-    /// The handlers of a roll-over run over `targets` (the run's hosts in order: OLD first).
-    static func handlers(_ targets: Targets) -> StepHandlers {
-        RolloverHandlers(connectOld: { try await SSHTransport(targets: targets).connect(0) }).handlers
-    }
-
     func run() async throws {
         var selection = selection
         selection.limit = [from, to].joined(separator: ",")
         let catalog = try MigrationCatalog.bundled()
-        let all = try Targets(selection, connection)
-        for name in [from, to] where !all.hosts.contains(where: { $0.name == name }) {
-            throw FlotillaError(.usage, "\(name) is not a host of the inventory")
-        }
-        let targets = try all.ordered([from, to])
-        let plan = try await probe(targets, catalog: catalog)
+        let targets = try RolloverRun.targets(try Targets(selection, connection), from: from, to: to)
+        let plan = try await RolloverRun.probe(targets, catalog: catalog, packsFrom: packsFrom)
         if dryRun {
             print(plan.rendered)
             if plan.refusal != nil { throw ExitCode(ExitStatus.someHostsFailed.rawValue) }
@@ -90,47 +80,10 @@ struct Rollover: AsyncParsableCommand {
         let journal = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
         try locks.lockHosts(targets)
-        var flags = ["batch": "1", "max-fail": "0"]
-        flags["step-timeout"] = stepTimeout
-        var options = try RunOptions(flags: flags)
-        options.selection = RunOptions.selectionArguments(sources: try selection.sources, limit: selection.limit, sshConfig: selection.sshConfig)
-        options.connection = RunOptions.connectionArguments(hostKeyCheck: connection.hostKeyCheck.rawValue, connectTimeout: connection.connectTimeout,
-                                                            knownHosts: connection.knownHosts, keyPassphraseFile: connection.keyPassphraseFile,
-                                                            askPass: connection.askPass)
-        options.stateDir = output.stateDir
-        let now = Date()
-        let id = RunRecord.newID(at: now)
-        let steps = plan.steps(run: id, catalog: catalog)
-        let hosts = [
-            RunHost(name: from, address: targets.settings[0].address, batch: nil, fromVersion: plan.old.version?.releaseString, steps: steps.old),
-            RunHost(name: to, address: targets.settings[1].address, batch: nil, toVersion: plan.new.version?.releaseString, steps: steps.new),
-        ]
-        let record = RunBuilder.record(id: id, kind: .rollover, name: "rollover \(from) -> \(to)", target: plan.new.version?.releaseString,
-                                       createdAt: now, hosts: hosts, options: options)
+        var options = try RolloverRun.options(stepTimeout: stepTimeout)
+        try options.reach(selection, connection, output)
+        let record = RolloverRun.record(plan, targets: targets, catalog: catalog, options: options, now: Date())
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: journal)
-            .start(record, knownFailures: [], handlers: Self.handlers(targets))
-    }
-
-    /// Reads both sides (through become, changing nothing) and plans; a side that cannot
-    /// be read ends the command (69 when a host cannot be reached).
-    func probe(_ targets: Targets, catalog: MigrationCatalog) async throws -> RolloverPlan {
-        let outcomes = await targets.run(RolloverProbe.command, forks: 2, timeout: .seconds(120))
-        for outcome in outcomes where outcome.error != nil || outcome.exitStatus != 0 {
-            let status: ExitStatus = outcome.connected ? .someHostsFailed : .unavailable
-            throw FlotillaError(status, "cannot read \(outcome.name): \(outcome.error ?? "exit \(outcome.exitStatus.map(String.init) ?? "?"): \(outcome.stderr)")")
-        }
-        let found = outcomes.map { RolloverProbe.parse($0.stdout) }
-        var old = RolloverSide(host: from, version: found[0].version, packs: found[0].packs)
-        let new = RolloverSide(host: to, version: found[1].version, packs: found[1].packs)
-        if let version = old.version {
-            let reach = try targets.ordered([from])
-            // The encrypted export, for the counts only: kept in memory, never written.
-            let export = await reach.run(catalog.keyExportCommand(installed: version), forks: 1, timeout: .seconds(600), tailLimit: 256 << 20)[0]
-            guard export.exitStatus == 0, !export.truncated, let keys = RolloverKey.parse(export: Data(export.stdout.utf8)) else {
-                throw FlotillaError(.someHostsFailed, "cannot list the keys of \(from): \(export.error ?? export.stderr.split(separator: "\n").last.map(String.init) ?? "not a JSON list")")
-            }
-            old.keys = keys
-        }
-        return RolloverPlan.plan(old: old, new: new, packsFrom: packsFrom)
+            .start(record, knownFailures: [], handlers: RolloverRun.handlers(targets))
     }
 }

@@ -47,29 +47,17 @@ struct Resume: AsyncParsableCommand {
         let location = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
         let journal = try Journal.open(at: location, runID: runID)
-        let plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
-                                  maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") }, rerunUnknown: rerunUnknown)
-        let record = plan.record
+        let resumption = try RunResumption(journal, retryFailed: retryFailed, maxFail: maxFail, rerunUnknown: rerunUnknown)
+        let plan = resumption.plan, record = plan.record
         try locks.stateLock.record(runID: record.id)
-        let selection = try InventoryOptions.parse(record.options.selection)
-        let connection = try ConnectionOptions.parse(record.options.connection)
-        let targets = try Targets(selection, connection).ordered(record.hosts.map(\.name))
+        let targets = try Targets(reselecting: record)
         try locks.lockHosts(targets, runID: record.id)
-
-        let message = "resumed by pid \(getpid())" + (plan.retried.isEmpty ? "" : "; retrying \(plan.retried.joined(separator: ", "))")
-        do {
-            try journal.event(kind: "resume", message: message, at: Date())
-        } catch {
-            throw FlotillaError(.software, "cannot record the resume in the journal: \(error)")
-        }
-        Console.note("resuming run \(record.id) (\(plan.state.rawValue)); "
-                     + (plan.inFlight.isEmpty ? "no step was in flight" : "re-attaching to the steps in flight: \(plan.inFlight.joined(separator: "; "))")
-                     + (plan.unknown.isEmpty ? "" : (rerunUnknown ? "; running again the unknown steps: " : "; unknown, left failed (--rerun-unknown runs them): ")
-                        + plan.unknown.joined(separator: "; ")))
-        let knownFailures = record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
+        try resumption.record(in: journal)
+        Console.note(resumption.note)
+        let knownFailures = try resumption.knownFailures()
         try await RolloutRunner(targets: targets, locks: locks, output: output, journal: location)
-            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach, knownFailures: knownFailures,
-                     handlers: record.kind == .rollover ? Rollover.handlers(targets) : .standard)
+            .execute(record: record, journal: journal, preset: plan.preset, done: plan.done, reattach: plan.reattach,
+                     knownFailures: knownFailures, handlers: targets.handlers(for: record.kind))
     }
 }
 
@@ -118,16 +106,10 @@ struct Runs: AsyncParsableCommand {
     func run() async throws {
         let url = state.url
         if prune {
-            let location: JournalLocation
-            do {
-                location = try JournalLocation.resolve(option: state.journal, stateDir: url)
-            } catch {
-                throw ValidationError(error.message)
-            }
-            if location.isShared {
-                throw ValidationError("--prune reads the state dir's own journal; it does not go with a PostgreSQL journal yet")
-            }
-            try await pruneStepRecords(stateDir: url)
+            let summary = try await StepRecordPruner.prune(stateDir: url, journal: state.journal, runID: runID, targets: Targets.init(reselecting:),
+                                                           print: { print($0) }, note: Console.note)
+            print(summary.line)
+            if let failure = summary.failure { throw ExitCode(failure.rawValue) }
             return
         }
         let runs: [RunSummary] = try Journal.listRuns(at: try state.journalLocation()).reversed()
@@ -140,27 +122,6 @@ struct Runs: AsyncParsableCommand {
             return
         }
         print(RunListView.table(runs), terminator: "")
-    }
-
-    private func pruneStepRecords(stateDir: URL) async throws {
-        let locks = try RunLocks(stateDir: stateDir)
-        let runs = try StepRecordPruner.runs(stateDir: stateDir, runID: runID, leftAlone: Console.note)
-        var outcomes: [StepRecordPruner.Outcome] = []
-        for run in runs {
-            let record = run.record, hosts = StepRecordPruner.hostsWithRecords(run)
-            guard !hosts.isEmpty else {
-                print("\(record.id): no host has step records of this run")
-                continue
-            }
-            let targets = try Targets(try InventoryOptions.parse(record.options.selection), try ConnectionOptions.parse(record.options.connection))
-                .ordered(record.hosts.map(\.name))
-            try locks.lockHosts(targets, runID: record.id)
-            Console.note("run \(record.id): removing its step records from \(hosts.count) host\(hosts.count == 1 ? "" : "s")")
-            outcomes += await StepRecordPruner.prune(run, hosts: hosts, over: SSHTransport(targets: targets)) { print($0.line(run: record.id)) }
-        }
-        let summary = StepRecordPruner.summary(runs: runs.count, outcomes)
-        print(summary.line)
-        if let failure = summary.failure { throw ExitCode(failure.rawValue) }
     }
 }
 
@@ -191,13 +152,11 @@ struct Show: ParsableCommand {
     @Argument(help: ArgumentHelp("The run (default: the latest).", valueName: "run"))
     var runID: String?
 
-    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, junit, html, markdown }
-
     @Flag(help: "Print the run result JSON (SPEC §6); the same as --format json.")
     var json = false
 
     @Option(help: ArgumentHelp("table, json, junit, html or markdown.", valueName: "format"))
-    var format: Format = .table
+    var format: RunReports.Format = .table
 
     @Option(help: ArgumentHelp("Print this host's log of the run.", valueName: "name"))
     var host: String?
@@ -229,14 +188,8 @@ struct Show: ParsableCommand {
             }
             return
         }
-        switch json ? .json : format {
-        case .json: print(RunResult.json(state).rendered())
-        case .junit: print(RunReports.junit(state), terminator: "")
-        case .html: print(RunReports.html(state), terminator: "")
-        case .markdown: print(RunReports.markdown(state), terminator: "")
-        case .table: break
-        }
-        guard format == .table, !json else { return }
-        print(RunReports.table(state), terminator: "")
+        print(RunReports.rendered(state, json ? .json : format), terminator: "")
     }
 }
+
+extension RunReports.Format: ExpressibleByArgument {}

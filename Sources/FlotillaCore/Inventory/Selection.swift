@@ -23,6 +23,29 @@ extension Inventory {
         let names = groupNames + ((try? select(nil))?.map(\.name) ?? [])
         return names.filter { $0.hasPrefix(tail) && $0 != "all" }.map { head + $0 }
     }
+
+    /// Completions of the host pattern `prefix` (``completions(of:)``) from the inventory
+    /// the command line being completed names (`words`: `-i PATH`, `--inventory PATH`,
+    /// `--inventory=PATH`), else the environment's (``sources(environment:)``). None when
+    /// there is no inventory or it cannot be read: a completion never prints an error.
+    public static func completions(commandLine words: [String], prefix: String, environment: [String: String]) -> [String] {
+        var sources: [String] = []
+        var position = 0
+        while position < words.count {
+            let word = words[position]
+            if word == "-i" || word == "--inventory", position + 1 < words.count {
+                sources.append(words[position + 1])
+                position += 1
+            } else if word.hasPrefix("--inventory=") {
+                sources.append(String(word.dropFirst("--inventory=".count)))
+            }
+            position += 1
+        }
+        if sources.isEmpty { sources = Inventory.sources(environment: environment) ?? [] }
+        // Quiet on any error, as above.
+        guard !sources.isEmpty, let inventory = try? Inventory.load(sources: sources.map { ($0 as NSString).expandingTildeInPath }) else { return [] }
+        return inventory.completions(of: prefix)
+    }
 }
 
 extension Inventory {

@@ -40,3 +40,13 @@ public struct FlotillaError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// A usage error found after parsing (a flag that does not go with the journal given, a
+/// log folder that cannot be made): the executable shows it as argument-parser shows
+/// its own, with the usage line, and exits 64.
+public struct UsageError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+
+    public init(_ message: String) { self.message = message }
+}

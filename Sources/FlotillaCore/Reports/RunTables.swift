@@ -52,3 +52,20 @@ extension RunReports {
         return text
     }
 }
+
+extension RunReports {
+    /// What `show --format` renders a run as.
+    public enum Format: String, Sendable, CaseIterable { case table, json, junit, html, markdown }
+
+    /// The run in `format`, as `show` prints it: the result JSON (SPEC §6) on one line of
+    /// its own, the others as their renderers end them.
+    public static func rendered(_ state: JournalState, _ format: Format) -> String {
+        switch format {
+        case .json: RunResult.json(state).rendered() + "\n"
+        case .junit: junit(state)
+        case .html: html(state)
+        case .markdown: markdown(state)
+        case .table: table(state)
+        }
+    }
+}

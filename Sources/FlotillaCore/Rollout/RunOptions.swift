@@ -101,6 +101,31 @@ public struct RunOptions: Sendable, Equatable {
         stateDir = flags["state-dir"]
     }
 
+    /// The options from the rolling flags as given (nil or empty: not given), checked as
+    /// ``init(flags:)`` checks them.
+    /// - Throws: ``RolloutFlags/FlagError`` naming the flag and what is wrong with it.
+    public init(batch: String?, canary: Int?, maxParallel: Int?, maxPer: [String], maxFail: String? = nil, maxFailBatch: String? = nil,
+                unreachableCounts: String? = nil, onHalt: String? = nil, pause: String? = nil, confirm: Bool = false, window: String? = nil,
+                health: String? = nil, healthyFor: String? = nil, healthDeadline: String? = nil, stepTimeout: String? = nil) throws {
+        var flags: [String: String] = [:]
+        flags["batch"] = batch
+        flags["canary"] = canary.map(String.init)
+        flags["max-parallel"] = maxParallel.map(String.init)
+        if !maxPer.isEmpty { flags["max-per"] = maxPer.joined(separator: ",") }
+        flags["max-fail"] = maxFail
+        flags["unreachable-counts"] = unreachableCounts
+        flags["on-halt"] = onHalt
+        flags["max-fail-batch"] = maxFailBatch
+        flags["pause"] = pause
+        if confirm { flags["confirm"] = "yes" }
+        flags["window"] = window
+        flags["health"] = health
+        flags["healthy-for"] = healthyFor
+        flags["health-deadline"] = healthDeadline
+        flags["step-timeout"] = stepTimeout
+        try self.init(flags: flags)
+    }
+
     /// `auto`, `whole` or `rolling`.
     private static func clusterStrategy(_ text: String) throws -> ClusterStrategy {
         guard let strategy = ClusterStrategy(rawValue: text) else { throw RolloutFlags.FlagError("--cluster-strategy must be auto, whole or rolling") }

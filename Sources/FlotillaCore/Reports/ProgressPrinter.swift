@@ -1,4 +1,3 @@
-import FlotillaCore
 import Foundation
 
 /// A run's progress on stderr (SPEC §5), framed by ``RunDisplay``: lines, the live
@@ -7,7 +6,7 @@ import Foundation
 ///
 /// Anything else writing to stderr while the live area is up must go through `aside`
 /// (or call `suspend` first), or it is drawn over.
-final class ProgressPrinter: @unchecked Sendable {
+public final class ProgressPrinter: @unchecked Sendable {
     // @unchecked: every mutable field is only touched while holding `lock`.
     private let lock = NSLock()
     private let write: @Sendable (String) -> Void
@@ -21,7 +20,7 @@ final class ProgressPrinter: @unchecked Sendable {
     ///   - quiet: only halts, errors and the final summary (see ``RunProgress``).
     ///   - write: where the text goes (stderr); called with the lock held, one call per
     ///     event.
-    init(record: RunRecord, quiet: Bool, mode: RunDisplay.Mode, refresh: Double = 0.5,
+    public init(record: RunRecord, quiet: Bool, mode: RunDisplay.Mode, refresh: Double = 0.5,
          clock: @escaping @Sendable () -> Date = Date.init, write: @escaping @Sendable (String) -> Void) {
         self.write = write
         self.clock = clock
@@ -38,21 +37,23 @@ final class ProgressPrinter: @unchecked Sendable {
 
     deinit { timer?.cancel() }
 
-    var isLive: Bool { display.isLive }
+    /// Whether the status area is drawn (a terminal), not lines.
+    public var isLive: Bool { display.isLive }
 
-    func show(_ progress: RolloutEngine.Progress) {
+    /// Shows an engine event.
+    public func show(_ progress: RolloutEngine.Progress) {
         let now = clock()
         lock.withLock { emit(display.show(progress, now: now)) }
     }
 
     /// A note for the operator (e.g. a control command received); not shown when quiet.
-    func note(_ text: String) {
+    public func note(_ text: String) {
         let now = clock()
         lock.withLock { emit(display.note(text, now: now)) }
     }
 
     /// Runs `body`, which writes to stderr itself, with the status area out of the way.
-    func aside(_ body: () -> Void) {
+    public func aside(_ body: () -> Void) {
         lock.withLock {
             let wasHidden = display.hidden
             display.hidden = true
@@ -64,7 +65,7 @@ final class ProgressPrinter: @unchecked Sendable {
     }
 
     /// Takes the status area off the screen until the next event (before a prompt).
-    func suspend() {
+    public func suspend() {
         lock.withLock {
             display.hidden = true
             emit(display.redraw(now: clock()))
@@ -73,7 +74,7 @@ final class ProgressPrinter: @unchecked Sendable {
 
     /// Takes the status area off the screen for good and stops its timer: call when the
     /// engine is done, before anything else is written to stdout or stderr.
-    func finish() {
+    public func finish() {
         lock.withLock {
             guard !display.ended else { return }
             timer?.cancel()
@@ -82,7 +83,8 @@ final class ProgressPrinter: @unchecked Sendable {
         }
     }
 
-    func summary(_ state: JournalState, outcome: RolloutPolicy.Outcome) {
+    /// Takes the status area away and writes the run's closing summary.
+    public func summary(_ state: JournalState, outcome: RolloutPolicy.Outcome) {
         finish()
         let now = clock()
         lock.withLock { emit(display.summary(state, now: now)) }
@@ -99,19 +101,5 @@ final class ProgressPrinter: @unchecked Sendable {
             guard display.drawn > 0 else { return }
             emit(display.redraw(now: clock()))
         }
-    }
-}
-
-extension RunDisplay.Mode {
-    /// stderr's mode (``RunDisplay/Mode/forStream(isTerminal:environment:size:)``).
-    static func standardError(environment: [String: String] = ProcessInfo.processInfo.environment) -> RunDisplay.Mode {
-        forStream(isTerminal: isatty(STDERR_FILENO) != 0, environment: environment, size: windowSize)
-    }
-
-    /// TIOCGWINSZ on stderr; 80 columns when it cannot tell.
-    @Sendable static func windowSize() -> (width: Int, height: Int?) {
-        var size = winsize()
-        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return (80, nil) }
-        return (Int(size.ws_col), size.ws_row > 0 ? Int(size.ws_row) : nil)
     }
 }

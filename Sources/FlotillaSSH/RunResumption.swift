@@ -1,0 +1,47 @@
+import FlotillaCore
+import Foundation
+
+/// `flotilla resume` up to the engine: how the run goes on (``ResumePlan``), the resume
+/// recorded in its journal, what the operator is told, the failures its steps are judged
+/// against. The locks stay the caller's (a `Journal` and the locks are never passed
+/// together, so the journal can go on to the engine alone).
+public struct RunResumption: Sendable {
+    public let plan: ResumePlan
+    let rerunUnknown: Bool
+
+    /// Plans how the run of `journal` goes on (`maxFail` is the `--max-fail` text).
+    /// - Throws: journal errors; ``ResumePlan/Refusal`` for a finished run;
+    ///   `RolloutFlags.FlagError` for a bad `maxFail`.
+    public init(_ journal: Journal, retryFailed: Bool, maxFail: String?, rerunUnknown: Bool) throws {
+        plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
+                              maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") }, rerunUnknown: rerunUnknown)
+        self.rerunUnknown = rerunUnknown
+    }
+
+    /// Records the resume (this process, the hosts retried) in `journal`.
+    /// - Throws: `FlotillaError(.software)` when the journal cannot record it.
+    public func record(in journal: Journal) throws {
+        let message = "resumed by pid \(getpid())" + (plan.retried.isEmpty ? "" : "; retrying \(plan.retried.joined(separator: ", "))")
+        do {
+            try journal.event(kind: "resume", message: message, at: Date())
+        } catch {
+            throw FlotillaError(.software, "cannot record the resume in the journal: \(error)")
+        }
+    }
+
+    /// What the operator is told: the run and its state, the steps in flight re-attached
+    /// to, and the unknown steps run again or left failed.
+    public var note: String {
+        "resuming run \(plan.record.id) (\(plan.state.rawValue)); "
+            + (plan.inFlight.isEmpty ? "no step was in flight" : "re-attaching to the steps in flight: \(plan.inFlight.joined(separator: "; "))")
+            + (plan.unknown.isEmpty ? "" : (rerunUnknown ? "; running again the unknown steps: " : "; unknown, left failed (--rerun-unknown runs them): ")
+               + plan.unknown.joined(separator: "; "))
+    }
+
+    /// The failures the run's steps are judged against: an upgrade's, from the bundled
+    /// catalog; none for other runs.
+    /// - Throws: `MigrationCatalog.LoadError` when the bundled catalog cannot be read.
+    public func knownFailures() throws -> [RolloutEngine.KnownFailure] {
+        plan.record.kind == .stackstormUpgrade ? try MigrationCatalog.bundled().knownFailures : []
+    }
+}
