@@ -6,8 +6,10 @@ import Foundation
 /// against. The locks stay the caller's (a `Journal` and the locks are never passed
 /// together, so the journal can go on to the engine alone).
 public struct RunResumption: Sendable {
-    public let plan: ResumePlan
+    public private(set) var plan: ResumePlan
     let rerunUnknown: Bool
+    /// A shared run's hosts that live controllers hold, left to them.
+    public private(set) var heldElsewhere: [String] = []
 
     /// Plans how the run of `journal` goes on (`maxFail` is the `--max-fail` text).
     /// - Throws: journal errors; ``ResumePlan/Refusal`` for a finished run;
@@ -16,6 +18,17 @@ public struct RunResumption: Sendable {
         plan = try ResumePlan(try journal.load(), retryFailed: retryFailed,
                               maxFail: try maxFail.map { try RolloutFlags.threshold($0, flag: "--max-fail") }, rerunUnknown: rerunUnknown)
         self.rerunUnknown = rerunUnknown
+    }
+
+    /// A shared run (SPEC §8.6): holds the hosts no live controller holds (a dead
+    /// controller's, and those no one works any more) and goes on with those alone; the
+    /// live controllers go on with theirs. Nothing to do for a state dir journal.
+    /// - Throws: ``PostgresError`` when the database cannot be reached.
+    public mutating func takeOver(in journal: Journal, stateDir: URL) throws {
+        let (held, elsewhere) = try journal.holdFreeHosts(plan.record.hosts.map(\.name), stateDir: stateDir)
+        guard !elsewhere.isEmpty else { return }
+        heldElsewhere = elsewhere
+        plan = plan.restricted(to: Set(held))
     }
 
     /// Records the resume (this process, the hosts retried) in `journal`.
@@ -33,6 +46,7 @@ public struct RunResumption: Sendable {
     /// to, and the unknown steps run again or left failed.
     public var note: String {
         "resuming run \(plan.record.id) (\(plan.state.rawValue)); "
+            + (heldElsewhere.isEmpty ? "" : "taking over \(plan.record.hosts.count) hosts, leaving \(heldElsewhere.count) to the live controllers that hold them; ")
             + (plan.inFlight.isEmpty ? "no step was in flight" : "re-attaching to the steps in flight: \(plan.inFlight.joined(separator: "; "))")
             + (plan.unknown.isEmpty ? "" : (rerunUnknown ? "; running again the unknown steps: " : "; unknown, left failed (--rerun-unknown runs them): ")
                + plan.unknown.joined(separator: "; "))

@@ -58,7 +58,10 @@ extension Targets {
     /// The hosts of `record`, in its order, selected and reached with its stored arguments
     /// (`resume`, `runs --prune`).
     init(reselecting record: RunRecord) throws {
-        self = try Targets(try InventoryOptions.parse(record.options.selection), try ConnectionOptions.parse(record.options.connection))
-            .ordered(record.hosts.map(\.name))
+        // The record names its hosts; --limit is not needed to find them, and a shared run's
+        // record holds the first controller's, whose --limit left the others' hosts out.
+        var selection = try InventoryOptions.parse(record.options.selection)
+        selection.limit = nil
+        self = try Targets(selection, try ConnectionOptions.parse(record.options.connection)).ordered(record.hosts.map(\.name))
     }
 }

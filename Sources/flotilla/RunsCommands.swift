@@ -47,7 +47,8 @@ struct Resume: AsyncParsableCommand {
         let location = try output.state.journalLocation()
         let locks = try RunLocks(stateDir: output.stateURL)
         let journal = try Journal.open(at: location, runID: runID)
-        let resumption = try RunResumption(journal, retryFailed: retryFailed, maxFail: maxFail, rerunUnknown: rerunUnknown)
+        var resumption = try RunResumption(journal, retryFailed: retryFailed, maxFail: maxFail, rerunUnknown: rerunUnknown)
+        try resumption.takeOver(in: journal, stateDir: output.stateURL)
         let plan = resumption.plan, record = plan.record
         try locks.stateLock.record(runID: record.id)
         let targets = try Targets(reselecting: record)
