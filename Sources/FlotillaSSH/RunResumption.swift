@@ -23,12 +23,19 @@ public struct RunResumption: Sendable {
     /// A shared run (SPEC §8.6): holds the hosts no live controller holds (a dead
     /// controller's, and those no one works any more) and goes on with those alone; the
     /// live controllers go on with theirs. Nothing to do for a state dir journal.
-    /// - Throws: ``PostgresError`` when the database cannot be reached.
+    /// - Throws: ``PostgresError`` when the database cannot be reached; `LockError`
+    ///   naming the live controllers when they hold every host left to run.
     public mutating func takeOver(in journal: Journal, stateDir: URL) throws {
         let (held, elsewhere) = try journal.holdFreeHosts(plan.record.hosts.map(\.name), stateDir: stateDir)
         guard !elsewhere.isEmpty else { return }
+        let mine = plan.restricted(to: Set(held))
+        guard mine.record.hosts.indices.contains(where: { mine.preset[$0] == nil }) else {
+            // Nothing here to run: the run is in live hands. Refused, naming who holds it.
+            try journal.holdHosts(elsewhere, stateDir: stateDir)
+            return
+        }
         heldElsewhere = elsewhere
-        plan = plan.restricted(to: Set(held))
+        plan = mine
     }
 
     /// Records the resume (this process, the hosts retried) in `journal`.
