@@ -19,6 +19,15 @@ import Testing
         harness.clock.advance(by: RolloutEngine.runWidePoll)
     }
 
+    /// Starts `b`, whose first host hangs in `command` until released, then `a` once it does.
+    static func start(_ a: EngineHarness, after b: EngineHarness, hangingIn command: String)
+        async -> (a: Task<RolloutPolicy.Outcome, Never>, b: Task<RolloutPolicy.Outcome, Never>) {
+        b.transport.script(0, command, .hang)
+        let runB = await b.start()
+        await b.transport.events.first { $0 == .hanging(host: 0, command: command) }
+        return (await a.start(), runB)
+    }
+
     static func waited(_ harness: EngineHarness, for text: String) async {
         await harness.progress.first { if case .note(let note) = $0 { note.contains(text) } else { false } }
     }
@@ -27,10 +36,7 @@ import Testing
         let journal = try Self.sharedJournal()
         let a = try EngineHarness(hosts: [host("a1", ["one"]), host("a2", ["one"])], batches: [[0], [1]], sharing: journal)
         let b = try EngineHarness(hosts: [host("b1", ["one"]), host("b2", ["one"])], batches: [[0], [1]], sharing: journal)
-        b.transport.script(0, "one", .hang)
-        let runB = await b.start()
-        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
-        let runA = await a.start()
+        let (runA, runB) = await Self.start(a, after: b, hangingIn: "one")
         await Self.waited(a, for: "the run's batch 1 has a host not finished on other controllers")
         #expect(a.transport.commands(0) == ["one"] && a.transport.commands(1).isEmpty)
         b.transport.release(0, "one")
@@ -47,10 +53,7 @@ import Testing
         let zone = { (config: inout RolloutPolicy.Config) in config.maxPer = [.init(variable: "zone", limit: 1, values: ["x"])] }
         let a = try EngineHarness(hosts: [host("a1", ["one"], groups: ["zone": "x"])], batches: [[0]], sharing: journal, policy: zone)
         let b = try EngineHarness(hosts: [host("b1", ["one"], groups: ["zone": "x"])], batches: [[0]], sharing: journal, policy: zone)
-        b.transport.script(0, "one", .hang)
-        let runB = await b.start()
-        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
-        let runA = await a.start()
+        let (runA, runB) = await Self.start(a, after: b, hangingIn: "one")
         await Self.waited(a, for: "--max-per zone=1: zone=x is full with other controllers' hosts in flight")
         #expect(a.transport.commands(0).isEmpty)
         b.transport.release(0, "one")
@@ -65,10 +68,7 @@ import Testing
         let steps = [RunStep(name: "migrate", command: "migrate", oncePer: "st2_cluster"), RunStep(name: "start", command: "start")]
         let a = try EngineHarness(hosts: [host("a1", steps: steps, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
         let b = try EngineHarness(hosts: [host("b1", steps: steps, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
-        b.transport.script(0, "migrate", .hang)
-        let runB = await b.start()
-        await b.transport.events.first { $0 == .hanging(host: 0, command: "migrate") }
-        let runA = await a.start()
+        let (runA, runB) = await Self.start(a, after: b, hangingIn: "migrate")
         await Self.waited(a, for: "a1 waits before 'migrate': 'migrate' is running on b1 of st2_cluster=c1")
         #expect(a.transport.commands(0).isEmpty)
         b.transport.release(0, "migrate")
@@ -140,6 +140,24 @@ import Testing
         #expect(a1.status == .failed && a1.error?.contains("b1 did not get there (failed on another controller)") == true, "\(a1.error ?? "")")
     }
 
+    @Test func aClusterNodeWaitingForANodeThatWillNeverStartStopsWhenTheRunHalts() async throws {
+        let journal = try Self.sharedJournal()
+        let a = try EngineHarness(hosts: [host("a1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])], batches: [[0]], sharing: journal)
+        let b = try EngineHarness(hosts: [host("b0", ["one"]), host("b1", steps: Self.wholeCluster, groups: ["st2_cluster": "c1"])],
+                                  batches: [[0, 1]], sharing: journal, policy: { $0.maxParallel = 1 })
+        let pumps = [Self.pump(a), Self.pump(b)]
+        let (runA, runB) = await Self.start(a, after: b, hangingIn: "one")
+        await Self.waited(a, for: "a1 waits before 'stop' for every host of st2_cluster=c1: b1 on other controllers not there yet")
+        b.transport.release(0, "one", exit: 1)
+        guard case .halted = await runB.value else { Issue.record("b did not halt"); return }
+        let outcome = await runA.value
+        pumps.forEach { $0.cancel() }
+        guard case .halted = outcome else { Issue.record("\(outcome)"); return }
+        #expect(a.transport.commands(0).isEmpty, "a1 never stopped its services for a cluster that cannot go together")
+        let a1 = try #require(try await a.state().hosts.first { $0.name == "a1" })
+        #expect(a1.status == .failed && a1.error?.contains("the run halted") == true, "\(a1.error ?? "")")
+    }
+
     @Test func aControllerJoiningAPausedRunStartsPaused() async throws {
         let journal = try Self.sharedJournal()
         guard case .postgres(let url) = journal else { return }
@@ -157,10 +175,7 @@ import Testing
         let journal = try Self.sharedJournal()
         let a = try EngineHarness(hosts: [host("a1", ["one"]), host("a2", ["one"])], batches: [[0], [1]], sharing: journal)
         let b = try EngineHarness(hosts: [host("b1", ["one"]), host("b2", ["one"])], batches: [[0], [1]], sharing: journal)
-        b.transport.script(0, "one", .hang)
-        let runB = await b.start()
-        await b.transport.events.first { $0 == .hanging(host: 0, command: "one") }
-        let runA = await a.start()
+        let (runA, runB) = await Self.start(a, after: b, hangingIn: "one")
         await Self.waited(a, for: "the run's batch 1 has a host not finished")
         b.transport.release(0, "one", exit: 1)
         guard case .halted = await runB.value else { Issue.record("b did not halt"); return }

@@ -76,8 +76,8 @@ extension Journal {
     /// Where a barrier stands across the controllers of a shared run.
     public enum RunWideBarrier: Sendable, Equatable {
         case open
-        /// Other controllers' hosts have yet to get there.
-        case waiting(String)
+        /// Other controllers' hosts have yet to get there (`unstarted`: some have not started).
+        case waiting(String, unstarted: Bool)
         /// It never opens: why.
         case broken(String)
     }
@@ -102,6 +102,7 @@ extension Journal {
                 (name: $0.text(0) ?? "", status: HostRunStatus(rawValue: $0.text(1) ?? "") ?? .notStarted, batch: $0.int(2), arrived: $0.text(3) == "t")
             }
             var waiting: [String] = []
+            var unstarted = false
             for other in others where !other.arrived {
                 switch other.status {
                 case .failed, .unreachable, .cancelled, .skipped:
@@ -110,11 +111,12 @@ extension Journal {
                     return .broken("\(other.name) is in the run's batch \((other.batch ?? 0) + 1) on another controller, \(host) in batch \((batch ?? 0) + 1)")
                 case .notStarted, .running:
                     waiting.append(other.name)
+                    unstarted = unstarted || other.status == .notStarted
                 case .succeeded:
                     continue // it went through without this barrier: not one of its hosts
                 }
             }
-            return waiting.isEmpty ? .open : .waiting("\(waiting.joined(separator: ", ")) on other controllers not there yet")
+            return waiting.isEmpty ? .open : .waiting("\(waiting.joined(separator: ", ")) on other controllers not there yet", unstarted: unstarted)
         }
     }
 

@@ -70,7 +70,8 @@ extension RolloutEngine {
 
     /// A barrier of a shared run, open among this controller's hosts: waits for the other
     /// controllers' hosts of the same group value to get there too; returns why it never
-    /// opens instead (one of them ended before it, or waits in a later batch).
+    /// opens instead (one of them ended before it, waits in a later batch, or will not
+    /// start: the run halted).
     func meetAcrossControllers(_ key: BarrierKey, before step: RunStep, of run: HostRun) async -> String? {
         guard journal.sharedRun != nil else { return nil }
         var shown: String?
@@ -87,7 +88,13 @@ extension RolloutEngine {
                 return nil
             case .broken(let why):
                 return why
-            case .waiting(let why):
+            case .waiting(let why, let unstarted):
+                // Halted, the run starts no host: one not started yet never gets there. The
+                // halt may be another controller's, not yet told to this one's policy.
+                // `try?`: a journal that cannot say now is asked again on the next turn.
+                if unstarted, let halt = policy.haltReason ?? (try? runWideSince.flatMap({ try runWideHalt(since: $0) })) {
+                    return "the run halted (\(halt)) with \(why)"
+                }
                 if shown != why {
                     run.log.note("waiting before '\(step.name)' for every host of \(key) (\(key.name)): \(why)")
                     progress(.note("\(run.host.name) waits before '\(step.name)' for every host of \(key): \(why)"))
