@@ -44,7 +44,10 @@ import Testing
         let unknown = try #require(ping.hosts["unknown-key"])
         #expect(unknown.kind == "host key unknown")
         #expect(unknown.error.contains("ecdsa-sha2-nistp256 SHA256:"), "\(unknown.error)")
-        #expect(Date().timeIntervalSince(started) < 6, "the silent host is bounded by --connect-timeout")
+        // Under the default --connect-timeout (10 s) the silent host alone would take 10 s:
+        // ending sooner shows the 2 s given bounded it (6.05 s was seen beside the 300-host
+        // crash test on two cores, so the bound is the default, not the 2 s given).
+        #expect(Date().timeIntervalSince(started) < 10, "the silent host is bounded by --connect-timeout")
         #expect(ping.summary["unreachable"] as? Int == 4)
     }
 
