@@ -294,7 +294,7 @@ extension Journal {
     ///   controller; ``PostgresError`` if the database cannot be reached.
     public func holdHosts(_ hosts: [String], stateDir: URL, at now: Date = Date()) throws {
         guard let sharedRun else { return }
-        let (taken, refused) = try hold(hosts, stateDir: stateDir, at: now, recording: false)
+        let (taken, refused) = try tryHolding(hosts)
         guard refused.isEmpty else {
             for host in taken {
                 try database.run("SELECT pg_advisory_unlock(?::integer, hashtext(?))", .int(sharedRun), .text(host))
@@ -317,12 +317,13 @@ extension Journal {
     /// order, and the others. Every host, for a state dir journal.
     public func holdFreeHosts(_ hosts: [String], stateDir: URL, at now: Date = Date()) throws -> (held: [String], heldElsewhere: [String]) {
         guard sharedRun != nil else { return (hosts, []) }
-        let (taken, refused) = try hold(hosts, stateDir: stateDir, at: now, recording: true)
+        let (taken, refused) = try tryHolding(hosts)
+        try recordHolder(taken, stateDir: stateDir, at: now)
         return (taken, refused)
     }
 
-    /// Tries each host's session lock; records the holder of those taken when `recording`.
-    private func hold(_ hosts: [String], stateDir: URL, at now: Date, recording: Bool) throws -> (taken: [String], refused: [String]) {
+    /// Tries each host's session lock: those taken, and those another controller holds.
+    private func tryHolding(_ hosts: [String]) throws -> (taken: [String], refused: [String]) {
         guard let sharedRun else { return (hosts, []) }
         var taken: [String] = []
         var refused: [String] = []
@@ -332,7 +333,6 @@ extension Journal {
             }.first ?? false
             if got { taken.append(host) } else { refused.append(host) }
         }
-        if recording { try recordHolder(taken, stateDir: stateDir, at: now) }
         return (taken, refused)
     }
 

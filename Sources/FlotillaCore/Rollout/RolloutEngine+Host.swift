@@ -52,13 +52,17 @@ extension RolloutEngine {
 
     func runHost(_ index: Int) async {
         let host = record.hosts[index]
-        if journal.sharedRun != nil, let why = await startRunWide(index) {
-            leaveBarriers(index, status: .notStarted, error: why)
-            events?.yield(.hostWithdrawn(index))
-            return
-        }
         let started = clock.now
-        _ = await durably("the start of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: .running, error: nil, at: started) }
+        if journal.sharedRun != nil {
+            // The run's rules let it start in the transaction that recorded it running.
+            if let why = await startRunWide(index) {
+                leaveBarriers(index, status: .notStarted, error: why)
+                events?.yield(.hostWithdrawn(index))
+                return
+            }
+        } else {
+            _ = await durably("the start of \(host.name)") { [journal] in try journal.hostStatus(host: host.name, status: .running, error: nil, at: started) }
+        }
         progress(.hostStarted(host.name))
         let log = HostLog(settings.runDirectory.appendingPathComponent("logs/\(FileName.host(host.name)).log"), clock: clock)
         if let problem = log.problem {
@@ -100,6 +104,8 @@ extension RolloutEngine {
         let value = run.host.groups[group] ?? run.host.name
         let lock = clusterLock("\(group)=\(value)")
         await lock.acquire()
+        // Shared: the claim across controllers reads the cluster's marker itself.
+        if journal.sharedRun != nil { return await claimAcrossControllers(step, number: number, of: run, lock: lock, group: group, value: value) }
         let doneBy: String?
         do {
             doneBy = try journal.clusterStepDoneBy(group: group, value: value, step: step.clusterKey)
@@ -108,10 +114,7 @@ extension RolloutEngine {
             await lock.release()
             return .unreadable("cannot read whether '\(step.name)' ran elsewhere in \(group)=\(value): \(error)")
         }
-        guard let doneBy else {
-            if journal.sharedRun != nil { return await claimAcrossControllers(step, number: number, of: run, lock: lock, group: group, value: value) }
-            return .held(lock, group: group, value: value, runWide: nil)
-        }
+        guard let doneBy else { return .held(lock, group: group, value: value, runWide: nil) }
         await recordNotRun(run.host.name, number, .skipped, "done on \(doneBy) (once per \(group))", log: run.log)
         await lock.release()
         return .doneElsewhere

@@ -13,7 +13,7 @@ extension RolloutEngine {
     /// ``Journal/runWideHalt(since:maxFail:maxFailBatch:unreachableCounts:own:)``).
     func runWideHalt(since: Int) throws -> String? {
         try journal.runWideHalt(since: since, maxFail: policy.config.maxFail, maxFailBatch: policy.config.maxFailBatch,
-                                unreachableCounts: policy.config.unreachableCounts, own: record.hosts.map(\.name))
+                                unreachableCounts: policy.config.unreachableCounts, own: ownHosts)
     }
 
     /// Whether the shared run is paused (`flotilla ctl pause` sent to it and no `continue`
@@ -34,7 +34,6 @@ extension RolloutEngine {
     /// controller), stops, or its journal failed.
     func startRunWide(_ index: Int) async -> String? {
         let host = record.hosts[index]
-        let own = record.hosts.map(\.name)
         while true {
             if let reason = policy.haltReason { return reason }
             if stopAfterCurrentStep || policy.isStopping || Task.isCancelled { return "the run stops" }
@@ -46,7 +45,7 @@ extension RolloutEngine {
             }
             let decision: Journal.RunWideStart
             do {
-                decision = try journal.runWideStart(host: host.name, batch: batchOf[index], own: own, limits: limits, at: clock.now) {
+                decision = try journal.runWideStart(host: host.name, batch: batchOf[index], own: ownHosts, limits: limits, at: clock.now) {
                     try runWideSince.flatMap { try runWideHalt(since: $0) }
                 }
             } catch {
@@ -79,7 +78,7 @@ extension RolloutEngine {
             let state: Journal.RunWideBarrier
             do {
                 state = try journal.meetRunWide(group: key.group, value: key.value, name: key.name, host: run.host.name,
-                                                batch: batchOf[run.index], own: record.hosts.map(\.name))
+                                                batch: batchOf[run.index], own: ownHosts)
             } catch {
                 return "cannot record reaching it in the journal: \(error)"
             }

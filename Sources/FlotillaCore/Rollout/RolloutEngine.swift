@@ -83,6 +83,8 @@ public actor RolloutEngine {
     /// (``Journal/eventHighWater()``), this controller's hosts that went past the run-wide
     /// rules and have not finished, and the waits already shown.
     var runWideSince: Int?
+    /// This controller's hosts by name: what the journal's run-wide rules call its own.
+    let ownHosts: [String]
     var runWideInFlight: Set<Int> = []
     var runWideWaitsShown: Set<String> = []
     /// Told every event the policy handled and the actions it returned (tests).
@@ -107,6 +109,7 @@ public actor RolloutEngine {
                 progress: @escaping @Sendable (Progress) -> Void,
                 confirm: @escaping @Sendable (Int) async -> Bool = { _ in true }) {
         self.record = record
+        ownHosts = record.hosts.map(\.name)
         self.journal = journal
         self.policy = policy
         self.transport = transport
