@@ -205,10 +205,16 @@ enum SessionWrapper {
                 relay += [ends[0], ends[1]]
             }
         }
+        // The shell leads a session of its own, as the one sshd starts does (sshd makes its
+        // session child a session leader; here that child is this wrapper).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID (glibc 2.26), not imported into Swift
         var pid: pid_t = 0
-        guard posix_spawn(&pid, "/bin/bash", &actions, nil, &cArgs, environ) == 0 else {
+        guard posix_spawn(&pid, "/bin/bash", &actions, &attributes, &cArgs, environ) == 0 else {
             exit(126)
         }
+        posix_spawnattr_destroy(&attributes)
         posix_spawn_file_actions_destroy(&actions)
         sessionChild = pid
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {

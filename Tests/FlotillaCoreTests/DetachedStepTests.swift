@@ -13,7 +13,9 @@ private final class Channel {
     private(set) var stderr: [UInt8] = []
     private var status: Int32?
 
-    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh") throws {
+    /// `sessionLeader`: the shell leads a session of its own, as sshd starts it; otherwise
+    /// it only leads a process group.
+    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh", sessionLeader: Bool = false) throws {
         // Socket pairs are created close-on-exec atomically: a child another test spawns
         // meanwhile never inherits them. Index 0 is the child's end.
         func pair() throws -> [Int32] {
@@ -35,7 +37,8 @@ private final class Channel {
         defer { posix_spawnattr_destroy(&attributes) }
         // A new process group, no blocked signals, default dispositions: whatever the test
         // runner's own mask, the shell behaves as under sshd.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let group = sessionLeader ? Int16(0x80) : Int16(POSIX_SPAWN_SETPGROUP) // 0x80: POSIX_SPAWN_SETSID, not imported
+        posix_spawnattr_setflags(&attributes, group | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
         var none = sigset_t()
         sigemptyset(&none)
@@ -115,6 +118,14 @@ private final class Channel {
         _ = wait()
     }
 
+    /// Closes the channel and kills nothing, as sshd does when the connection ends (it
+    /// signals no process of a session without a terminal).
+    func hangUp() {
+        for fd in [stdoutFD, stderrFD] where fd >= 0 { close(fd) }
+        stdoutFD = -1
+        stderrFD = -1
+    }
+
     /// stdout after its first line (the state line of an attach).
     var streamedStdout: [UInt8] {
         guard let newline = stdout.firstIndex(of: 10) else { return [] }
@@ -132,19 +143,25 @@ private final class Host {
     /// The shell that runs the lines, as the login shell would (dash on Debian, bash on EL).
     let shell: String
 
-    init(shell: String = "/bin/sh") throws {
+    /// Whether the shell leads a session of its own, as under sshd (see ``Channel``).
+    let sessionLeader: Bool
+
+    init(shell: String = "/bin/sh", sessionLeader: Bool = false) throws {
         self.shell = shell
+        self.sessionLeader = sessionLeader
         home = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("detached-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
     }
 
     func run(_ script: String, input: [UInt8] = []) throws -> (status: Int32, stdout: [UInt8], stderr: [UInt8]) {
-        let channel = try Channel(script, home: home, input: input, shell: shell)
+        let channel = try Channel(script, home: home, input: input, shell: shell, sessionLeader: sessionLeader)
         let status = channel.finish()
         return (status, channel.stdout, channel.stderr)
     }
 
-    func start(_ script: String, input: [UInt8] = []) throws -> Channel { try Channel(script, home: home, input: input, shell: shell) }
+    func start(_ script: String, input: [UInt8] = []) throws -> Channel {
+        try Channel(script, home: home, input: input, shell: shell, sessionLeader: sessionLeader)
+    }
 
     func file(_ name: String) -> URL { home.appendingPathComponent(name) }
 
@@ -344,9 +361,10 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: false), "\(text(query.stdout))")
     }
 
-    @Test(arguments: [("/bin/sh", false, 143, 15), ("/bin/sh", true, 137, 9), ("/bin/bash", false, 143, 15), ("/bin/bash", true, 137, 9)])
-    func killEndsTheWholeProcessGroupAndRecordsATimeout(shell: String, ignoresTerm: Bool, status: Int32, signal: Int32) throws {
-        let host = try Host(shell: shell)
+    @Test(arguments: [("/bin/sh", false, false, 143, 15), ("/bin/sh", false, true, 137, 9), ("/bin/bash", false, false, 143, 15),
+                      ("/bin/bash", false, true, 137, 9), ("/bin/bash", true, false, 143, 15), ("/bin/bash", true, true, 137, 9)])
+    func killEndsTheWholeProcessGroupAndRecordsATimeout(shell: String, sshd: Bool, ignoresTerm: Bool, status: Int32, signal: Int32) throws {
+        let host = try Host(shell: shell, sessionLeader: sshd)
         let token = Self.token()
         let pids = host.file("pids"), ready = try host.gate("ready")
         // `$$` gives the command a shell of its own; without it, bash runs it in a subshell.
@@ -373,6 +391,73 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(try host.run(DetachedStep.start(killed, command: "kill -KILL $$")).status == 137)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(exits)).stdout))?.signal == nil)
         #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(killed)).stdout))?.signal == 9)
+    }
+
+    // Under sshd (bash leading its own session, no become) the channel's shell runs the step itself.
+
+    @Test func underSshdBashRunsTheStepInTheChannelsOwnShellWithExactStreams() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let token = Self.token()
+        let me = host.file("me")
+        let command = #"printf 'out\377\n'; seq 1 20000; printf 'err\001\n' >&2; echo $$ >"# + me.path + "; exit 3"
+        let channel = try host.start(DetachedStep.start(token, command: command))
+        #expect(channel.finish() == 3)
+        let line = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(line) == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true), "\(line)")
+        #expect(channel.streamedStdout == [0x6f, 0x75, 0x74, 0xff, 0x0a] + Array((1...20000).map { "\($0)\n" }.joined().utf8))
+        #expect(channel.stderr == Array("err\u{01}\n".utf8))
+        #expect(try String(contentsOf: me, encoding: .utf8) == "\(channel.pid)\n", "no process was started for the runner")
+        #expect(host.runner(token) == channel.pid)
+        #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
+    }
+
+    @Test func underSshdTheStepOutlivesItsChannelAndIsRecordedOnce() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let token = Self.token()
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
+        let count = host.file("count")
+        let command = "echo run >>\(count.path); echo started; echo up >\(ready.path); read x <\(gate.path); echo \"after $x\"; echo late >&2; exit 7"
+        let controller = try host.start(DetachedStep.start(token, command: command))
+        defer { host.killStep(token) }
+        #expect(host.awaitLine(ready) == "up")
+        let ended = try awaitExit(of: controller.pid)
+        controller.hangUp()
+        host.open(gate)
+        ended()
+        _ = controller.finish()
+        #expect(host.record(token, "exit") == "rc=7 signal=0 timedout=0\n", "\(host.record(token, "exit") ?? "none")")
+        let attach = try host.run(DetachedStep.attach(token))
+        #expect(attach.status == 7)
+        #expect(text(attach.stdout).hasSuffix("started\nafter go\n") && text(attach.stderr) == "late\n", "\(text(attach.stdout))")
+        #expect(try String(contentsOf: count, encoding: .utf8) == "run\n")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func underSshdWhatTheStepLeavesRunningDoesNotHoldTheChannel() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let child = host.file("child")
+        let channel = try host.start(DetachedStep.start(Self.token(), command: "sleep 300 & echo $! >\(child.path); echo left"))
+        #expect(channel.finish() == 0 && text(channel.streamedStdout) == "left\n")
+        if let pid = pid_t(try String(contentsOf: child, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) { kill(pid, SIGKILL) }
+    }
+
+    @Test func underSshdACommandWithTrapsOrExecGetsARunnerOfItsOwn() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let trapping = Self.token(1), replacing = Self.token(2)
+        let channel = try host.start(DetachedStep.start(trapping, command: "trap 'echo bye' EXIT; echo hi"))
+        #expect(channel.finish() == 0 && text(channel.streamedStdout) == "hi\nbye\n")
+        #expect(host.runner(trapping) != channel.pid)
+        let replaced = try host.start(DetachedStep.start(replacing, command: "exec sh -c 'exit 4'"))
+        #expect(replaced.finish() == 4)
+        #expect(host.record(replacing, "exit") == "rc=4 signal=0 timedout=0\n")
+    }
+
+    @Test func underBecomeTheStepGetsARunnerOfItsOwn() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let token = Self.token()
+        let channel = try host.start(DetachedStep.start(token, command: "echo hi", become: true))
+        #expect(channel.finish() == 0 && text(channel.streamedStdout) == "hi\n")
+        #expect(host.runner(token) != channel.pid)
     }
 
     @Test func recordsAreOwnerOnlyAndHoldNothingFromStdin() throws {
@@ -403,13 +488,13 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let controller = try host.start(DetachedStep.start(running, command: "echo up >\(ready.path); read x <\(gate.path)"))
         #expect(host.awaitLine(ready) == "up")
 
-        let first = try host.run(DetachedStep.cleanup(run: done.run))
+        let first = try host.run(DetachedStep.cleanup(run: done.run, olderThanDays: 7))
         #expect(first.status == 0 && text(first.stdout) == "flotilla-step kept=\(running.name)\n")
         #expect(!host.exists(done) && !FileManager.default.fileExists(atPath: host.recordFile(done, "out").path))
         #expect(host.exists(running))
         host.open(gate)
         #expect(controller.finish() == 0)
-        #expect(try host.run(DetachedStep.cleanup(run: done.run)).stdout.isEmpty)
+        #expect(try host.run(DetachedStep.cleanup(run: done.run, olderThanDays: 7)).stdout.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: host.recordFile(running).deletingLastPathComponent().path), "the run's directory too")
         #expect(host.exists(otherRun), "another run's records stay")
     }
@@ -419,9 +504,19 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let old = Self.token(1, run: "old"), recent = Self.token(1, run: "recent")
         for token in [old, recent] { #expect(try host.run(DetachedStep.start(token, command: "true")).status == 0) }
         try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3 * 86400)], ofItemAtPath: host.recordFile(old).path)
-        #expect(try host.run(DetachedStep.cleanup(olderThanDays: 2)).status == 0)
-        #expect(!FileManager.default.fileExists(atPath: host.recordFile(old).deletingLastPathComponent().path))
+        let gate = try host.gate("gate"), ready = try host.gate("ready")
+        let oldRunning = Self.token(2, run: "old")
+        let controller = try host.start(DetachedStep.start(oldRunning, command: "echo up >\(ready.path); read x <\(gate.path)"))
+        #expect(host.awaitLine(ready) == "up")
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3 * 86400)], ofItemAtPath: host.recordFile(oldRunning).path)
+        let swept = try host.run(DetachedStep.cleanup(run: "this", olderThanDays: 2))
+        #expect(swept.status == 0 && text(swept.stdout) == "flotilla-step kept=\(oldRunning.name)\n", "\(text(swept.stdout))")
+        #expect(!host.exists(old) && host.exists(oldRunning), "an old step still running is kept")
         #expect(host.exists(recent))
+        host.open(gate)
+        #expect(controller.finish() == 0)
+        #expect(try host.run(DetachedStep.cleanup(run: "this", olderThanDays: 2)).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: host.recordFile(old).deletingLastPathComponent().path))
     }
 
     @Test func tokenNamesAreSafeDistinctAndBounded() {

@@ -28,7 +28,7 @@ extension HostConnection {
         let held = DetachedShell.Held()
         let ran: Result<StepOutcome, any Error>
         do {
-            ran = .success(try await run(DetachedStep.start(token, command: command), become: become, timeout: timeout, output: held.take))
+            ran = .success(try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: held.take))
         } catch {
             ran = .failure(error)
         }
@@ -70,11 +70,9 @@ extension HostConnection {
     }
 
     public func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws {
-        for line in [DetachedStep.cleanup(run: run), DetachedStep.cleanup(olderThanDays: olderThanDays)] {
-            let outcome = try await self.run(line, become: become, timeout: .seconds(60)) { _, _ in }
-            guard outcome.exitStatus == 0 else {
-                throw TransportError(.other, "cleaning the step records failed: exit \(outcome.exitStatus.map(String.init) ?? "?") \(outcome.stderrTail)")
-            }
+        let outcome = try await self.run(DetachedStep.cleanup(run: run, olderThanDays: olderThanDays), become: become, timeout: .seconds(60)) { _, _ in }
+        guard outcome.exitStatus == 0 else {
+            throw TransportError(.other, "cleaning the step records failed: exit \(outcome.exitStatus.map(String.init) ?? "?") \(outcome.stderrTail)")
         }
     }
 }

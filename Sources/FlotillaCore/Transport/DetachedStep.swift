@@ -23,12 +23,14 @@ import Foundation
 /// finds it and refuses (``protocolExit``) instead of running again.
 ///
 /// What a step costs the host is kept to what a plain command costs where it can be: the
-/// records are written by shell builtins, and under bash the runner is a subshell of the
-/// channel's shell in a process group of its own (`set -m`), so a short quiet step starts
-/// no program besides its own. Elsewhere (dash, or sudo's `sh -c`) the runner is a new
-/// `sh` in a session of its own (`setsid`). The runner sources the command, as the shell
-/// that runs it over plain SSH would; a command that uses `$$` gets a shell process of its
-/// own, so `$$` is its own pid.
+/// records are written by shell builtins, and where the channel's shell is bash leading its
+/// own session (as sshd starts it) and the step is not under become, that shell is the
+/// runner itself, so a short quiet step starts no process besides its own. Otherwise under
+/// bash the runner is a subshell in a process group of its own (`set -m`), and elsewhere
+/// (dash, or sudo's `sh -c`) a new `sh` in a session of its own (`setsid`), which the start
+/// line waits for. The runner sources the command, as the shell that runs it over plain
+/// SSH would; in a forked runner a command that uses `$$` gets a shell process of its own,
+/// so `$$` is its own pid.
 public enum DetachedStep {
     /// The exit status of a start, attach or kill whose output is not the step's own: a
     /// refused start, a step lost while streaming, no home directory. The step itself may
@@ -90,14 +92,22 @@ public enum DetachedStep {
     /// of its stdout on stdout and of its stderr on stderr, unless a controller followed it
     /// live meanwhile (``attach(_:stdoutOffset:stderrOffset:)`` made `.following`): then
     /// the follower has it all. It exits with the command's status (128+N after signal N).
-    public static func start(_ token: Token, command: String) -> String {
+    ///
+    /// Where the channel's shell is bash leading a session of its own, as sshd starts it,
+    /// and the line is not under become, that shell is the runner itself (see
+    /// ``inShellRunner``): the step is then as cheap as a plain command plus its records.
+    /// A command that sets traps or uses `exec` (which would take the shell's own end
+    /// away from the record) gets a runner of its own, as do lines under become (sudo's
+    /// pty may hang up on the step when the connection ends).
+    public static func start(_ token: Token, command: String, become: Bool = false) -> String {
         // A command that reads `$$` gets its own shell process; otherwise the runner is a
         // subshell (no program started) where bash can give it a process group of its own.
         let ownShell = command.contains("$$") || command.contains("${$}")
         let bashRunner = ownShell
             ? "set -m; \"${SHELL:-sh}\" -c \"$fl_runner\" flotilla-step \"$d\" \"$fl_mask\" </dev/null >/dev/null 2>&1 & set +m"
             : "set -m; ( eval \"$fl_runner\" ) </dev/null >/dev/null 2>&1 & set +m"
-        return prelude(token) + """
+        let inShell = !become && !command.contains("trap") && !command.contains("exec")
+        return setup(token) + """
             fl_run="$root/\(token.runDirectory)"
             if [ ! -d "$fl_run" ]; then
               mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
@@ -120,6 +130,9 @@ public enum DetachedStep {
             printf '%s\\n' "$fl_b" >"$d.boot"
             : >"$d.out"
             : >"$d.err"
+            \(inShell ? inShellRunner : "")
+
+            """ + functions + """
             fl_runner=\(quotedRunner)
             if [ -n "$BASH_VERSION" ]; then
               set -- "$d" "$fl_mask"
@@ -140,6 +153,37 @@ public enum DetachedStep {
 
             """
     }
+
+    /// The start line's runner in the channel's own shell, when that is bash leading its
+    /// own session (so its process group is the step's, which a kill on timeout ends, and
+    /// no terminal's hang-up reaches it): no process is started for it. The command runs
+    /// with its streams on the record's files, which bash opens for it alone (the channel's
+    /// are kept aside close-on-exec, so nothing the command leaves running holds the
+    /// channel open); a connection that ends meanwhile sends the shell nothing, as sshd
+    /// signals no process of a session without a terminal. The EXIT trap records the end
+    /// (by `exit` in the command too, or by SIGTERM), then prints the state line and the
+    /// output. Functions are defined after this part: bash reads them only when it is not
+    /// taken.
+    private static let inShellRunner = """
+        if [ -n "$BASH_VERSION" ]; then
+          read -r fl_s </proc/$$/stat
+          fl_s=${fl_s##*) }
+          set -- $fl_s
+          if [ "$3" = "$$" ] && [ "$4" = "$$" ]; then
+            printf '%s %s\\n' "$$" "${20:-0}" >"$d.runner"
+            fl_d=$d
+            fl_sig=0
+            trap '' HUP
+            trap 'fl_sig=15; exit 143' TERM
+            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e <"$fl_d.exit"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
+            set --
+            umask "$fl_mask"
+            unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_s
+            { . "$fl_d.cmd"; } </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
+            exit
+          fi
+        fi
+        """
 
     /// The runner, in its own process group, with the record's path and the login's umask
     /// as `$1` and `$2`: it puts its pid and start time on record before the command runs,
@@ -163,7 +207,7 @@ public enum DetachedStep {
         trap '' HUP
         trap 'fl_sig=15; exit 143' TERM
         trap 'fl_rc=$?; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"' EXIT
-        unset -f fl_alive fl_state fl_report fl_follow fl_finish fl_died fl_keep_or_remove 2>/dev/null
+        unset -f fl_alive fl_state fl_report fl_follow fl_finish fl_died fl_kept 2>/dev/null
         unset h root d r st boot fl_run fl_mask fl_k fl_v fl_made fl_b fl_runner fl_s fl_m fl_me 2>/dev/null
         exec </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
         . "$fl_d.cmd"
@@ -222,25 +266,25 @@ public enum DetachedStep {
     }
 
     /// Removes the records of run `run`, except those of steps still running (each printed
-    /// as `flotilla-step kept=NAME`). Exits 0.
-    public static func cleanup(run: String) -> String {
+    /// as `flotilla-step kept=NAME`), and the run's directory once empty; then, only when
+    /// another run's directory is there, every record older than `days` days (by the last
+    /// change of its `.cmd`) except those still running. One `rm` for the run. Exits 0.
+    public static func cleanup(run: String, olderThanDays days: Int) -> String {
         prelude(nil) + """
-            for t in "$root/\(fileName(run))"/*.cmd; do
-              fl_keep_or_remove "${t%.cmd}"
+            fl_dir="$root/\(fileName(run))"
+            set --
+            for t in "$fl_dir"/*.cmd; do
+              [ -e "$t" ] || continue
+              t=${t%.cmd}
+              fl_kept "$t" || set -- "$@" "$t.cmd" "$t.boot" "$t.out" "$t.err" "$t.runner" "$t.following" "$t.timedout" "$t.exit"
             done
-            rmdir "$root/\(fileName(run))" 2>/dev/null
-            exit 0
-
-            """
-    }
-
-    /// Removes every record older than `days` days (by the last change of its `.cmd`),
-    /// except those of steps still running. Exits 0.
-    public static func cleanup(olderThanDays days: Int) -> String {
-        prelude(nil) + """
-            [ -d "$root" ] || exit 0
+            [ -d "$fl_dir" ] && rm -fd -- "$@" "$fl_dir" 2>/dev/null
+            fl_other=
+            for t in "$root"/*; do [ -d "$t" ] && [ "$t" != "$fl_dir" ] && { fl_other=1; break; }; done
+            [ -n "$fl_other" ] || exit 0
             find "$root" -mindepth 2 -maxdepth 2 -name '*.cmd' -mmin +\(max(0, days) * 1440) 2>/dev/null | while IFS= read -r t; do
-              fl_keep_or_remove "${t%.cmd}" old
+              t=${t%.cmd}
+              fl_kept "$t" old || rm -f "$t.cmd" "$t.boot" "$t.out" "$t.err" "$t.runner" "$t.following" "$t.timedout" "$t.exit"
             done
             for t in "$root"/*; do [ -d "$t" ] && rmdir "$t" 2>/dev/null; done
             exit 0
@@ -254,13 +298,21 @@ public enum DetachedStep {
     /// `running` when its runner is alive (same pid and start time, same boot); else
     /// `lost`. The state line of an ended step gives the sizes of its streams only when the
     /// caller needs them (an attach's tails start `size - tailBytes` bytes in).
-    private static func prelude(_ token: Token?) -> String {
+    private static func prelude(_ token: Token?) -> String { setup(token) + functions }
+
+    /// `$h`, `$root` and the record's path `$d`.
+    private static func setup(_ token: Token?) -> String {
         """
         h=$HOME
         if [ -z "$h" ] || [ ! -O "$h" ]; then h=$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6); fi
         [ -n "$h" ] || { echo 'flotilla-step error=no-home' >&2; exit \(protocolExit); }
         root="$h/.flotilla/steps"
         d="$root/\(token?.path ?? "")"
+
+        """
+    }
+
+    private static let functions = """
         fl_alive() {
           fl_p=${1%% *}
           fl_t=${1#* }
@@ -329,20 +381,18 @@ public enum DetachedStep {
           echo 'flotilla-step state=lost' >&2
           exit \(protocolExit)
         }
-        fl_keep_or_remove() {
-          [ -e "$1.cmd" ] || return 0
-          if [ ! -s "$1.exit" ] && [ -e "$1.runner" ]; then
+        fl_kept() {
+          [ -s "$1.exit" ] && return 1
+          if [ -e "$1.runner" ]; then
             read -r fl_r <"$1.runner" 2>/dev/null
-            if fl_alive "$fl_r"; then printf 'flotilla-step kept=%s\\n' "${1##*/}"; return 0; fi
-          elif [ ! -s "$1.exit" ] && [ "$2" != old ]; then
-            printf 'flotilla-step kept=%s\\n' "${1##*/}"
-            return 0
+            fl_alive "$fl_r" || return 1
+          elif [ "$2" = old ]; then
+            return 1
           fi
-          rm -f "$1.cmd" "$1.boot" "$1.out" "$1.err" "$1.runner" "$1.following" "$1.timedout" "$1.exit"
+          printf 'flotilla-step kept=%s\\n' "${1##*/}"
         }
 
         """
-    }
 
     /// The state line a query, an attach, a kill or a refused start prints first:
     /// `flotilla-step state=running|ended|never|lost|exists [rc=N signal=N timedout=0|1]
