@@ -175,7 +175,7 @@ public enum DetachedStep {
             fl_sig=0
             trap '' HUP
             trap 'fl_sig=15; exit 143' TERM
-            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e <"$fl_d.exit"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
+            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
             set --
             umask "$fl_mask"
             unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_s
