@@ -26,7 +26,6 @@ let package = Package(
         ),
         .systemLibrary(
             name: "CLibPQ",
-            pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
@@ -53,7 +52,7 @@ let package = Package(
             ]
         ),
         // The PostgreSQL server the journal tests start, shared by the suites that need one.
-        .target(name: "PostgresTestSupport", dependencies: ["CLibPQ"], path: "Tests/PostgresTestSupport"),
+        .target(name: "PostgresTestSupport", dependencies: ["CLibPQ"], path: "Tests/PostgresTestSupport", linkerSettings: [.linkedLibrary("pq")]),
         .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "SSH", "FlotillaSSH", "PostgresTestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["flotilla-lab", "flotilla", "FlotillaCore", "SSH", "FlotillaSSH", "PostgresTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["flotilla", "flotilla-lab"]),

@@ -103,6 +103,7 @@ final class PostgresDatabase: JournalDatabase {
     /// be reached or refuses the login.
     init(url: PostgresURL) throws {
         self.url = url
+        try LibPQ.load()
         let connection = PQconnectdb(url.connectionString)
         guard let connection, PQstatus(connection) == CONNECTION_OK else {
             let message = connection.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
