@@ -89,6 +89,24 @@ import Testing
         #expect(notAnAddress.status == 64, "\(notAnAddress.stderr)")
     }
 
+    @Test func withoutLibpqSQLiteJournalsStillWorkAndAPostgreSQLJournalSaysWhatIsMissing() throws {
+        // libpq hidden (an empty file bound over it in a mount namespace of its own), as on
+        // a controller without libpq5: flotilla must still start.
+        let maps = String(decoding: try #require(FileHandle(forReadingAtPath: "/proc/self/maps")).readDataToEndOfFile(), as: UTF8.self) // this test binary links libpq
+        let library = try #require(maps.split(separator: "\n").compactMap { $0.split(separator: " ").last }.first { $0.contains("/libpq.so.5") })
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("nolibpq-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: state) }
+        func withoutLibpq(_ arguments: [String]) throws -> Run {
+            try run(["/usr/bin/unshare", "--mount", "--propagation", "private", "sh", "-c", "mount --bind /dev/null \"$0\" && exec \"$@\"",
+                     String(library), Self.flotilla] + arguments)
+        }
+        let local = try withoutLibpq(["runs", "--state-dir", state.path])
+        #expect(local.status == 0, "\(local.stderr)")
+        let shared = try withoutLibpq(["runs", "--journal", "postgresql://flotilla@127.0.0.1:1/nowhere"])
+        #expect(shared.status == 69, "\(shared.stderr)")
+        #expect(shared.stderr.contains("cannot reach the journal: a PostgreSQL journal needs libpq (Debian: apt-get install libpq5)"), "\(shared.stderr)")
+    }
+
     @Test func losingTheJournalMidRunStartsNoHostFinishesTheStepInFlightAndResumes() throws {
         // A server of its own, to stop under the controller.
         let server = try PostgresTestServer.start()

@@ -11,11 +11,11 @@ enum LibPQ {
     /// The library's handle, or why it cannot be loaded (set once; dlopen's handles may be
     /// used from any thread).
     nonisolated(unsafe) static let handle: Result<UnsafeMutableRawPointer, PostgresError> = {
-        for name in ["libpq.so.5", "libpq.so"] {
-            if let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) { return .success(handle) }
-        }
+        if let handle = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL) { return .success(handle) }
         let reason = dlerror().map { String(cString: $0) } ?? "not found"
-        return .failure(PostgresError(sqlState: nil, message: "a PostgreSQL journal needs libpq (Debian: apt-get install libpq5): \(reason)"))
+        // As a server that cannot be reached: the journal is unavailable (exit 69).
+        return .failure(PostgresError(sqlState: PostgresError.connectionFailure,
+                                      message: "a PostgreSQL journal needs libpq (Debian: apt-get install libpq5): \(reason)"))
     }()
 
     /// Throws when libpq cannot be loaded; call before any other function here.
