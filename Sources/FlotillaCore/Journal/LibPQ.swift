@@ -4,8 +4,9 @@ import Foundation
 // libpq is loaded when the first PostgreSQL journal connects, not when the program starts:
 // a flotilla that journals in SQLite, and every lab host's session wrapper (flotilla-lab
 // shares this module), then never loads libpq and the twenty-odd libraries it needs, which
-// cost each start about 3.6 ms of CPU. The functions below shadow libpq's own in this
-// module (``PostgresDatabase`` calls them by their C names); `CLibPQ` gives only the types.
+// cost each start about 3.6 ms of CPU. The function pointers below, each looked up on first
+// use, shadow libpq's functions in this module (``PostgresDatabase`` calls them by their C
+// names); `CLibPQ` gives only the types.
 
 enum LibPQ {
     /// The library's handle, or why it cannot be loaded (set once; dlopen's handles may be
@@ -29,55 +30,26 @@ enum LibPQ {
     }
 }
 
-private typealias Conn = OpaquePointer
-private typealias PGres = OpaquePointer
-
-private let connectdb = LibPQ.function("PQconnectdb", (@convention(c) (UnsafePointer<CChar>?) -> Conn?).self)
-private let status = LibPQ.function("PQstatus", (@convention(c) (Conn?) -> ConnStatusType).self)
-private let errorMessage = LibPQ.function("PQerrorMessage", (@convention(c) (Conn?) -> UnsafeMutablePointer<CChar>?).self)
-private let finish = LibPQ.function("PQfinish", (@convention(c) (Conn?) -> Void).self)
-private let backendPID = LibPQ.function("PQbackendPID", (@convention(c) (Conn?) -> Int32).self)
-private let transactionStatus = LibPQ.function("PQtransactionStatus", (@convention(c) (Conn?) -> PGTransactionStatusType).self)
-private let socket = LibPQ.function("PQsocket", (@convention(c) (Conn?) -> Int32).self)
-private let consumeInput = LibPQ.function("PQconsumeInput", (@convention(c) (Conn?) -> Int32).self)
-private let notifies = LibPQ.function("PQnotifies", (@convention(c) (Conn?) -> UnsafeMutablePointer<PGnotify>?).self)
-private let freemem = LibPQ.function("PQfreemem", (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
-private let exec = LibPQ.function("PQexec", (@convention(c) (Conn?, UnsafePointer<CChar>?) -> PGres?).self)
-private let execParams = LibPQ.function("PQexecParams", (@convention(c) (
-    Conn?, UnsafePointer<CChar>?, Int32, UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?,
-    UnsafePointer<Int32>?, UnsafePointer<Int32>?, Int32) -> PGres?).self)
-private let clear = LibPQ.function("PQclear", (@convention(c) (PGres?) -> Void).self)
-private let resultStatus = LibPQ.function("PQresultStatus", (@convention(c) (PGres?) -> ExecStatusType).self)
-private let resultErrorField = LibPQ.function("PQresultErrorField", (@convention(c) (PGres?, Int32) -> UnsafeMutablePointer<CChar>?).self)
-private let resultErrorMessage = LibPQ.function("PQresultErrorMessage", (@convention(c) (PGres?) -> UnsafeMutablePointer<CChar>?).self)
-private let cmdTuples = LibPQ.function("PQcmdTuples", (@convention(c) (PGres?) -> UnsafeMutablePointer<CChar>?).self)
-private let ntuples = LibPQ.function("PQntuples", (@convention(c) (PGres?) -> Int32).self)
-private let getisnull = LibPQ.function("PQgetisnull", (@convention(c) (PGres?, Int32, Int32) -> Int32).self)
-private let getvalue = LibPQ.function("PQgetvalue", (@convention(c) (PGres?, Int32, Int32) -> UnsafeMutablePointer<CChar>?).self)
-private let getlength = LibPQ.function("PQgetlength", (@convention(c) (PGres?, Int32, Int32) -> Int32).self)
-
-func PQconnectdb(_ conninfo: UnsafePointer<CChar>?) -> OpaquePointer? { connectdb(conninfo) }
-func PQstatus(_ conn: OpaquePointer?) -> ConnStatusType { status(conn) }
-func PQerrorMessage(_ conn: OpaquePointer?) -> UnsafeMutablePointer<CChar>! { errorMessage(conn) }
-func PQfinish(_ conn: OpaquePointer?) { finish(conn) }
-func PQbackendPID(_ conn: OpaquePointer?) -> Int32 { backendPID(conn) }
-func PQtransactionStatus(_ conn: OpaquePointer?) -> PGTransactionStatusType { transactionStatus(conn) }
-func PQsocket(_ conn: OpaquePointer?) -> Int32 { socket(conn) }
-func PQconsumeInput(_ conn: OpaquePointer?) -> Int32 { consumeInput(conn) }
-func PQnotifies(_ conn: OpaquePointer?) -> UnsafeMutablePointer<PGnotify>? { notifies(conn) }
-func PQfreemem(_ pointer: UnsafeMutableRawPointer?) { freemem(pointer) }
-func PQexec(_ conn: OpaquePointer?, _ query: UnsafePointer<CChar>?) -> OpaquePointer? { exec(conn, query) }
-func PQexecParams(_ conn: OpaquePointer?, _ command: UnsafePointer<CChar>?, _ count: Int32, _ types: UnsafePointer<Oid>?,
-                  _ values: UnsafePointer<UnsafePointer<CChar>?>?, _ lengths: UnsafePointer<Int32>?, _ formats: UnsafePointer<Int32>?,
-                  _ resultFormat: Int32) -> OpaquePointer? {
-    execParams(conn, command, count, types, values, lengths, formats, resultFormat)
-}
-func PQclear(_ result: OpaquePointer?) { clear(result) }
-func PQresultStatus(_ result: OpaquePointer?) -> ExecStatusType { resultStatus(result) }
-func PQresultErrorField(_ result: OpaquePointer?, _ field: Int32) -> UnsafeMutablePointer<CChar>! { resultErrorField(result, field) }
-func PQresultErrorMessage(_ result: OpaquePointer?) -> UnsafeMutablePointer<CChar>! { resultErrorMessage(result) }
-func PQcmdTuples(_ result: OpaquePointer?) -> UnsafeMutablePointer<CChar>! { cmdTuples(result) }
-func PQntuples(_ result: OpaquePointer?) -> Int32 { ntuples(result) }
-func PQgetisnull(_ result: OpaquePointer?, _ row: Int32, _ column: Int32) -> Int32 { getisnull(result, row, column) }
-func PQgetvalue(_ result: OpaquePointer?, _ row: Int32, _ column: Int32) -> UnsafeMutablePointer<CChar>! { getvalue(result, row, column) }
-func PQgetlength(_ result: OpaquePointer?, _ row: Int32, _ column: Int32) -> Int32 { getlength(result, row, column) }
+let PQconnectdb = LibPQ.function("PQconnectdb", (@convention(c) (UnsafePointer<CChar>?) -> OpaquePointer?).self)
+let PQstatus = LibPQ.function("PQstatus", (@convention(c) (OpaquePointer?) -> ConnStatusType).self)
+let PQerrorMessage = LibPQ.function("PQerrorMessage", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<CChar>).self)
+let PQfinish = LibPQ.function("PQfinish", (@convention(c) (OpaquePointer?) -> Void).self)
+let PQbackendPID = LibPQ.function("PQbackendPID", (@convention(c) (OpaquePointer?) -> Int32).self)
+let PQtransactionStatus = LibPQ.function("PQtransactionStatus", (@convention(c) (OpaquePointer?) -> PGTransactionStatusType).self)
+let PQsocket = LibPQ.function("PQsocket", (@convention(c) (OpaquePointer?) -> Int32).self)
+let PQconsumeInput = LibPQ.function("PQconsumeInput", (@convention(c) (OpaquePointer?) -> Int32).self)
+let PQnotifies = LibPQ.function("PQnotifies", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<PGnotify>?).self)
+let PQfreemem = LibPQ.function("PQfreemem", (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
+let PQexec = LibPQ.function("PQexec", (@convention(c) (OpaquePointer?, UnsafePointer<CChar>?) -> OpaquePointer?).self)
+let PQexecParams = LibPQ.function("PQexecParams", (@convention(c) (
+    OpaquePointer?, UnsafePointer<CChar>?, Int32, UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?,
+    UnsafePointer<Int32>?, UnsafePointer<Int32>?, Int32) -> OpaquePointer?).self)
+let PQclear = LibPQ.function("PQclear", (@convention(c) (OpaquePointer?) -> Void).self)
+let PQresultStatus = LibPQ.function("PQresultStatus", (@convention(c) (OpaquePointer?) -> ExecStatusType).self)
+let PQresultErrorField = LibPQ.function("PQresultErrorField", (@convention(c) (OpaquePointer?, Int32) -> UnsafeMutablePointer<CChar>?).self)
+let PQresultErrorMessage = LibPQ.function("PQresultErrorMessage", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<CChar>).self)
+let PQcmdTuples = LibPQ.function("PQcmdTuples", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<CChar>).self)
+let PQntuples = LibPQ.function("PQntuples", (@convention(c) (OpaquePointer?) -> Int32).self)
+let PQgetisnull = LibPQ.function("PQgetisnull", (@convention(c) (OpaquePointer?, Int32, Int32) -> Int32).self)
+let PQgetvalue = LibPQ.function("PQgetvalue", (@convention(c) (OpaquePointer?, Int32, Int32) -> UnsafeMutablePointer<CChar>).self)
+let PQgetlength = LibPQ.function("PQgetlength", (@convention(c) (OpaquePointer?, Int32, Int32) -> Int32).self)

@@ -286,7 +286,8 @@ struct PostgresRow: JournalRow {
     }
 
     func text(_ column: Int32) -> String? {
-        guard !isNull(column), let value = PQgetvalue(result, row, column) else { return nil }
+        guard !isNull(column) else { return nil }
+        let value = PQgetvalue(result, row, column)
         let count = Int(PQgetlength(result, row, column))
         return PostgresDatabase.decode(value.withMemoryRebound(to: UInt8.self, capacity: count) {
             String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self)
