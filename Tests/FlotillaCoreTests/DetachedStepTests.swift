@@ -346,6 +346,22 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(host.record(seen, "exit") == "rc=137 signal=9 timedout=0\n")
     }
 
+    @Test func askingAboutALostStepPrintsOnlyItsStateLine() throws {
+        let host = try Host()
+        let token = Self.token()
+        // A record whose runner is gone (no such pid) and whose end was never written.
+        try FileManager.default.createDirectory(at: host.recordFile(token).deletingLastPathComponent(), withIntermediateDirectories: true)
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)
+        for (suffix, content) in [("cmd", "true"), ("boot", boot), ("out", ""), ("err", ""), ("runner", "2147483646 1\n")] {
+            try content.write(to: host.recordFile(token, suffix), atomically: false, encoding: .utf8)
+        }
+        for line in [DetachedStep.query(token), DetachedStep.attach(token)] {
+            let asked = try host.run(line)
+            #expect(DetachedStep.State.parse(text(asked.stdout)) == DetachedStep.State(phase: .lost, sameBoot: true), "\(text(asked.stdout))")
+            #expect(asked.stderr.isEmpty, "nothing on stderr but what the step wrote: \(text(asked.stderr))")
+        }
+    }
+
     @Test func aRecordFromAnotherBootIsLostEvenIfItsPidIsAlive() throws {
         let host = try Host()
         let token = Self.token()
@@ -409,6 +425,18 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(try String(contentsOf: me, encoding: .utf8) == "\(channel.pid)\n", "no process was started for the runner")
         #expect(host.runner(token) == channel.pid)
         #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
+    }
+
+    @Test func underSshdAStepWhoseEndCannotBeRecordedStillReportsIt() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let token = Self.token()
+        // The command takes its own record away: its end has nowhere to go but the channel.
+        let channel = try host.start(DetachedStep.start(token, command: "echo bye; rm -rf \"$HOME/.flotilla\"; exit 5"))
+        #expect(channel.finish() == 5)
+        let line = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(line) == DetachedStep.State(phase: .ended, exitStatus: 5, sameBoot: true), "\(line)")
+        #expect(channel.stderr.isEmpty, "\(text(channel.stderr))")
+        #expect(!host.exists(token))
     }
 
     @Test func underSshdTheStepOutlivesItsChannelAndIsRecordedOnce() throws {

@@ -126,7 +126,7 @@ public enum DetachedStep {
               exit \(protocolExit)
             fi
             fl_b=
-            read -r fl_b </proc/sys/kernel/random/boot_id 2>/dev/null
+            read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
             printf '%s\\n' "$fl_b" >"$d.boot"
             : >"$d.out"
             : >"$d.err"
@@ -175,7 +175,7 @@ public enum DetachedStep {
             fl_sig=0
             trap '' HUP
             trap 'fl_sig=15; exit 143' TERM
-            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
+            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e 2>/dev/null <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
             set --
             umask "$fl_mask"
             unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_s
@@ -297,7 +297,9 @@ public enum DetachedStep {
     /// the home the user database gives. A step's state: `ended` when its `.exit` is there;
     /// `running` when its runner is alive (same pid and start time, same boot); else
     /// `lost`. The state line of an ended step gives the sizes of its streams only when the
-    /// caller needs them (an attach's tails start `size - tailBytes` bytes in).
+    /// caller needs them (an attach's tails start `size - tailBytes` bytes in). A read that
+    /// may find no file silences stderr before opening it (`2>/dev/null <FILE`): a shell
+    /// reports a failed `<FILE` on the stderr it has at that point, which is the step's.
     private static func prelude(_ token: Token?) -> String { setup(token) + functions }
 
     /// `$h`, `$root` and the record's path `$d`.
@@ -316,7 +318,7 @@ public enum DetachedStep {
         fl_alive() {
           fl_p=${1%% *}
           fl_t=${1#* }
-          [ -n "$fl_p" ] && [ "$fl_t" != 0 ] && read -r fl_s </proc/"$fl_p"/stat 2>/dev/null || return 1
+          [ -n "$fl_p" ] && [ "$fl_t" != 0 ] && read -r fl_s 2>/dev/null </proc/"$fl_p"/stat || return 1
           fl_s=${fl_s##*) }
           set -- $fl_s
           [ "$1" != Z ] && [ "${20}" = "$fl_t" ]
@@ -325,16 +327,16 @@ public enum DetachedStep {
           st=never boot=unknown r=
           [ -e "$d.cmd" ] || return 0
           fl_now=
-          read -r fl_now </proc/sys/kernel/random/boot_id 2>/dev/null
+          read -r fl_now 2>/dev/null </proc/sys/kernel/random/boot_id
           fl_was=
-          read -r fl_was <"$d.boot" 2>/dev/null
+          read -r fl_was 2>/dev/null <"$d.boot"
           if [ -n "$fl_now" ] && [ -n "$fl_was" ]; then
             if [ "$fl_now" = "$fl_was" ]; then boot=same; else boot=other; fi
           fi
           if [ -s "$d.exit" ]; then st=ended; return 0; fi
-          read -r r <"$d.runner" 2>/dev/null
+          read -r r 2>/dev/null <"$d.runner"
           n=0
-          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); read -r r <"$d.runner" 2>/dev/null; done
+          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); read -r r 2>/dev/null <"$d.runner"; done
           if [ "$boot" != other ] && fl_alive "$r"; then st=running; return 0; fi
           # The runner is gone: whoever saw it die writes `.exit` at once.
           n=0
@@ -384,7 +386,7 @@ public enum DetachedStep {
         fl_kept() {
           [ -s "$1.exit" ] && return 1
           if [ -e "$1.runner" ]; then
-            read -r fl_r <"$1.runner" 2>/dev/null
+            read -r fl_r 2>/dev/null <"$1.runner"
             fl_alive "$fl_r" || return 1
           elif [ "$2" = old ]; then
             return 1
