@@ -51,6 +51,27 @@ import Testing
         #expect(throws: ControlSocketError.self) { try ControlServer.request(stateDir: directory, "pause") }
     }
 
+    /// A server stopped before its accept thread reached accept() must not serve the next
+    /// socket that gets its descriptor's number (seen as `pause` answered by another test's
+    /// server).
+    @Test func aStoppedServerNeverAnswersForTheNextOne() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) } // a leftover temp dir is harmless
+        let elsewhere = directory.appendingPathComponent("stopped")
+        try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        for round in 0..<200 {
+            let stopped = ControlServer(socket: elsewhere.appendingPathComponent("ctl.sock"), runID: "20261121-153000-ab12") { _ in "stopped" }
+            try stopped.start()
+            stopped.stop()
+            let server = ControlServer(socket: directory.appendingPathComponent("ctl.sock"), runID: "20261121-153000-ab12") { _ in "this one" }
+            try server.start()
+            defer { server.stop() }
+            let answer = try ControlServer.request(stateDir: directory, "pause")
+            try #require(answer == "this one", "round \(round): \(answer)")
+        }
+    }
+
     @Test func aRunsServerSendsEventsAndRefusesOtherLines() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,16 +1,20 @@
 import Foundation
+import Synchronization
 
 /// The live-control socket of a running controller (`STATE/ctl.sock`, owner-only): one
 /// line in (`pause`, `continue`, `abort`, `skip HOST`, `set max-parallel N`), one line out.
 /// Connections from any other user are refused (peer credentials checked).
 public final class ControlServer: @unchecked Sendable {
-    // @unchecked: `fd` is set before the accept thread starts and closed once, in stop().
+    // @unchecked: only `listener`, a Mutex, changes after init.
     /// The socket's path.
     public let path: URL
     /// The run this controller drives: a command naming another run is refused.
     public let runID: String
     let handle: @Sendable (String) -> String
-    private var fd: Int32 = -1
+    /// The listening socket, -1 once closed. The accept thread closes it when stop() has
+    /// shut it down: closed by stop() itself, its number could be reused by another socket
+    /// before the thread reached accept(), which would then serve that socket's clients.
+    private let listener = Mutex<Int32>(-1)
 
     /// A server that answers each command line with what `handle` returns (`ok`, or
     /// `error: …`); nothing listens until ``start()``.
@@ -76,18 +80,23 @@ public final class ControlServer: @unchecked Sendable {
             close(fd)
             throw ControlSocketError(message: "cannot listen on \(path.path): \(message)")
         }
-        self.fd = fd
+        listener.withLock { $0 = fd }
         let thread = Thread { [self] in acceptLoop(fd) }
         thread.name = "flotilla.ctl"
         thread.start()
     }
 
-    private func acceptLoop(_ listener: Int32) {
+    private func acceptLoop(_ socket: Int32) {
         while true {
-            let client = accept(listener, nil, nil)
+            let client = accept(socket, nil, nil)
             if client < 0 {
-                if errno == EINTR { continue }
-                return // closed by stop()
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                // Shut down by stop() (or broken): the socket is this thread's to close.
+                listener.withLock { fd in
+                    close(fd)
+                    fd = -1
+                }
+                return
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC) // a program started meanwhile must not keep the connection open
             serve(client)
@@ -118,10 +127,9 @@ public final class ControlServer: @unchecked Sendable {
 
     /// Stops listening and removes the socket.
     public func stop() {
-        if fd >= 0 {
-            shutdown(fd, Int32(SHUT_RDWR))
-            close(fd)
-            fd = -1
+        // Wakes the accept thread (or fails its next accept), which then closes the socket.
+        listener.withLock { fd in
+            if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
         }
         unlink(path.path)
     }
