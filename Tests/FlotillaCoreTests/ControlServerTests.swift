@@ -8,6 +8,13 @@ import Testing
 @Suite struct ControlServerTests {
     static let hosts = ["st2-01", "st2-02", "st2-03"]
 
+    /// A new directory for a test's socket; the test removes it.
+    static func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
     @Test(arguments: [
         ("pause", RolloutPolicy.Event.pause),
         ("continue", .resume),
@@ -27,8 +34,7 @@ import Testing
     }
 
     @Test func aCommandGoesThroughTheSocket() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) } // a leftover temp dir is harmless
         let received = Mutex<[String]>([])
         let server = ControlServer(socket: directory.appendingPathComponent("ctl.sock"), runID: "20261121-153000-ab12") { command in
@@ -55,8 +61,7 @@ import Testing
     /// socket that gets its descriptor's number (seen as `pause` answered by another test's
     /// server).
     @Test func aStoppedServerNeverAnswersForTheNextOne() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) } // a leftover temp dir is harmless
         let elsewhere = directory.appendingPathComponent("stopped")
         try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
@@ -73,8 +78,7 @@ import Testing
     }
 
     @Test func aRunsServerSendsEventsAndRefusesOtherLines() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) } // a leftover temp dir is harmless
         let sent = Mutex<[RolloutPolicy.Event]>([])
         let server = ControlServer(socket: directory.appendingPathComponent("ctl.sock"), runID: "20261121-153000-ab12",

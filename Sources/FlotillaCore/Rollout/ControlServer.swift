@@ -4,8 +4,7 @@ import Synchronization
 /// The live-control socket of a running controller (`STATE/ctl.sock`, owner-only): one
 /// line in (`pause`, `continue`, `abort`, `skip HOST`, `set max-parallel N`), one line out.
 /// Connections from any other user are refused (peer credentials checked).
-public final class ControlServer: @unchecked Sendable {
-    // @unchecked: only `listener`, a Mutex, changes after init.
+public final class ControlServer: Sendable {
     /// The socket's path.
     public let path: URL
     /// The run this controller drives: a command naming another run is refused.
