@@ -45,11 +45,30 @@ public struct SSHConnection: HostConnection {
             let result = try await session.run(remote, stdin: stdin, timeout: timeout) { stream, bytes in
                 output(stream == .stdout ? .stdout : .stderr, bytes)
             }
-            return StepOutcome(exitStatus: result.exitStatus, exitSignal: result.exitSignal, stdoutTail: result.stdout.text,
-                               stderrTail: result.stderr.text, timedOut: result.timedOut)
+            return Self.outcome(result)
         } catch let error as SSHError {
             throw SSHTransport.commandFailure(error)
         }
+    }
+
+    public func run(_ command: String, become: Bool, timeout: Duration?, output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void,
+                    answer: @escaping @Sendable (StepOutcome) async -> String?) async throws -> StepOutcome? {
+        guard !(become && settings.become) else { return nil }
+        do {
+            let result = try await session.run(command, timeout: timeout) { stream, bytes in
+                output(stream == .stdout ? .stdout : .stderr, bytes)
+            } answer: { sofar in
+                await answer(Self.outcome(sofar)).map { Array($0.utf8) }
+            }
+            return Self.outcome(result)
+        } catch let error as SSHError {
+            throw SSHTransport.commandFailure(error)
+        }
+    }
+
+    private static func outcome(_ result: CommandResult) -> StepOutcome {
+        StepOutcome(exitStatus: result.exitStatus, exitSignal: result.exitSignal, stdoutTail: result.stdout.text,
+                    stderrTail: result.stderr.text, timedOut: result.timedOut)
     }
 
     public func close() async { await session.close() }

@@ -618,8 +618,14 @@ public actor SSHSession {
     ///
     /// - Throws: ``SSHError`` when the session fails (lost connection); a command that
     ///   fails is a result.
+    ///
+    /// With `answer`, stdin stays open while the output arrives: when the command has ended
+    /// its output (the channel's end of file; it may still run, reading stdin), `answer`
+    /// gets the result so far (no exit status yet) and returns what to write to stdin before
+    /// closing it. The command's end then ends the run as usual.
     public func run(_ command: String, stdin: [UInt8]? = nil, timeout: Duration? = nil, tailLimit: Int = 64 * 1024,
-                    output: (@Sendable (RemoteStream, UnsafeRawBufferPointer) -> Void)? = nil) async throws -> CommandResult {
+                    output: (@Sendable (RemoteStream, UnsafeRawBufferPointer) -> Void)? = nil,
+                    answer: (@Sendable (CommandResult) async -> [UInt8]?)? = nil) async throws -> CommandResult {
         guard let raw else { throw fail(.notStarted, "exec", "the session is closed") }
         let clock = ContinuousClock()
         let start = clock.now
@@ -645,8 +651,14 @@ public actor SSHSession {
         do {
             guard started == 0 else { throw fail(.channel, "exec", "the server refused to run the command: \(lastError())", rc: started) }
             if let stdin { try await write(stdin, to: channel, until: deadline) }
-            _ = try await retry("closing stdin", until: deadline) { libssh2_channel_send_eof(channel) }
-            try await read(channel, into: &result, until: deadline, output: output)
+            if let answer {
+                try await read(channel, into: &result, until: deadline, output: output)
+                if let reply = await answer(result), !reply.isEmpty { try await write(reply, to: channel, until: deadline) }
+                _ = try await retry("closing stdin", until: deadline) { libssh2_channel_send_eof(channel) }
+            } else {
+                _ = try await retry("closing stdin", until: deadline) { libssh2_channel_send_eof(channel) }
+                try await read(channel, into: &result, until: deadline, output: output)
+            }
         } catch let error as SSHError where error.code == .timeout {
             result.timedOut = true
         } catch {

@@ -217,6 +217,10 @@ enum SessionWrapper {
         posix_spawnattr_destroy(&attributes)
         posix_spawn_file_actions_destroy(&actions)
         sessionChild = pid
+        // The channel is the shell's alone from here: a command that closes its stdout and
+        // stderr (a detached step's line waiting for the controller's answer) ends the
+        // channel's output, as it does when sshd starts the shell itself.
+        if relay.isEmpty { releaseStandardStreams() }
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
             signal(sig) { received in kill(sessionChild, received) }
         }
@@ -236,6 +240,7 @@ enum SessionWrapper {
                 connections.cut()
             }
             relayOutput(stdout: relay[0], stderr: relay[2], connections)
+            releaseStandardStreams()
             // A command quicker than the delay still loses its connection before its
             // status could reach the client.
             connections.cut()
@@ -244,6 +249,7 @@ enum SessionWrapper {
             close(relay[1])
             close(relay[3])
             relayOutput(stdout: relay[0], stderr: relay[2], Connections(), corruptStdout: true)
+            releaseStandardStreams()
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -259,6 +265,14 @@ enum SessionWrapper {
             kill(getpid(), signaled)
         }
         exit((status >> 8) & 0xff)
+    }
+
+    /// Points the wrapper's own stdin, stdout and stderr at /dev/null.
+    private static func releaseStandardStreams() {
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        guard null >= 0 else { return }
+        for fd in [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO] { dup2(null, fd) }
+        close(null)
     }
 
     private static func execShell(_ argv: [String]) -> Never {

@@ -12,10 +12,12 @@ private final class Channel {
     private(set) var stdout: [UInt8] = []
     private(set) var stderr: [UInt8] = []
     private var status: Int32?
+    /// stdin's writing end while it is held open (see ``answer(_:)``).
+    private var inputFD: Int32 = -1
 
     /// `sessionLeader`: the shell leads a session of its own, as sshd starts it; otherwise
-    /// it only leads a process group.
-    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh", sessionLeader: Bool = false) throws {
+    /// it only leads a process group. `holdInput`: stdin stays open until ``answer(_:)``.
+    init(_ script: String, home: URL, input: [UInt8] = [], shell: String = "/bin/sh", sessionLeader: Bool = false, holdInput: Bool = false) throws {
         // Socket pairs are created close-on-exec atomically: a child another test spawns
         // meanwhile never inherits them. Index 0 is the child's end.
         func pair() throws -> [Int32] {
@@ -58,7 +60,7 @@ private final class Channel {
         self.pid = pid
         signal(SIGPIPE, SIG_IGN) // a write to a closed channel is an error, not the end of the test runner
         if !input.isEmpty { _ = input.withUnsafeBytes { write(inPair[1], $0.baseAddress, $0.count) } }
-        close(inPair[1])
+        if holdInput { inputFD = inPair[1] } else { close(inPair[1]) }
         stdoutFD = outPair[1]
         stderrFD = errPair[1]
     }
@@ -126,6 +128,14 @@ private final class Channel {
         stderrFD = -1
     }
 
+    /// Writes `line` (if any) to the held stdin, then closes it, as the controller answers
+    /// a line that waits for it (or dies first).
+    func answer(_ line: String?) {
+        if let line { _ = Array((line + "\n").utf8).withUnsafeBytes { write(inputFD, $0.baseAddress, $0.count) } }
+        close(inputFD)
+        inputFD = -1
+    }
+
     /// stdout after its first line (the state line of an attach).
     var streamedStdout: [UInt8] {
         guard let newline = stdout.firstIndex(of: 10) else { return [] }
@@ -133,7 +143,7 @@ private final class Channel {
     }
 
     deinit {
-        for fd in [stdoutFD, stderrFD] where fd >= 0 { close(fd) }
+        for fd in [stdoutFD, stderrFD, inputFD] where fd >= 0 { close(fd) }
     }
 }
 
@@ -159,8 +169,8 @@ private final class Host {
         return (status, channel.stdout, channel.stderr)
     }
 
-    func start(_ script: String, input: [UInt8] = []) throws -> Channel {
-        try Channel(script, home: home, input: input, shell: shell, sessionLeader: sessionLeader)
+    func start(_ script: String, input: [UInt8] = [], holdInput: Bool = false) throws -> Channel {
+        try Channel(script, home: home, input: input, shell: shell, sessionLeader: sessionLeader, holdInput: holdInput)
     }
 
     func file(_ name: String) -> URL { home.appendingPathComponent(name) }
@@ -425,6 +435,41 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(try String(contentsOf: me, encoding: .utf8) == "\(channel.pid)\n", "no process was started for the runner")
         #expect(host.runner(token) == channel.pid)
         #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
+    }
+
+    /// The host's last detached step removes the run's records over its own channel, once
+    /// the controller answers `clean` (the journal has its end): in the channel's own bash
+    /// (as sshd starts it), in a runner of its own (a command with `exec`) and under dash.
+    @Test(arguments: [("/bin/bash", true, "echo out; echo err >&2; exit 3"), ("/bin/bash", true, "exec sh -c 'echo out; echo err >&2; exit 3'"),
+                      ("/bin/sh", false, "echo out; echo err >&2; exit 3")])
+    func theLastStepRemovesTheRunsRecordsWhenTheControllerAnswers(shell: String, sessionLeader: Bool, command: String) throws {
+        let host = try Host(shell: shell, sessionLeader: sessionLeader)
+        let earlier = Self.token(1), last = Self.token(2)
+        #expect(try host.run(DetachedStep.start(earlier, command: "true")).status == 0)
+        let channel = try host.start(DetachedStep.start(last, command: command, thenRemovingOlderThan: 7), holdInput: true)
+        // The output ends (both streams closed) while the line waits for the answer.
+        channel.read { _ in false }
+        let line = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(line)?.phase == .ended && DetachedStep.State.parse(line)?.exitStatus == 3, "\(line)")
+        #expect(text(channel.streamedStdout) == "out\n" && text(channel.stderr) == "err\n", "\(text(channel.stderr))")
+        #expect(!isGone(channel.pid) && host.exists(earlier) && host.record(last, "exit") == "rc=3 signal=0 timedout=0\n")
+        channel.answer("clean")
+        #expect(channel.finish() == DetachedStep.removedExit)
+        #expect(!FileManager.default.fileExists(atPath: host.file(".flotilla/steps/\(last.runDirectory)").path))
+    }
+
+    /// A controller that dies before it could answer leaves the records for `resume`.
+    @Test(arguments: [("/bin/bash", true), ("/bin/sh", false)])
+    func theLastStepKeepsTheRecordsWithoutAnAnswer(shell: String, sessionLeader: Bool) throws {
+        let host = try Host(shell: shell, sessionLeader: sessionLeader)
+        let token = Self.token()
+        let channel = try host.start(DetachedStep.start(token, command: "echo done; exit 4", thenRemovingOlderThan: 7), holdInput: true)
+        channel.read { _ in false }
+        channel.answer(nil)
+        #expect(channel.finish() == 4)
+        #expect(host.record(token, "exit") == "rc=4 signal=0 timedout=0\n")
+        let attach = try host.run(DetachedStep.attach(token))
+        #expect(attach.status == 4 && text(attach.stdout).hasSuffix("done\n"), "\(text(attach.stdout))")
     }
 
     @Test func underSshdAStepWhoseEndCannotBeRecordedStillReportsIt() throws {

@@ -208,6 +208,77 @@ import Testing
         for host in hosts { #expect(try lab.packages(host)["st2"] == "3.0.1-1") }
     }
 
+    // MARK: the last step removes the run's records
+
+    /// The host's last detached step (not under become) removes the run's records over its
+    /// own channel once the journal holds its end: no cleanup command follows it. Under
+    /// become (root's records, an earlier step here) the cleanup command still does.
+    @Test func theLastStepRemovesTheRunsRecordsAndNoCleanupCommandFollows() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
+            hosts:
+              - {name: r1}
+            """)
+        let book = try lab.write("book.yaml", """
+            steps:
+              - {name: as-root, run: "echo root"}
+              - {name: mine, run: "echo mine", become: false}
+              - {name: last, run: "id -un", become: false}
+            """)
+        let result = try run([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
+        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
+        #expect(Self.steps(try json(result), "r1")["last"]?["stdout_tail"] as? String == "st2ops\n")
+        let log = try lab.commandLog("r1")
+        let last = try #require(log.first { ($0["argv"] as? [String])?.first == "id -un" })
+        #expect(last["exit_status"] as? Int == Int(DetachedStep.removedExit), "the last step's line removed the records: \(last)")
+        let protocolLines = log.filter { $0["kind"] as? String == "detached" }.compactMap { ($0["argv"] as? [String])?.first }
+        #expect(protocolLines.count == 1 && protocolLines[0].hasPrefix("sudo "), "only root's records needed a cleanup command: \(protocolLines.map { $0.prefix(60) })")
+        #expect(try lab.asRoot("r1", "ls -A ~st2ops/.flotilla/steps ~root/.flotilla/steps").stdout.split(separator: "\n").allSatisfy { $0.hasSuffix(":") },
+                "both homes' records are gone")
+    }
+
+    /// A controller that dies while the last step's line waits for its answer leaves the
+    /// records: `resume` re-attaches, records the step without running it again, and the
+    /// records are gone after it.
+    @Test func aControllerThatDiesBeforeItAnswersLeavesTheRecordsToResume() throws {
+        let lab = try TestLab(spec: """
+            defaults: {os: ubuntu20.04, packages: {st2: 3.8.1-1}}
+            hosts:
+              - {name: r2}
+            """)
+        let step = "while [ ! -e $HOME/go ]; do sleep 0.05; done; echo ran >>$HOME/marks; echo last"
+        let book = try lab.write("book.yaml", """
+            steps:
+              - {name: first, run: "echo first", become: false}
+              - {name: last, run: "\(step)", become: false}
+            """)
+        let state = lab.dir.appendingPathComponent("state").path
+        let controller = try Background([Self.flotilla, "run", "-i", lab.path("inventory.ini"), book.path, "--state-dir", state],
+                                        log: lab.dir.appendingPathComponent("controller.log"))
+        let records = "~st2ops/.flotilla/steps/*/r2.1.1"
+        let started = try lab.waitFor(seconds: 60) { try lab.asRoot("r2", "test -e \(records).cmd").status == 0 || controller.exited }
+        try #require(started && !controller.exited, "\(controller.output.suffix(2000))")
+        // Stopped, the controller cannot answer: the step ends, its line sends the output and waits.
+        controller.signal(SIGSTOP)
+        #expect(try lab.asRoot("r2", "touch ~st2ops/go").status == 0)
+        #expect(try lab.waitFor(seconds: 30) { try lab.asRoot("r2", "test -s \(records).exit").status == 0 })
+        controller.signal(SIGKILL)
+        _ = controller.wait()
+        // The line ends with the connection, without an answer: the step's own status, the records kept.
+        let ended = try lab.waitFor(seconds: 30) { try !Self.records(lab, "r2", "ssh", step).isEmpty }
+        try #require(ended)
+        #expect(try Self.records(lab, "r2", "ssh", step).first?["exit_status"] as? Int == 0)
+        #expect(try lab.asRoot("r2", "ls \(records).cmd \(records).exit").status == 0)
+
+        let resumed = try run([Self.flotilla, "resume", "--json", "--state-dir", state])
+        #expect(resumed.status == 0, "\(resumed.stderr.suffix(2000))")
+        let last = Self.steps(try json(resumed), "r2")["last"]
+        #expect(last?["status"] as? String == "succeeded" && last?["attempts"] as? Int == 1 && last?["reattached"] as? Int == 1, "\(last ?? [:])")
+        #expect(last?["stdout_tail"] as? String == "last\n")
+        #expect(try lab.asRoot("r2", "cat ~st2ops/marks").stdout == "ran\n", "it ran once")
+        #expect(try lab.asRoot("r2", "ls -A ~st2ops/.flotilla/steps | wc -l").stdout == "0\n")
+    }
+
     // MARK: runs --prune
 
     /// A run loses a host mid-step for good (its sshd stopped): the run finishes without

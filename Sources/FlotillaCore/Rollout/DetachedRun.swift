@@ -13,13 +13,17 @@ public final class DetachedRun: Sendable {
     let reconnect: @Sendable () async -> Result<any HostConnection, TransportError>
     let reattached: @Sendable () async -> Void
     let reconnectAttempts: Int
+    /// For the host's last detached step: its first start removes the run's records on
+    /// the host when the engine answers (``RecordsRemoval/answer(_:)``).
+    let removal: RecordsRemoval?
     private let current: Mutex<(any HostConnection)?>
 
-    init(token: DetachedStep.Token, attachFirst: Bool, connection: any HostConnection, reconnectAttempts: Int,
+    init(token: DetachedStep.Token, attachFirst: Bool, connection: any HostConnection, reconnectAttempts: Int, removal: RecordsRemoval? = nil,
          reconnect: @escaping @Sendable () async -> Result<any HostConnection, TransportError>,
          reattached: @escaping @Sendable () async -> Void) {
         self.token = token
         self.attachFirst = attachFirst
+        self.removal = removal
         current = Mutex(connection)
         self.reconnectAttempts = reconnectAttempts
         self.reconnect = reconnect
@@ -72,7 +76,8 @@ public final class DetachedRun: Sendable {
                     return .ended(StepResult(.failed, nil, lostEachTime(starts)))
                 }
                 starts += 1
-                outcome = await connection.startDetached(token, command: step.command, become: step.become, timeout: wait, output: received)
+                outcome = await connection.startDetached(token, command: step.command, become: step.become, timeout: wait,
+                                                         removal: starts == 1 ? removal : nil, output: received)
             case .attach:
                 let offsets = tails.counts
                 outcome = await connection.attach(token, stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr, become: step.become,

@@ -18,6 +18,9 @@ extension RolloutEngine {
         var detachedAs: Set<Bool> = []
         /// Whether a detached step may still run on the host, lost by the controller.
         var leftInFlight = false
+        /// The removal of the run's records by the last detached step's line, answered
+        /// once the journal holds that step's end.
+        var removal: RecordsRemoval?
 
         mutating func end(_ status: HostRunStatus, _ error: String) {
             self.status = status
@@ -195,11 +198,14 @@ extension RolloutEngine {
         ])
         run.log.begin(step, number: number)
         let result = await perform(step, number: number, token: token, &run)
+        let removal = run.removal
+        run.removal = nil
         let finishedAt = clock.now
         let seconds = finishedAt.timeIntervalSince(stepStart)
         run.log.end(result.status, outcome: result.outcome, message: result.message, seconds: seconds)
         if result.status == .running {
             // The step may still run on the host: it stays in flight, with its token, for a resume to re-attach to.
+            _ = await removal?.answer(false)
             progress(.stepFinished(host: host.name, step: step.name, status: result.status, seconds: seconds))
             run.leftInFlight = true
             run.end(.failed, "lost '\(step.name)' on the host: \(result.message ?? "no session"); it may still run there: "
@@ -219,6 +225,8 @@ extension RolloutEngine {
                                      stdoutTail: result.outcome?.stdoutTail ?? "", stderrTail: result.outcome?.stderrTail ?? "",
                                      error: result.message, at: finishedAt, durationMS: Int(seconds * 1000), cluster: mark)
         }
+        // The journal holds the step's end: its line may remove the run's records (or keep them, if not).
+        if let removal, await removal.answer(recorded) { run.detachedAs.remove(step.become) }
         progress(.stepFinished(host: host.name, step: step.name, status: result.status, seconds: seconds))
         settings.logger.debug("step finished", metadata: [
             "run.id": "\(record.id)", "host.name": "\(host.name)", "step.index": "\(number)", "step.name": "\(step.name)",
@@ -259,8 +267,14 @@ extension RolloutEngine {
         guard let connection = run.connection else { return StepResult(.failed, nil, "no session") }
         if let token {
             let index = run.index, log = run.log, name = run.host.name
-            let attempt = DetachedRun(token: token, attachFirst: reattach[index]?[number] == token, connection: connection,
-                                      reconnectAttempts: settings.reconnectAttempts,
+            let attachFirst = reattach[index]?[number] == token
+            // The host's last detached step removes the run's records itself, so no cleanup
+            // command follows it (where the connection can: not through sudo).
+            let last = run.host.steps.lastIndex { $0.kind.runsDetached } == number && !attachFirst
+            let removal = last ? RecordsRemoval(olderThanDays: Self.stepRecordDays) : nil
+            run.removal = removal
+            let attempt = DetachedRun(token: token, attachFirst: attachFirst, connection: connection,
+                                      reconnectAttempts: settings.reconnectAttempts, removal: removal,
                                       reconnect: { [self] in await connect(index, log: log) },
                                       reattached: { [self] in await recordReattached(name, number) })
             context.detached = attempt
@@ -295,7 +309,9 @@ extension RolloutEngine {
 
     /// Removes the host-side records of the run's detached steps once the host is done
     /// with them, and any older than a week (left by a controller that died), through the
-    /// host's session: best effort, said in the host log when it fails.
+    /// host's session: best effort, said in the host log when it fails. Usually the last
+    /// detached step's own line has removed them (``RecordsRemoval``); this command is for
+    /// the rest: records under sudo, a last step re-attached, a host that stopped early.
     func removeStepRecords(on connection: any HostConnection, _ run: HostRun) async {
         for become in run.detachedAs.sorted(by: { !$0 && $1 }) {
             do {

@@ -15,9 +15,31 @@ extension HostConnection {
         await startDetached(token, command: command, become: become, timeout: timeout, followAfter: DetachedShell.followAfter, output: output)
     }
 
+    /// Starts the step as ``startDetached(_:command:become:timeout:output:)`` does; with
+    /// `removal` (over a connection that can answer a line, not through sudo, see
+    /// ``run(_:become:timeout:output:answer:)``) the host then waits, the step's output
+    /// sent, for ``RecordsRemoval/answer(_:)`` to remove the run's records over this same
+    /// channel.
+    public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?, removal: RecordsRemoval?,
+                              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        if let removal, let outcome = await startDetached(token, command: command, become: become, timeout: timeout,
+                                                          followAfter: DetachedShell.followAfter, removal: removal, output: output) {
+            return outcome
+        }
+        return await startDetached(token, command: command, become: become, timeout: timeout, output: output)
+    }
+
     /// The same, followed live after `followAfter` rather than ``DetachedShell/followAfter``.
     public func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?, followAfter: Duration,
                               output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome {
+        // Without a removal the line is always run.
+        await startDetached(token, command: command, become: become, timeout: timeout, followAfter: followAfter, removal: nil, output: output)!
+    }
+
+    /// nil when `removal` was asked for and this connection cannot answer a line: nothing ran.
+    func startDetached(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?, followAfter: Duration,
+                       removal: RecordsRemoval?,
+                       output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> DetachedOutcome? {
         let passed = DetachedShell.Passed(output)
         let follower = DetachedShell.Follower()
         let following = Task {
@@ -27,10 +49,19 @@ extension HostConnection {
         }
         let held = DetachedShell.Held()
         let ran: Result<StepOutcome, any Error>
-        do {
-            ran = .success(try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: held.take))
-        } catch {
-            ran = .failure(error)
+        if let removal {
+            let line = DetachedStep.start(token, command: command, become: become, thenRemovingOlderThan: removal.olderThanDays)
+            guard let answered = await removal.run(line, become: become, timeout: timeout, on: self, output: held.take) else {
+                following.cancel()
+                return nil
+            }
+            ran = answered
+        } else {
+            do {
+                ran = .success(try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: held.take))
+            } catch {
+                ran = .failure(error)
+            }
         }
         // A follower already attached ends with the step (or its channel); one not yet begun never begins.
         let stopFollower: Bool
@@ -46,7 +77,12 @@ extension HostConnection {
         // What the start line printed at the end is the whole of each stream: drop what the follower passed on.
         let filter = DetachedShell.StreamFilter(stateLineFirst: true, offsets: passed.counts, output: passed.take)
         held.replay(into: filter.take)
-        return await DetachedShell.conclude(outcome, filter: filter, passed: passed, token: token, starting: true, become: become, on: self)
+        var concluded = outcome
+        if removal != nil, concluded.exitStatus == nil, let state = filter.state, state.phase == .ended {
+            // The line waits for the answer: its state line has the step's status.
+            concluded.exitStatus = state.exitStatus
+        }
+        return await DetachedShell.conclude(concluded, filter: filter, passed: passed, token: token, starting: true, become: become, on: self)
     }
 
     public func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
@@ -299,5 +335,85 @@ enum DetachedShell {
             return held.state != nil
         }
 
+    }
+}
+
+/// The removal of a run's records on a host by its last detached step's own line (see
+/// ``DetachedStep/start(_:command:become:thenRemovingOlderThan:)``), so that the run needs
+/// no cleanup command after it: the line, its output sent, waits for ``answer(_:)``, which
+/// the engine gives once the journal holds the step's end (a controller that dies first
+/// leaves the records to `resume`).
+public final class RecordsRemoval: Sendable {
+    /// How old another run's records are before the line removes them too.
+    public let olderThanDays: Int
+    private let reply = OneShot<Bool>()
+    private let line = Mutex<Task<Int32?, Never>?>(nil)
+
+    public init(olderThanDays: Int) { self.olderThanDays = olderThanDays }
+
+    /// Runs `line` over `connection` until its output ends (or the line ends without
+    /// waiting, or fails); the line goes on meanwhile, waiting for ``answer(_:)``. nil when
+    /// the connection cannot answer this line: nothing ran.
+    func run(_ line: String, become: Bool, timeout: Duration?, on connection: some HostConnection,
+             output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async -> Result<StepOutcome, any Error>? {
+        let outputEnd = OneShot<Result<StepOutcome, any Error>?>()
+        let reply = reply
+        let task = Task { () -> Int32? in
+            do {
+                let ended = try await connection.run(line, become: become, timeout: timeout, output: output) { sofar in
+                    outputEnd.set(.success(sofar))
+                    // Only an ended step's line waits (a refused start has ended already).
+                    let state = sofar.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse)
+                    guard state?.phase == .ended else { return nil }
+                    return await reply.value ? "clean\n" : nil
+                }
+                outputEnd.set(ended.map { .success($0) })
+                return ended?.exitStatus
+            } catch {
+                outputEnd.set(.failure(error))
+                return nil
+            }
+        }
+        self.line.withLock { $0 = task }
+        return await outputEnd.value
+    }
+
+    /// Tells the host whether to remove the run's records (true once the journal holds
+    /// the step's end) and waits for the line to end: whether it removed them. False when
+    /// the line did not wait for an answer.
+    public func answer(_ remove: Bool) async -> Bool {
+        reply.set(remove)
+        guard let task = line.withLock({ $0 }) else { return false }
+        return await task.value == DetachedStep.removedExit
+    }
+}
+
+/// A value set once, awaited by any number of tasks.
+final class OneShot<Value: Sendable>: Sendable {
+    private let state = Mutex<(value: Value?, isSet: Bool, waiters: [CheckedContinuation<Value, Never>])>((nil, false, []))
+
+    /// Sets the value; a value set before stays.
+    func set(_ value: Value) {
+        let waiters: [CheckedContinuation<Value, Never>] = state.withLock { state in
+            guard !state.isSet else { return [] }
+            state.value = value
+            state.isSet = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: value) }
+    }
+
+    var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let value: Value?? = state.withLock { state in
+                    if state.isSet { return .some(state.value) }
+                    state.waiters.append(continuation)
+                    return .none
+                }
+                if case .some(let value) = value { continuation.resume(returning: value!) }
+            }
+        }
     }
 }

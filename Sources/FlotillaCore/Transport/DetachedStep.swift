@@ -40,6 +40,9 @@ public enum DetachedStep {
     public static let tailBytes = 65_536
     /// The first word of every line the protocol prints.
     public static let marker = "flotilla-step"
+    /// The exit status of a start line that removed its run's records at the controller's
+    /// answer (see ``start(_:command:become:thenRemovingOlderThan:)``).
+    public static let removedExit: Int32 = 253
 
     /// One attempt of one step on one host.
     public struct Token: Hashable, Sendable {
@@ -99,7 +102,15 @@ public enum DetachedStep {
     /// A command that sets traps or uses `exec` (which would take the shell's own end
     /// away from the record) gets a runner of its own, as do lines under become (sudo's
     /// pty may hang up on the step when the connection ends).
-    public static func start(_ token: Token, command: String, become: Bool = false) -> String {
+    ///
+    /// With `thenRemovingOlderThan` (the host's last detached step, not through sudo: the
+    /// answer comes on stdin, which sudo's line closes), the line then closes its stdout and
+    /// stderr (the controller has the whole output) and waits for one line on stdin: on
+    /// `clean` it removes the run's records as ``cleanup(run:olderThanDays:exitStatus:)``
+    /// does and exits ``removedExit``; on anything else (the controller died first: the
+    /// records stay for `resume`) it exits as without. The controller answers once the
+    /// journal holds the step's end, so a run needs no cleanup command after it.
+    public static func start(_ token: Token, command: String, become: Bool = false, thenRemovingOlderThan days: Int? = nil) -> String {
         // A command that reads `$$` gets its own shell process; otherwise the runner is a
         // subshell (no program started) where bash can give it a process group of its own.
         let ownShell = command.contains("$$") || command.contains("${$}")
@@ -107,7 +118,8 @@ public enum DetachedStep {
             ? "set -m; \"${SHELL:-sh}\" -c \"$fl_runner\" flotilla-step \"$d\" \"$fl_mask\" </dev/null >/dev/null 2>&1 & set +m"
             : "set -m; ( eval \"$fl_runner\" ) </dev/null >/dev/null 2>&1 & set +m"
         let inShell = !become && !command.contains("trap") && !command.contains("exec")
-        return setup(token) + """
+        let removal = days.map { "fl_clean=\(ShellQuote.quote(cleanup(run: token.run, olderThanDays: $0, exitStatus: removedExit)))\n" } ?? ""
+        return setup(token) + removal + """
             fl_run="$root/\(token.runDirectory)"
             if [ ! -d "$fl_run" ]; then
               mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
@@ -130,7 +142,7 @@ public enum DetachedStep {
             printf '%s\\n' "$fl_b" >"$d.boot"
             : >"$d.out"
             : >"$d.err"
-            \(inShell ? inShellRunner : "")
+            \(inShell ? inShellRunner(answering: days != nil) : "")
 
             """ + functions + """
             fl_runner=\(quotedRunner)
@@ -149,10 +161,15 @@ public enum DetachedStep {
               [ -s "$d.out" ] && cat "$d.out"
               [ -s "$d.err" ] && cat "$d.err" >&2
             fi
+            \(days == nil ? "" : "[ -s \"$d.exit\" ] && { \(awaitAnswer); }")
             fl_finish
 
             """
     }
+
+    /// Ends the output and removes the run's records if the controller answers `clean`
+    /// (`$fl_clean`): bash gives up after 10 minutes, sh waits for the channel's end.
+    private static let awaitAnswer = #"exec >&- 2>&-; fl_a=; if [ -n "$BASH_VERSION" ]; then read -r -t 600 fl_a; else read -r fl_a; fi; [ "$fl_a" = clean ] && eval "$fl_clean""#
 
     /// The start line's runner in the channel's own shell, when that is bash leading its
     /// own session (so its process group is the step's, which a kill on timeout ends, and
@@ -164,7 +181,7 @@ public enum DetachedStep {
     /// (by `exit` in the command too, or by SIGTERM), then prints the state line and the
     /// output. Functions are defined after this part: bash reads them only when it is not
     /// taken.
-    private static let inShellRunner = """
+    private static func inShellRunner(answering: Bool) -> String { """
         if [ -n "$BASH_VERSION" ]; then
           read -r fl_s </proc/$$/stat
           fl_s=${fl_s##*) }
@@ -175,7 +192,7 @@ public enum DetachedStep {
             fl_sig=0
             trap '' HUP
             trap 'fl_sig=15; exit 143' TERM
-            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e 2>/dev/null <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
+            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e 2>/dev/null <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; \(answering ? awaitAnswer + "; " : "")fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
             set --
             umask "$fl_mask"
             unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_s
@@ -184,6 +201,7 @@ public enum DetachedStep {
           fi
         fi
         """
+    }
 
     /// The runner, in its own process group, with the record's path and the login's umask
     /// as `$1` and `$2`: it puts its pid and start time on record before the command runs,
@@ -268,8 +286,8 @@ public enum DetachedStep {
     /// Removes the records of run `run`, except those of steps still running (each printed
     /// as `flotilla-step kept=NAME`), and the run's directory once empty; then, only when
     /// another run's directory is there, every record older than `days` days (by the last
-    /// change of its `.cmd`) except those still running. One `rm` for the run. Exits 0.
-    public static func cleanup(run: String, olderThanDays days: Int) -> String {
+    /// change of its `.cmd`) except those still running. One `rm` for the run. Exits `exitStatus`.
+    public static func cleanup(run: String, olderThanDays days: Int, exitStatus: Int32 = 0) -> String {
         prelude(nil) + """
             fl_dir="$root/\(fileName(run))"
             set --
@@ -281,13 +299,13 @@ public enum DetachedStep {
             [ -d "$fl_dir" ] && rm -fd -- "$@" "$fl_dir" 2>/dev/null
             fl_other=
             for t in "$root"/*; do [ -d "$t" ] && [ "$t" != "$fl_dir" ] && { fl_other=1; break; }; done
-            [ -n "$fl_other" ] || exit 0
+            [ -n "$fl_other" ] || exit \(exitStatus)
             find "$root" -mindepth 2 -maxdepth 2 -name '*.cmd' -mmin +\(max(0, days) * 1440) 2>/dev/null | while IFS= read -r t; do
               t=${t%.cmd}
               fl_kept "$t" old || rm -f "$t.cmd" "$t.boot" "$t.out" "$t.err" "$t.runner" "$t.following" "$t.timedout" "$t.exit"
             done
             for t in "$root"/*; do [ -d "$t" ] && rmdir "$t" 2>/dev/null; done
-            exit 0
+            exit \(exitStatus)
 
             """
     }

@@ -16,6 +16,13 @@ public protocol HostConnection: Sendable {
     func run(_ command: String, become: Bool, timeout: Duration?,
              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome
     func close() async
+    /// Runs `command` as ``run(_:become:timeout:output:)`` does, but with its stdin open
+    /// until its output has ended: `answer` then gets what it printed (no exit status yet)
+    /// and returns what to write to its stdin before closing it. nil, with nothing run,
+    /// when this connection cannot (the default) or would run it through sudo, whose line
+    /// gives the command no stdin.
+    func run(_ command: String, become: Bool, timeout: Duration?, output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void,
+             answer: @escaping @Sendable (StepOutcome) async -> String?) async throws -> StepOutcome?
 
     // Detached execution (SPEC §8.1): a mutating step runs on the host in its own session,
     // immune to the connection's end, under a token the journal recorded before it
@@ -39,6 +46,13 @@ public protocol HostConnection: Sendable {
     /// those of any run older than `olderThanDays` days.
     /// - Throws: `TransportError` when the host could not be asked.
     func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws
+}
+
+extension HostConnection {
+    public func run(_ command: String, become: Bool, timeout: Duration?, output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void,
+                    answer: @escaping @Sendable (StepOutcome) async -> String?) async throws -> StepOutcome? {
+        nil
+    }
 }
 
 /// What became of a detached step, as far as the controller could follow it.
