@@ -194,9 +194,23 @@ private final class Host {
         return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
     }
 
-    /// The runner's pid, which leads the step's process group.
+    /// The runner's pid, which leads the step's process group: in `.runner`, or in the
+    /// header of `.cmd` when the channel's shell is the runner.
     func runner(_ token: DetachedStep.Token) -> pid_t? {
-        record(token, "runner")?.split(separator: " ").first.flatMap { pid_t($0) }
+        if let runner = record(token, "runner") { return runner.split(separator: " ").first.flatMap { pid_t($0) } }
+        let header = record(token, "cmd")?.split(separator: "\n").first?.split(separator: " ") ?? []
+        return header.count > 3 && header[0...1].joined(separator: " ") == DetachedStep.header ? pid_t(header[3]) : nil
+    }
+
+    /// Puts another boot id on the step's record, in the header of `.cmd`.
+    func recordBoot(_ token: DetachedStep.Token, _ id: String) throws {
+        let command = try #require(record(token, "cmd"))
+        var lines = command.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        var header = lines[0].split(separator: " ").map(String.init)
+        try #require(header.count >= 3 && header[0...1].joined(separator: " ") == DetachedStep.header, "no header: \(lines[0])")
+        header[2] = id
+        lines[0] = header.joined(separator: " ")
+        try lines.joined(separator: "\n").write(to: recordFile(token, "cmd"), atomically: false, encoding: .utf8)
     }
 
     /// A fifo the step's command blocks on (`read x < GATE`) until `open` writes a line.
@@ -359,7 +373,8 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     @Test func askingAboutALostStepPrintsOnlyItsStateLine() throws {
         let host = try Host()
         let token = Self.token()
-        // A record whose runner is gone (no such pid) and whose end was never written.
+        // A record whose runner is gone (no such pid) and whose end was never written, in
+        // the layout of earlier versions (no header in `.cmd`; `.boot` and `.runner`).
         try FileManager.default.createDirectory(at: host.recordFile(token).deletingLastPathComponent(), withIntermediateDirectories: true)
         let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)
         for (suffix, content) in [("cmd", "true"), ("boot", boot), ("out", ""), ("err", ""), ("runner", "2147483646 1\n")] {
@@ -382,7 +397,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             _ = controller.finish()
         }
         #expect(host.awaitLine(ready) == "up")
-        try "00000000-0000-0000-0000-000000000000\n".write(to: host.recordFile(token, "boot"), atomically: false, encoding: .utf8)
+        try host.recordBoot(token, "00000000-0000-0000-0000-000000000000")
         let query = try host.run(DetachedStep.query(token))
         #expect(DetachedStep.State.parse(text(query.stdout)) == DetachedStep.State(phase: .lost, sameBoot: false), "\(text(query.stdout))")
     }
@@ -549,7 +564,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             if !isDirectory { #expect(!text(Array(FileManager.default.contents(atPath: path) ?? Data())).contains(secret), "\(path)") }
             checked += 1
         }
-        #expect(checked >= 9, "~/.flotilla, the steps dir, the run dir and the attempt's files")
+        #expect(checked >= 8, "~/.flotilla, the steps dir, the run dir and the attempt's five files")
     }
 
     @Test func cleanupOfARunKeepsOnlyStepsStillRunning() throws {

@@ -224,8 +224,10 @@ final class TestLab: Sendable {
             let prefix = String(sent[..<shell.upperBound])
             wrap = { prefix + ShellQuote.quote((word.hasPrefix(stdinClosed) ? stdinClosed : "") + $0) }
         }
-        for line in script.split(separator: "\n") where line.hasPrefix("printf '%s' ") && line.hasSuffix(" >\"$d.cmd\"") {
-            return unquote(line.dropFirst("printf '%s' ".count).dropLast(" >\"$d.cmd\"".count)).map(wrap)
+        // The line that writes `.cmd`: its header, then the command as one quoted word.
+        let writer = "printf '\(DetachedStep.header) %s%s\\n%s' \"${fl_b:--}\" \"${fl_r:+ $fl_r}\" "
+        for line in script.split(separator: "\n") where line.hasPrefix(writer) && line.hasSuffix(" >\"$d.cmd\"") {
+            return unquote(line.dropFirst(writer.count).dropLast(" >\"$d.cmd\"".count)).map(wrap)
         }
         return nil
     }

@@ -11,10 +11,9 @@ import Foundation
 ///
 /// | file | written by | holds |
 /// | --- | --- | --- |
-/// | `.cmd` | start | the command text (never stdin, so never the become password) |
-/// | `.boot` | start | `/proc/sys/kernel/random/boot_id` when it started |
+/// | `.cmd` | start | a header line (``header``: `/proc/sys/kernel/random/boot_id` when it started and, when the channel's shell is the runner, its pid and start time), then the command text (never stdin, so never the become password) |
 /// | `.out`, `.err` | the command | its stdout and stderr, byte for byte |
-/// | `.runner` | the runner | its pid and start time (`/proc/PID/stat` field 22): the runner leads the command's process group |
+/// | `.runner` | a runner of its own | its pid and start time (`/proc/PID/stat` field 22): the runner leads the command's process group |
 /// | `.following` | attach | present once a controller follows the output live |
 /// | `.timedout` | kill | present when `--step-timeout` killed it |
 /// | `.exit` | the runner (else whoever saw it die) | `rc=N signal=N timedout=0/1`, created once (noclobber) |
@@ -126,10 +125,14 @@ public enum DetachedStep {
             fi
             fl_mask=0022
             while read -r fl_k fl_v; do [ "$fl_k" = Umask: ] && { fl_mask=$fl_v; break; }; done </proc/$$/status
+            fl_b=
+            read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
+            fl_r=
+            \(inShell ? inShellCheck : "")
             umask 077
             set -C
             exec 3>&2 2>/dev/null
-            printf '%s' \(ShellQuote.quote(command)) >"$d.cmd"
+            printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"
             fl_made=$?
             exec 2>&3 3>&-
             set +C
@@ -137,9 +140,6 @@ public enum DetachedStep {
               if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
               exit \(protocolExit)
             fi
-            fl_b=
-            read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
-            printf '%s\\n' "$fl_b" >"$d.boot"
             : >"$d.out"
             : >"$d.err"
             \(inShell ? inShellRunner(answering: days != nil) : "")
@@ -182,12 +182,7 @@ public enum DetachedStep {
     /// output. Functions are defined after this part: bash reads them only when it is not
     /// taken.
     private static func inShellRunner(answering: Bool) -> String { """
-        if [ -n "$BASH_VERSION" ]; then
-          read -r fl_s </proc/$$/stat
-          fl_s=${fl_s##*) }
-          set -- $fl_s
-          if [ "$3" = "$$" ] && [ "$4" = "$$" ]; then
-            printf '%s %s\\n' "$$" "${20:-0}" >"$d.runner"
+        if [ -n "$fl_r" ]; then
             fl_d=$d
             fl_sig=0
             trap '' HUP
@@ -195,13 +190,32 @@ public enum DetachedStep {
             trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e 2>/dev/null <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; \(answering ? awaitAnswer + "; " : "")fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
             set --
             umask "$fl_mask"
-            unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_s
+            unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_r
             { . "$fl_d.cmd"; } </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
             exit
-          fi
         fi
         """
     }
+
+    /// Whether the channel's shell can be the runner (bash leading its own session, its
+    /// process group the session's): then `$fl_r` is its pid and start time, which go in
+    /// the record's header.
+    private static let inShellCheck = """
+        if [ -n "$BASH_VERSION" ]; then
+          read -r fl_s </proc/$$/stat
+          fl_s=${fl_s##*) }
+          set -- $fl_s
+          [ "$3" = "$$" ] && [ "$4" = "$$" ] && fl_r="$$ ${20:-0}"
+          set --
+          unset fl_s
+        fi
+        """
+
+    /// The first line of `.cmd`, before the command: `# flotilla-step BOOT_ID [PID START]`,
+    /// the boot id when the step started (`-` when unknown) and, when the channel's shell
+    /// runs the step, that shell's pid and start time (otherwise the runner writes them to
+    /// `.runner`). A comment to the shell that sources the command.
+    public static let header = "# flotilla-step"
 
     /// The runner, in its own process group, with the record's path and the login's umask
     /// as `$1` and `$2`: it puts its pid and start time on record before the command runs,
@@ -225,8 +239,8 @@ public enum DetachedStep {
         trap '' HUP
         trap 'fl_sig=15; exit 143' TERM
         trap 'fl_rc=$?; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"' EXIT
-        unset -f fl_alive fl_state fl_report fl_follow fl_finish fl_died fl_kept 2>/dev/null
-        unset h root d r st boot fl_run fl_mask fl_k fl_v fl_made fl_b fl_runner fl_s fl_m fl_me 2>/dev/null
+        unset -f fl_alive fl_state fl_head fl_report fl_follow fl_finish fl_died fl_kept 2>/dev/null
+        unset h root d r st boot fl_run fl_mask fl_k fl_v fl_made fl_b fl_r fl_runner fl_s fl_m fl_me 2>/dev/null
         exec </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
         . "$fl_d.cmd"
         """
@@ -346,20 +360,30 @@ public enum DetachedStep {
           [ -e "$d.cmd" ] || return 0
           fl_now=
           read -r fl_now 2>/dev/null </proc/sys/kernel/random/boot_id
-          fl_was=
-          read -r fl_was 2>/dev/null <"$d.boot"
-          if [ -n "$fl_now" ] && [ -n "$fl_was" ]; then
-            if [ "$fl_now" = "$fl_was" ]; then boot=same; else boot=other; fi
-          fi
+          fl_head "$d"
           if [ -s "$d.exit" ]; then st=ended; return 0; fi
-          read -r r 2>/dev/null <"$d.runner"
           n=0
-          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); read -r r 2>/dev/null <"$d.runner"; done
+          while [ -z "$r" ] && [ "$boot" != other ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n + 1)); fl_head "$d"; done
           if [ "$boot" != other ] && fl_alive "$r"; then st=running; return 0; fi
           # The runner is gone: whoever saw it die writes `.exit` at once.
           n=0
           while [ ! -s "$d.exit" ] && [ "$boot" != other ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n + 1)); done
           if [ -s "$d.exit" ]; then st=ended; else st=lost; fi
+        }
+        fl_head() {
+          fl_hx= fl_hy= fl_was= fl_hp= fl_ht=
+          read -r fl_hx fl_hy fl_was fl_hp fl_ht 2>/dev/null <"$1.cmd"
+          if [ "$fl_hx $fl_hy" != "\(header)" ]; then
+            fl_was= fl_hp= fl_ht=
+            read -r fl_was 2>/dev/null <"$1.boot"
+          fi
+          [ "$fl_was" = - ] && fl_was=
+          r=
+          if [ -n "$fl_hp" ]; then r="$fl_hp $fl_ht"; else read -r r 2>/dev/null <"$1.runner"; fi
+          boot=unknown
+          if [ -n "$fl_now" ] && [ -n "$fl_was" ]; then
+            if [ "$fl_now" = "$fl_was" ]; then boot=same; else boot=other; fi
+          fi
         }
         fl_report() {
           case $st in
@@ -403,9 +427,9 @@ public enum DetachedStep {
         }
         fl_kept() {
           [ -s "$1.exit" ] && return 1
-          if [ -e "$1.runner" ]; then
-            read -r fl_r 2>/dev/null <"$1.runner"
-            fl_alive "$fl_r" || return 1
+          fl_head "$1"
+          if [ -n "$r" ]; then
+            fl_alive "$r" || return 1
           elif [ "$2" = old ]; then
             return 1
           fi
