@@ -59,11 +59,7 @@ enum ProcessTable {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // The host outlives this command: it must not hold any other descriptor open (a
         // caller's pipe would then never see its end).
-        // (posix_spawn_file_actions_addclosefrom_np is not imported into Swift.)
-        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        for fd in open.compactMap(Int32.init) where fd > 2 {
-            posix_spawn_file_actions_addclose(&actions, fd) // glibc ignores fds closed meanwhile
-        }
+        closeInheritedDescriptors(&actions)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -107,6 +103,17 @@ struct ProcessResult: Sendable {
 /// at once, Process and Pipe can close a descriptor number twice (swiftlang/swift#57827),
 /// which in a busy process closes someone else's socket. The child starts with no
 /// blocked signals and default dispositions whatever the caller's mask.
+/// Adds a close, in the child, of every descriptor above stderr that this process has open
+/// now: a file another thread opened without close-on-exec (Foundation's reads do) is not
+/// the program's to keep, and counts against a low open-file limit it runs under.
+/// (posix_spawn_file_actions_addclosefrom_np is not imported into Swift.)
+func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for fd in open.compactMap(Int32.init) where fd > 2 {
+        posix_spawn_file_actions_addclose(&actions, fd) // glibc ignores fds closed meanwhile
+    }
+}
+
 func runProcess(_ argv: [String], input: String = "", environment: [String: String]? = nil) throws -> ProcessResult {
     // Socket pairs stand in for pipes: they can be created close-on-exec atomically, so a
     // program started by another thread meanwhile never inherits them. Index 0 is the
@@ -125,6 +132,7 @@ func runProcess(_ argv: [String], input: String = "", environment: [String: Stri
     posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
     posix_spawn_file_actions_adddup2(&actions, stdoutPipe[0], 1)
     posix_spawn_file_actions_adddup2(&actions, stderrPipe[0], 2)
+    closeInheritedDescriptors(&actions)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }

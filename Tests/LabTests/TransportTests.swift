@@ -72,6 +72,20 @@ import Testing
         #expect(!errors.contains { $0.isEmpty || $0.contains("is not in") || $0.contains("denied by the server") }, "\(errors)")
     }
 
+    /// The limit above counts every descriptor the program starts with: one this test
+    /// process holds open without close-on-exec (another test's read, say) is not passed on.
+    @Test func programsStartWithOnlyTheirOwnDescriptors() throws {
+        // Numbered above any that `ls` opens itself.
+        let opened = open("/dev/null", O_RDONLY)
+        let held = fcntl(opened, F_DUPFD, 200)
+        close(opened)
+        try #require(held >= 200)
+        defer { close(held) }
+        let listed = try run(["/bin/ls", "/proc/self/fd"])
+        let descriptors = listed.stdout.split(separator: "\n").compactMap { Int32($0) }
+        #expect(descriptors.contains(0) && !descriptors.contains(held), "\(descriptors)")
+    }
+
     @Test func acceptNewRecordsUnknownKeysAndStillRefusesChangedOnes() throws {
         let lab = try TestLab(spec: LabFaultTests.spec)
         let before = try String(contentsOfFile: lab.path("known_hosts"), encoding: .utf8)
