@@ -172,7 +172,7 @@ public enum StepRecordPruner {
     private static func query(_ token: DetachedStep.Token, become: Bool, on connection: any HostConnection) async -> Result<DetachedStep.State.Phase, TransportError> {
         do {
             let answer = try await connection.run(DetachedStep.query(token), become: become, timeout: .seconds(60)) { _, _ in }
-            guard let state = answer.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
+            guard let state = answer.stateLine else {
                 return .failure(TransportError(.other, "the answer is not a step state: \(answer.stderrTail)"))
             }
             return .success(state.phase)

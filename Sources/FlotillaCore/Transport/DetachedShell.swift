@@ -99,7 +99,7 @@ extension HostConnection {
         } catch {
             return DetachedShell.lostOrFailed(error)
         }
-        guard let state = outcome.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
+        guard let state = outcome.stateLine else {
             return .failed("the host's answer to the kill is not a step state: \(outcome.stderrTail)")
         }
         return DetachedShell.outcome(of: state, tails: nil)
@@ -111,6 +111,12 @@ extension HostConnection {
             throw TransportError(.other, "cleaning the step records failed: exit \(outcome.exitStatus.map(String.init) ?? "?") \(outcome.stderrTail)")
         }
     }
+}
+
+extension StepOutcome {
+    /// The protocol's state line, when it is the first line of the output (a query's, a
+    /// kill's, a pruning's, a start's).
+    public var stateLine: DetachedStep.State? { stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) }
 }
 
 /// The shell protocol's parsing side, for ``HostConnection``'s default detached execution.
@@ -156,7 +162,7 @@ enum DetachedShell {
         } catch {
             return lostOrFailed(error)
         }
-        guard let state = queried.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse) else {
+        guard let state = queried.stateLine else {
             return .failed("the host's answer is not a step state: \(outcome.stderrTail)\(queried.stderrTail)")
         }
         switch state.phase {
@@ -363,7 +369,7 @@ public final class RecordsRemoval: Sendable {
                 let ended = try await connection.run(line, become: become, timeout: timeout, output: output) { sofar in
                     outputEnd.set(.success(sofar))
                     // Only an ended step's line waits (a refused start has ended already).
-                    let state = sofar.stdoutTail.split(separator: "\n").first.flatMap(DetachedStep.State.parse)
+                    let state = sofar.stateLine
                     guard state?.phase == .ended else { return nil }
                     return await reply.value ? "clean\n" : nil
                 }
