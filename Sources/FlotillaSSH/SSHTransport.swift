@@ -36,6 +36,7 @@ public struct SSHTransport: HostTransport {
 public struct SSHConnection: HostConnection {
     let session: SSHSession
     let settings: ConnectionSettings
+    public let shellRunner: ShellRunner? = ShellRunner()
 
     public func run(_ command: String, become: Bool, timeout: Duration?,
                     output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome {

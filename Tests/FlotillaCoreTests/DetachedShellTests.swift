@@ -8,10 +8,19 @@ import Testing
 /// execution (``DetachedShell``) over it, without SSH.
 private struct LocalShell: HostConnection {
     let home: URL
+    var shellRunner: ShellRunner?
+    /// Every line run, in order.
+    let sent = Sent()
+
+    init(home: URL, shellRunner: ShellRunner? = nil) {
+        self.home = home
+        self.shellRunner = shellRunner
+    }
 
     func run(_ command: String, become: Bool, timeout: Duration?,
              output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome {
-        try await withCheckedThrowingContinuation { continuation in
+        sent.lines.withLock { $0.append(command) }
+        return try await withCheckedThrowingContinuation { continuation in
             // A thread of its own: the reads and the wait block, and must not hold a pool thread.
             Thread.detachNewThread {
                 do {
@@ -57,6 +66,10 @@ private struct LocalShell: HostConnection {
     }
 
     func close() async {}
+}
+
+private final class Sent: Sendable {
+    let lines = Mutex<[String]>([])
 }
 
 /// What a detached step passes on, in order, per stream; a test can await a text.
@@ -114,6 +127,28 @@ private final class Received: Sendable {
         #expect(ended.exitStatus == 100 && ended.exitSignal == nil)
         #expect(received.text(.stdout) == "one\n" && received.text(.stderr) == "Could not get lock\n")
         #expect(ended.stdoutTail == "one\n" && ended.stderrTail == "Could not get lock\n")
+    }
+
+    /// A session whose shell cannot run a step itself (here bash not leading its own
+    /// session) declines the short start line before recording anything; the step then
+    /// runs once from the whole line, and the session's later starts send only that.
+    @Test func aShellThatDeclinesTheShortStartGetsTheWholeLineFromThenOn() async throws {
+        defer { try? FileManager.default.removeItem(at: home) }
+        let connection = LocalShell(home: home, shellRunner: ShellRunner())
+        let marks = home.appendingPathComponent("marks")
+        for step in 1...2 {
+            let received = Received()
+            let outcome = await connection.startDetached(Self.token(step), command: "echo \(step) >>\(marks.path); echo ran \(step)", become: false,
+                                                         timeout: nil, output: received.take)
+            guard case .ended(let ended) = outcome else { Issue.record("\(outcome)"); return }
+            #expect(ended.exitStatus == 0 && received.text(.stdout) == "ran \(step)\n" && received.text(.stderr).isEmpty)
+        }
+        #expect(try String(contentsOf: marks, encoding: .utf8) == "1\n2\n", "each step ran once")
+        let sent = connection.sent.lines.withLock { $0 }
+        #expect(sent == [DetachedStep.startInShell(Self.token(1), command: "echo 1 >>\(marks.path); echo ran 1"),
+                         DetachedStep.start(Self.token(1), command: "echo 1 >>\(marks.path); echo ran 1"),
+                         DetachedStep.start(Self.token(2), command: "echo 2 >>\(marks.path); echo ran 2")],
+                "\(sent.map { $0.count })")
     }
 
     /// A step that outlives the follow delay is followed live; its end passes on nothing twice.

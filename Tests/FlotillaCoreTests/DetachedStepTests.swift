@@ -452,6 +452,39 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
     }
 
+    /// The short start line (no functions, no runner) runs the step in the channel's bash
+    /// exactly as the whole line's in-shell path does, at about a third of its length.
+    @Test func theShortStartLineRunsTheStepInTheChannelsOwnShell() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let token = Self.token()
+        let command = #"printf 'out\377\n'; printf 'err\001\n' >&2; exit 3"#
+        let line = DetachedStep.startInShell(token, command: command)
+        #expect(line.utf8.count * 2 < DetachedStep.start(token, command: command).utf8.count, "\(line.utf8.count) bytes")
+        let channel = try host.start(line)
+        #expect(channel.finish() == 3)
+        let first = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
+        #expect(DetachedStep.State.parse(first) == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true), "\(first)")
+        #expect(channel.streamedStdout == [0x6f, 0x75, 0x74, 0xff, 0x0a] && channel.stderr == Array("err\u{01}\n".utf8))
+        #expect(host.runner(token) == channel.pid)
+        #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
+        let again = try host.run(DetachedStep.startInShell(token, command: command))
+        #expect(again.status == DetachedStep.protocolExit && text(again.stdout) == "flotilla-step state=exists\n", "started once only")
+    }
+
+    /// Where the channel's shell cannot run the step (dash; bash that does not lead its own
+    /// session), the short line records nothing and says so; the whole line then runs it.
+    @Test(arguments: [("/bin/sh", true), ("/bin/sh", false), ("/bin/bash", false)])
+    func theShortStartLineDeclinesWhereTheShellCannotRunTheStep(shell: String, sessionLeader: Bool) throws {
+        let host = try Host(shell: shell, sessionLeader: sessionLeader)
+        let token = Self.token()
+        let declined = try host.run(DetachedStep.startInShell(token, command: "echo ran; exit 4"))
+        #expect(declined.status == DetachedStep.protocolExit && text(declined.stdout) == "flotilla-step state=never\n" && declined.stderr.isEmpty,
+                "\(text(declined.stdout)) \(text(declined.stderr))")
+        #expect(DetachedStep.State.parse(text(try host.run(DetachedStep.query(token)).stdout))?.phase == .never)
+        let ran = try host.run(DetachedStep.start(token, command: "echo ran; exit 4"))
+        #expect(ran.status == 4 && text(ran.stdout).hasSuffix("\nran\n"), "\(text(ran.stdout))")
+    }
+
     /// The host's last detached step removes the run's records over its own channel, once
     /// the controller answers `clean` (the journal has its end): in the channel's own bash
     /// (as sshd starts it), in a runner of its own (a command with `exec`) and under dash.

@@ -58,7 +58,7 @@ extension HostConnection {
             ran = answered
         } else {
             do {
-                ran = .success(try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: held.take))
+                ran = .success(try await start(token, command: command, become: become, timeout: timeout, output: held.take))
             } catch {
                 ran = .failure(error)
             }
@@ -83,6 +83,24 @@ extension HostConnection {
             concluded.exitStatus = state.exitStatus
         }
         return await DetachedShell.conclude(concluded, filter: filter, passed: passed, token: token, starting: true, become: become, on: self)
+    }
+
+    /// Runs the start line: the short one first where this session's shell may run the
+    /// step itself (``shellRunner``), the whole one when it declines (nothing recorded) or
+    /// has declined before.
+    private func start(_ token: DetachedStep.Token, command: String, become: Bool, timeout: Duration?,
+                       output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome {
+        if let shellRunner, shellRunner.mayRun, DetachedStep.runsInShell(command: command, become: become) {
+            let held = DetachedShell.Held()
+            let outcome = try await run(DetachedStep.startInShell(token, command: command), become: become, timeout: timeout, output: held.take)
+            let declined = outcome.exitStatus == DetachedStep.protocolExit && outcome.stateLine?.phase == .never
+            shellRunner.record(runs: !declined)
+            if !declined {
+                held.replay(into: output)
+                return outcome
+            }
+        }
+        return try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: output)
     }
 
     public func attach(_ token: DetachedStep.Token, stdoutOffset: Int, stderrOffset: Int, become: Bool, timeout: Duration?,
@@ -392,6 +410,19 @@ public final class RecordsRemoval: Sendable {
         guard let task = line.withLock({ $0 }) else { return false }
         return await task.value == DetachedStep.removedExit
     }
+}
+
+/// Whether a session's shell can run a detached step itself (bash leading its own session,
+/// as sshd starts it): unknown until a start tells, then kept for the session's later starts.
+public final class ShellRunner: Sendable {
+    private let runs = Mutex<Bool?>(nil)
+
+    public init() {}
+
+    /// Whether to send the short start line: unknown or known to run steps itself.
+    var mayRun: Bool { runs.withLock { $0 != false } }
+
+    func record(runs value: Bool) { runs.withLock { $0 = value } }
 }
 
 /// A value set once, awaited by any number of tasks.

@@ -116,32 +116,9 @@ public enum DetachedStep {
         let bashRunner = ownShell
             ? "set -m; \"${SHELL:-sh}\" -c \"$fl_runner\" flotilla-step \"$d\" \"$fl_mask\" </dev/null >/dev/null 2>&1 & set +m"
             : "set -m; ( eval \"$fl_runner\" ) </dev/null >/dev/null 2>&1 & set +m"
-        let inShell = !become && !command.contains("trap") && !command.contains("exec")
+        let inShell = runsInShell(command: command, become: become)
         let removal = days.map { "fl_clean=\(ShellQuote.quote(cleanup(run: token.run, olderThanDays: $0, exitStatus: removedExit)))\n" } ?? ""
-        return setup(token) + removal + """
-            fl_run="$root/\(token.runDirectory)"
-            if [ ! -d "$fl_run" ]; then
-              mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
-            fi
-            fl_mask=0022
-            while read -r fl_k fl_v; do [ "$fl_k" = Umask: ] && { fl_mask=$fl_v; break; }; done </proc/$$/status
-            fl_b=
-            read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
-            fl_r=
-            \(inShell ? inShellCheck : "")
-            umask 077
-            set -C
-            exec 3>&2 2>/dev/null
-            printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"
-            fl_made=$?
-            exec 2>&3 3>&-
-            set +C
-            if [ $fl_made -ne 0 ]; then
-              if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
-              exit \(protocolExit)
-            fi
-            : >"$d.out"
-            : >"$d.err"
+        return setup(token) + removal + record(token, command: command, inShellCheck: inShell) + """
             \(inShell ? inShellRunner(answering: days != nil) : "")
 
             """ + functions + """
@@ -163,6 +140,59 @@ public enum DetachedStep {
             fi
             \(days == nil ? "" : "[ -s \"$d.exit\" ] && { \(awaitAnswer); }")
             fl_finish
+
+            """
+    }
+
+    /// Whether ``start(_:command:become:thenRemovingOlderThan:)`` lets the channel's shell
+    /// run the step itself where it can (bash leading its own session): not under become
+    /// (sudo's pty may hang up on the step when the connection ends), nor for a command
+    /// that sets traps or uses `exec`, which would take the shell's own end away from the
+    /// record.
+    public static func runsInShell(command: String, become: Bool) -> Bool {
+        !become && !command.contains("trap") && !command.contains("exec")
+    }
+
+    /// The start line of the in-shell path alone, for a step that ``runsInShell(command:become:)``
+    /// over a session whose shell has not declined it before: about a third of the whole
+    /// line's length (no functions, no runner). Where the channel's shell cannot be the
+    /// runner it declines before recording anything: it prints `flotilla-step state=never`
+    /// and exits ``protocolExit``, and the whole line is sent instead. Otherwise it runs
+    /// the step as the whole line's in-shell path does.
+    public static func startInShell(_ token: Token, command: String) -> String {
+        setup(token) + record(token, command: command, inShellCheck: true, declining: true) + inShellRunner(answering: false) + "\n"
+    }
+
+    /// The start line's first part: the run's directory, the login's umask, the boot id,
+    /// whether the channel's shell can be the runner (`$fl_r`, with `inShellCheck`), and
+    /// the attempt's record (`.cmd` created once, `.out`, `.err`); `declining`: the line
+    /// ends there, recording nothing, when the channel's shell cannot be the runner.
+    private static func record(_ token: Token, command: String, inShellCheck check: Bool, declining: Bool = false) -> String {
+        """
+            fl_run="$root/\(token.runDirectory)"
+            if [ ! -d "$fl_run" ]; then
+              mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
+            fi
+            fl_mask=0022
+            while read -r fl_k fl_v; do [ "$fl_k" = Umask: ] && { fl_mask=$fl_v; break; }; done </proc/$$/status
+            fl_b=
+            read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
+            fl_r=
+            \(check ? inShellCheck : "")
+            \(declining ? "[ -n \"$fl_r\" ] || { echo 'flotilla-step state=never'; exit \(protocolExit); }" : "")
+            umask 077
+            set -C
+            exec 3>&2 2>/dev/null
+            printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"
+            fl_made=$?
+            exec 2>&3 3>&-
+            set +C
+            if [ $fl_made -ne 0 ]; then
+              if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
+              exit \(protocolExit)
+            fi
+            : >"$d.out"
+            : >"$d.err"
 
             """
     }

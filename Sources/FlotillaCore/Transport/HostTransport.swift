@@ -46,9 +46,15 @@ public protocol HostConnection: Sendable {
     /// those of any run older than `olderThanDays` days.
     /// - Throws: `TransportError` when the host could not be asked.
     func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws
+    /// Whether this session's shell runs a step itself, once a start has told (see
+    /// ``DetachedStep/startInShell(_:command:)``); nil (the default): not kept, every
+    /// start sends the whole line.
+    var shellRunner: ShellRunner? { get }
 }
 
 extension HostConnection {
+    public var shellRunner: ShellRunner? { nil }
+
     public func run(_ command: String, become: Bool, timeout: Duration?, output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void,
                     answer: @escaping @Sendable (StepOutcome) async -> String?) async throws -> StepOutcome? {
         nil
