@@ -42,6 +42,17 @@ import Testing
         ])
     }
 
+    /// A line of many ranges is refused once their product passes the limit, before any
+    /// name is built (fuzz input b34c59c58e50901b #153, 10,000 `[a:Z]`s, took 31 s of CPU
+    /// when each range was expanded before the next was read); many one-piece ranges make
+    /// one host.
+    @Test func aLineOfManyRangesIsRefusedOrExpandedWithoutBuildingEveryPrefix() throws {
+        let error = try #require(inventoryError(["hosts": "[g]\n" + String(repeating: "h[a:Z]", count: 10_000) + "\n"]))
+        #expect(error.location?.line == 2 && error.message.contains("yields more than 100000 hosts"), "\(error.message.suffix(80))")
+        let inv = try inventory(ini: "[g]\n" + String(repeating: "x[7:7]", count: 10_000) + "\n")
+        #expect(inv.hosts.map(\.name) == [String(repeating: "x7", count: 10_000)])
+    }
+
     @Test func inlineVariablesTypedAsAnsibleReadsThem() throws {
         let inv = try inventory(ini: """
             [g]

@@ -92,16 +92,43 @@ enum HostExpression {
     /// before anything is allocated.
     static let maxExpansion = 100_000
 
-    /// Expands the first `[begin:end(:step)]` range, then the rest recursively, like
-    /// Ansible's `expand_hostname_range`. An empty expansion is an error here (Ansible
-    /// silently yields no host).
+    /// Expands every `[begin:end(:step)]` range, the first one varying slowest, like
+    /// Ansible's `expand_hostname_range`. The ranges are read first and their product
+    /// checked against ``maxExpansion`` before any name is built, so a line of many ranges
+    /// is refused at once. An empty expansion is an error here (Ansible silently yields no
+    /// host).
     static func expandRanges(_ line: String) throws(RangeError) -> [String] {
-        guard let open = line.firstIndex(of: "["), let close = line.firstIndex(of: "]"), open < close else {
-            throw RangeError(message: "malformed range in '\(line)': expected [begin:end] or [begin:end:step]")
+        // The text around the ranges, and each range's pieces (which hold no bracket).
+        var literals: [Substring] = []
+        var ranges: [[String]] = []
+        var count = 1
+        var rest = line[...]
+        repeat {
+            guard let open = rest.firstIndex(of: "["), let close = rest.firstIndex(of: "]"), open < close else {
+                throw RangeError(message: "malformed range in '\(line)': expected [begin:end] or [begin:end:step]")
+            }
+            literals.append(rest[..<open])
+            let pieces = try rangePieces(rest[rest.index(after: open)..<close], in: line)
+            let (product, overflow) = count.multipliedReportingOverflow(by: pieces.count)
+            guard !overflow, product <= maxExpansion else {
+                throw RangeError(message: "'\(line)' yields more than \(maxExpansion) hosts; one host expression may yield at most \(maxExpansion)")
+            }
+            count = product
+            ranges.append(pieces)
+            rest = rest[rest.index(after: close)...]
+        } while rest.contains("[")
+        literals.append(rest)
+        var names = [String(literals[0])]
+        for (index, pieces) in ranges.enumerated() {
+            let after = literals[index + 1]
+            names = names.flatMap { name in pieces.map { name + $0 + after } }
         }
-        let head = line[..<open]
-        let body = line[line.index(after: open)..<close]
-        let tail = line[line.index(after: close)...]
+        return names
+    }
+
+    /// The pieces of one range's `body` (`begin:end` or `begin:end:step`, numbers or single
+    /// letters) in host expression `line`.
+    private static func rangePieces(_ body: Substring, in line: String) throws(RangeError) -> [String] {
         let bounds = body.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         guard bounds.count == 2 || bounds.count == 3 else {
             throw RangeError(message: "malformed range '[\(body)]' in '\(line)': a range is [begin:end] or [begin:end:step]")
@@ -148,16 +175,7 @@ enum HostExpression {
         guard !pieces.isEmpty else {
             throw RangeError(message: "range '[\(body)]' in '\(line)' yields no host (begin is after end)")
         }
-        var names: [String] = []
-        names.reserveCapacity(pieces.count)
-        for piece in pieces {
-            let name = String(head) + piece + String(tail)
-            if name.contains("[") { names += try expandRanges(name) } else { names.append(name) }
-            guard names.count <= maxExpansion else {
-                throw RangeError(message: "'\(line)' yields more than \(maxExpansion) hosts; one host expression may yield at most \(maxExpansion)")
-            }
-        }
-        return names
+        return pieces
     }
 }
 
