@@ -8,7 +8,7 @@ import Testing
 /// execution (``DetachedShell``) over it, without SSH.
 private struct LocalShell: HostConnection {
     let home: URL
-    var shellRunner: ShellRunner?
+    let shellRunner: ShellRunner?
     /// Every line run, in order.
     let sent = Sent()
 
