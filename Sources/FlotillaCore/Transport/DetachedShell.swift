@@ -93,12 +93,11 @@ extension HostConnection {
         if let shellRunner, shellRunner.mayRun, DetachedStep.runsInShell(command: command, become: become) {
             let held = DetachedShell.Held()
             let outcome = try await run(DetachedStep.startInShell(token, command: command), become: become, timeout: timeout, output: held.take)
-            let declined = outcome.exitStatus == DetachedStep.protocolExit && outcome.stateLine?.phase == .never
-            shellRunner.record(runs: !declined)
-            if !declined {
+            guard outcome.exitStatus == DetachedStep.protocolExit && outcome.stateLine?.phase == .never else {
                 held.replay(into: output)
                 return outcome
             }
+            shellRunner.decline()
         }
         return try await run(DetachedStep.start(token, command: command, become: become), become: become, timeout: timeout, output: output)
     }
@@ -412,17 +411,17 @@ public final class RecordsRemoval: Sendable {
     }
 }
 
-/// Whether a session's shell can run a detached step itself (bash leading its own session,
-/// as sshd starts it): unknown until a start tells, then kept for the session's later starts.
+/// Whether a session's shell may run a detached step itself (bash leading its own session,
+/// as sshd starts it): yes until a start is declined, then no for the session's later starts.
 public final class ShellRunner: Sendable {
-    private let runs = Mutex<Bool?>(nil)
+    private let declined = Mutex(false)
 
     public init() {}
 
-    /// Whether to send the short start line: unknown or known to run steps itself.
-    var mayRun: Bool { runs.withLock { $0 != false } }
+    /// Whether to send the short start line: no start of this session has declined it.
+    var mayRun: Bool { !declined.withLock { $0 } }
 
-    func record(runs value: Bool) { runs.withLock { $0 = value } }
+    func decline() { declined.withLock { $0 = true } }
 }
 
 /// A value set once, awaited by any number of tasks.
