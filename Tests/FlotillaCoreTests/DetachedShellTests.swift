@@ -12,9 +12,13 @@ private struct LocalShell: HostConnection {
     /// Every line run, in order.
     let sent = Sent()
 
-    init(home: URL, shellRunner: ShellRunner? = nil) {
+    /// Whether bash leads a session of its own, as sshd starts it.
+    let sessionLeader: Bool
+
+    init(home: URL, shellRunner: ShellRunner? = nil, sessionLeader: Bool = false) {
         self.home = home
         self.shellRunner = shellRunner
+        self.sessionLeader = sessionLeader
     }
 
     func run(_ command: String, become: Bool, timeout: Duration?,
@@ -24,7 +28,7 @@ private struct LocalShell: HostConnection {
             // A thread of its own: the reads and the wait block, and must not hold a pool thread.
             Thread.detachNewThread {
                 do {
-                    continuation.resume(returning: try Self.runBlocking(command, home: home, output: output))
+                    continuation.resume(returning: try Self.runBlocking(command, home: home, sessionLeader: sessionLeader, output: output))
                 } catch {
                     continuation.resume(throwing: error)
                 }
@@ -32,11 +36,11 @@ private struct LocalShell: HostConnection {
         }
     }
 
-    private static func runBlocking(_ command: String, home: URL,
+    private static func runBlocking(_ command: String, home: URL, sessionLeader: Bool,
                                     output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) throws -> StepOutcome {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", command]
+        process.executableURL = URL(fileURLWithPath: sessionLeader ? "/usr/bin/setsid" : "/bin/bash")
+        process.arguments = (sessionLeader ? ["--wait", "/bin/bash"] : []) + ["-c", command]
         process.environment = ["HOME": home.path, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"]
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -148,6 +152,29 @@ private final class Received: Sendable {
         #expect(sent == [DetachedStep.startInShell(Self.token(1), command: "echo 1 >>\(marks.path); echo ran 1"),
                          DetachedStep.start(Self.token(1), command: "echo 1 >>\(marks.path); echo ran 1"),
                          DetachedStep.start(Self.token(2), command: "echo 2 >>\(marks.path); echo ran 2")],
+                "\(sent.map { $0.count })")
+    }
+
+    /// A session's first short start line tells the session's facts; its later ones use
+    /// them instead of reading them again, and each step runs once with its output whole.
+    @Test func aSessionsLaterShortStartsUseTheFactsItsFirstTold() async throws {
+        defer { try? FileManager.default.removeItem(at: home) }
+        let runner = ShellRunner()
+        let connection = LocalShell(home: home, shellRunner: runner, sessionLeader: true)
+        let marks = home.appendingPathComponent("marks")
+        for step in 1...3 {
+            let received = Received()
+            let outcome = await connection.startDetached(Self.token(step), command: "echo \(step) >>\(marks.path); echo ran \(step); echo e >&2",
+                                                         become: false, timeout: nil, output: received.take)
+            guard case .ended(let ended) = outcome else { Issue.record("\(outcome)"); return }
+            #expect(ended.exitStatus == 0 && received.text(.stdout) == "ran \(step)\n" && received.text(.stderr) == "e\n")
+        }
+        #expect(try String(contentsOf: marks, encoding: .utf8) == "1\n2\n3\n", "each step ran once")
+        let facts = try #require(runner.facts)
+        #expect(facts.root == home.appendingPathComponent(".flotilla/steps").path)
+        let sent = connection.sent.lines.withLock { $0 }
+        #expect(sent == [DetachedStep.startInShell(Self.token(1), command: "echo 1 >>\(marks.path); echo ran 1; echo e >&2")]
+                    + (2...3).map { DetachedStep.startInShell(Self.token($0), command: "echo \($0) >>\(marks.path); echo ran \($0); echo e >&2", facts: facts) },
                 "\(sent.map { $0.count })")
     }
 

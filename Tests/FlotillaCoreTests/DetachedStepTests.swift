@@ -463,12 +463,44 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         let channel = try host.start(line)
         #expect(channel.finish() == 3)
         let first = String(decoding: channel.stdout.prefix { $0 != 10 }, as: UTF8.self)
-        #expect(DetachedStep.State.parse(first) == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true), "\(first)")
+        // The first short line of a session also tells what the session's later ones need not read again.
+        let bootID = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .newlines)
+        let mask = umask(0)
+        umask(mask)
+        let facts = DetachedStep.ShellFacts(root: host.file(".flotilla/steps").path, bootID: bootID, umask: String(format: "%04o", mask))
+        #expect(DetachedStep.State.parse(first) == DetachedStep.State(phase: .ended, exitStatus: 3, sameBoot: true, facts: facts), "\(first)")
         #expect(channel.streamedStdout == [0x6f, 0x75, 0x74, 0xff, 0x0a] && channel.stderr == Array("err\u{01}\n".utf8))
         #expect(host.runner(token) == channel.pid)
         #expect(host.record(token, "exit") == "rc=3 signal=0 timedout=0\n")
         let again = try host.run(DetachedStep.startInShell(token, command: command))
         #expect(again.status == DetachedStep.protocolExit && text(again.stdout) == "flotilla-step state=exists\n", "started once only")
+    }
+
+    /// With the facts a session's first short line told, the later ones read none of them
+    /// again: the step runs with the login's umask as told, its record has the boot id as
+    /// told, a new run's directory is made owner-only, and a second start is refused.
+    @Test func theShortStartLineUsesTheFactsTheSessionsFirstLineTold() throws {
+        let host = try Host(shell: "/bin/bash", sessionLeader: true)
+        let root = host.file(".flotilla/steps").path
+        let facts = try #require(DetachedStep.ShellFacts(root: root, bootID: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", umask: "0027"))
+        let token = Self.token(run: "20240102T000000-new")
+        let line = DetachedStep.startInShell(token, command: "umask; echo err >&2; exit 6", facts: facts)
+        #expect(!line.contains("/proc/$$/status") && !line.contains("boot_id") && !line.contains("$HOME"))
+        let ran = try host.run(line)
+        #expect(ran.status == 6 && text(ran.stdout) == "flotilla-step state=ended rc=6 signal=0 timedout=0 boot=same\n0027\n" && text(ran.stderr) == "err\n",
+                "\(text(ran.stdout)) \(text(ran.stderr))")
+        #expect(host.record(token, "cmd")?.hasPrefix("\(DetachedStep.header) 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 ") == true)
+        for directory in [".flotilla", ".flotilla/steps", ".flotilla/steps/\(token.runDirectory)"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: host.file(directory).path)[.posixPermissions] as? Int
+            #expect(mode == 0o700, "\(directory)")
+        }
+        let again = try host.run(DetachedStep.startInShell(token, command: "exit 6", facts: facts))
+        #expect(again.status == DetachedStep.protocolExit && text(again.stdout) == "flotilla-step state=exists\n", "started once only")
+        // Facts that could not stand in a line as they are are not taken.
+        #expect(DetachedStep.ShellFacts(root: "/home/a b/.flotilla/steps", bootID: "x", umask: "0022") == nil)
+        #expect(DetachedStep.ShellFacts(root: "/h/../steps", bootID: "x", umask: "0022") == nil)
+        #expect(DetachedStep.ShellFacts(root: root, bootID: "x;y", umask: "0022") == nil)
+        #expect(DetachedStep.ShellFacts(root: root, bootID: "x", umask: "0089") == nil)
     }
 
     /// Where the channel's shell cannot run the step (dash; bash that does not lead its own

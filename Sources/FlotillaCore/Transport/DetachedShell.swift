@@ -92,8 +92,11 @@ extension HostConnection {
                        output: @escaping @Sendable (OutputKind, UnsafeRawBufferPointer) -> Void) async throws -> StepOutcome {
         if let shellRunner, shellRunner.mayRun, DetachedStep.runsInShell(command: command, become: become) {
             let held = DetachedShell.Held()
-            let outcome = try await run(DetachedStep.startInShell(token, command: command), become: become, timeout: timeout, output: held.take)
+            let facts = shellRunner.facts
+            let outcome = try await run(DetachedStep.startInShell(token, command: command, facts: facts), become: become, timeout: timeout,
+                                        output: held.take)
             guard outcome.exitStatus == DetachedStep.protocolExit && outcome.stateLine?.phase == .never else {
+                if facts == nil, let learned = held.stateLine?.facts { shellRunner.learn(learned) }
                 held.replay(into: output)
                 return outcome
             }
@@ -264,6 +267,17 @@ enum DetachedShell {
         func replay(into take: (OutputKind, UnsafeRawBufferPointer) -> Void) {
             for (kind, bytes) in chunks.withLock({ $0 }) { bytes.withUnsafeBytes { take(kind, $0) } }
         }
+
+        /// The first line of the stdout held, as a state line.
+        var stateLine: DetachedStep.State? {
+            var line: [UInt8] = []
+            for (kind, bytes) in chunks.withLock({ $0 }) where kind == .stdout {
+                if let end = bytes.firstIndex(of: 10) { return DetachedStep.State.parse(String(decoding: line + bytes[..<end], as: UTF8.self)) }
+                line += bytes
+                if line.count > 8192 { return nil }
+            }
+            return nil
+        }
     }
 
     /// Passes a start's or an attach's output on: holds it back until the state line (the
@@ -412,16 +426,22 @@ public final class RecordsRemoval: Sendable {
 }
 
 /// Whether a session's shell may run a detached step itself (bash leading its own session,
-/// as sshd starts it): yes until a start is declined, then no for the session's later starts.
+/// as sshd starts it): yes until a start is declined, then no for the session's later
+/// starts; and what its first short start line told of it (``DetachedStep/ShellFacts``).
 public final class ShellRunner: Sendable {
-    private let declined = Mutex(false)
+    private let state = Mutex<(declined: Bool, facts: DetachedStep.ShellFacts?)>((false, nil))
 
     public init() {}
 
     /// Whether to send the short start line: no start of this session has declined it.
-    var mayRun: Bool { !declined.withLock { $0 } }
+    var mayRun: Bool { !state.withLock { $0.declined } }
 
-    func decline() { declined.withLock { $0 = true } }
+    func decline() { state.withLock { $0.declined = true } }
+
+    /// The session's shell facts, once a short start line told them.
+    var facts: DetachedStep.ShellFacts? { state.withLock { $0.facts } }
+
+    func learn(_ facts: DetachedStep.ShellFacts) { state.withLock { $0.facts = facts } }
 }
 
 /// A value set once, awaited by any number of tasks.

@@ -159,38 +159,70 @@ public enum DetachedStep {
     /// runner it declines before recording anything: it prints `flotilla-step state=never`
     /// and exits ``protocolExit``, and the whole line is sent instead. Otherwise it runs
     /// the step as the whole line's in-shell path does.
-    public static func startInShell(_ token: Token, command: String) -> String {
-        setup(token) + record(token, command: command, inShellCheck: true, declining: true) + inShellRunner(answering: false) + "\n"
+    ///
+    /// Without `facts` the line finds the records' directory, the boot id and the login's
+    /// umask itself and adds them to its state line (``ShellFacts``); with the facts a
+    /// line before it on the same session gave, it reads none of them again.
+    public static func startInShell(_ token: Token, command: String, facts: ShellFacts? = nil) -> String {
+        (facts.map { setup(token, root: $0.root) } ?? setup(token))
+            + record(token, command: command, inShellCheck: true, declining: true, facts: facts)
+            + inShellRunner(answering: false, telling: facts == nil) + "\n"
     }
 
-    /// The start line's first part: the run's directory, the login's umask, the boot id,
-    /// whether the channel's shell can be the runner (`$fl_r`, with `inShellCheck`), and
-    /// the attempt's record (`.cmd` created once, `.out`, `.err`); `declining`: the line
-    /// ends there, recording nothing, when the channel's shell cannot be the runner.
-    private static func record(_ token: Token, command: String, inShellCheck check: Bool, declining: Bool = false) -> String {
-        """
-            fl_run="$root/\(token.runDirectory)"
-            if [ ! -d "$fl_run" ]; then
-              mkdir -p "$fl_run" && chmod 700 "$h/.flotilla" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
-            fi
+    /// What a session's first short start line finds out about the session's shell and
+    /// adds to its state line (`root=… bootid=… umask=…`), so that the session's later
+    /// short lines need not read it again: the records' directory (`~/.flotilla/steps` of
+    /// the login), the boot id (`-` when unknown) and the login's umask. None of them
+    /// changes within one SSH session: a reboot ends the session, and every channel of it
+    /// is set up alike.
+    public struct ShellFacts: Equatable, Sendable {
+        public var root: String
+        public var bootID: String
+        public var umask: String
+
+        /// nil unless each is plain: an absolute path of letters, digits and `._/+@-`, a
+        /// boot id of letters, digits and `-`, an octal umask.
+        public init?(root: String, bootID: String, umask: String) {
+            func only(_ text: String, _ allowed: String, most: Int) -> Bool {
+                !text.isEmpty && text.utf8.count <= most
+                    && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || allowed.unicodeScalars.contains($0)) }
+            }
+            guard root.hasPrefix("/"), !root.split(separator: "/").contains(".."), only(root, "._/+@-", most: 4096), only(bootID, "-", most: 64),
+                  only(umask, "", most: 4), umask.allSatisfy({ ("0"..."7").contains($0) }) else { return nil }
+            self.root = root
+            self.bootID = bootID
+            self.umask = umask
+        }
+    }
+
+    /// The start line's first part: the run's directory, the login's umask, the boot id
+    /// (both as `facts` give them, else read), whether the channel's shell can be the
+    /// runner (`$fl_r`, with `inShellCheck`), and the attempt's record (`.cmd` created
+    /// once, `.out`, `.err`); `declining`: the line ends there, recording nothing, when the
+    /// channel's shell cannot be the runner.
+    private static func record(_ token: Token, command: String, inShellCheck check: Bool, declining: Bool = false, facts: ShellFacts? = nil) -> String {
+        let maskAndBoot = facts.map { "fl_mask=\($0.umask)\nfl_b=\(ShellQuote.quote($0.bootID))" } ?? """
             fl_mask=0022
             while read -r fl_k fl_v; do [ "$fl_k" = Umask: ] && { fl_mask=$fl_v; break; }; done </proc/$$/status
             fl_b=
             read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
+            """
+        return """
+            fl_run="$root/\(token.runDirectory)"
+            if [ ! -d "$fl_run" ]; then
+              mkdir -p "$fl_run" && chmod 700 "${root%/*}" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
+            fi
+            \(maskAndBoot)
             fl_r=
             \(check ? inShellCheck : "")
             \(declining ? "[ -n \"$fl_r\" ] || { echo 'flotilla-step state=never'; exit \(protocolExit); }" : "")
             umask 077
             set -C
-            exec 3>&2 2>/dev/null
-            printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"
-            fl_made=$?
-            exec 2>&3 3>&-
-            set +C
-            if [ $fl_made -ne 0 ]; then
+            if ! { printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"; } 2>/dev/null; then
               if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
               exit \(protocolExit)
             fi
+            set +C
             : >"$d.out"
             : >"$d.err"
 
@@ -211,16 +243,20 @@ public enum DetachedStep {
     /// (by `exit` in the command too, or by SIGTERM), then prints the state line and the
     /// output. Functions are defined after this part: bash reads them only when it is not
     /// taken.
-    private static func inShellRunner(answering: Bool) -> String { """
+    ///
+    /// `telling`: the state line also gives the ``ShellFacts`` (when they are plain, so
+    /// they can stand in the trap's text, where a command cannot change them).
+    private static func inShellRunner(answering: Bool, telling: Bool = false) -> String { """
         if [ -n "$fl_r" ]; then
             fl_d=$d
             fl_sig=0
+            \(telling ? #"fl_l=" root=$root bootid=${fl_b:--} umask=$fl_mask"; case $fl_l in *[!A-Za-z0-9._/+@=\ -]*) fl_l= ;; esac"# : "fl_l=")
             trap '' HUP
             trap 'fl_sig=15; exit 143' TERM
-            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; { printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"; } 2>/dev/null; fl_e=; read -r fl_e 2>/dev/null <"$fl_d.exit"; [ -n "$fl_e" ] || fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; printf "flotilla-step state=ended %s boot=same\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; \(answering ? awaitAnswer + "; " : "")fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
+            trap 'fl_rc=$?; set +eu; trap - EXIT TERM; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; fl_e="rc=$fl_rc signal=$fl_sig timedout=$fl_to"; { printf "%s\\n" "$fl_e" >"$fl_d.exit"; } 2>/dev/null || { fl_x=; read -r fl_x 2>/dev/null <"$fl_d.exit"; [ -z "$fl_x" ] || fl_e=$fl_x; }; printf "flotilla-step state=ended %s boot=same'"$fl_l"'\\n" "$fl_e"; if [ ! -e "$fl_d.following" ]; then [ -s "$fl_d.out" ] && cat "$fl_d.out"; [ -s "$fl_d.err" ] && cat "$fl_d.err" >&2; fi; \(answering ? awaitAnswer + "; " : "")fl_e=${fl_e#rc=}; exit "${fl_e%% *}"' EXIT
             set --
             umask "$fl_mask"
-            unset h root d fl_run fl_mask fl_k fl_v fl_made fl_b fl_r
+            unset h root d fl_run fl_mask fl_k fl_v fl_b fl_r fl_l
             { . "$fl_d.cmd"; } </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
             exit
         fi
@@ -232,12 +268,9 @@ public enum DetachedStep {
     /// the record's header.
     private static let inShellCheck = """
         if [ -n "$BASH_VERSION" ]; then
-          read -r fl_s </proc/$$/stat
-          fl_s=${fl_s##*) }
-          set -- $fl_s
-          [ "$3" = "$$" ] && [ "$4" = "$$" ] && fl_r="$$ ${20:-0}"
-          set --
-          unset fl_s
+          read -r fl_s fl_s fl_s fl_s fl_g fl_i fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_s fl_t fl_s 2>/dev/null </proc/$$/stat
+          [ "$fl_g $fl_i" = "$$ $$" ] && fl_r="$$ ${fl_t:-0}"
+          unset fl_s fl_g fl_i fl_t
         fi
         """
 
@@ -270,7 +303,7 @@ public enum DetachedStep {
         trap 'fl_sig=15; exit 143' TERM
         trap 'fl_rc=$?; fl_to=0; [ -e "$fl_d.timedout" ] && fl_to=1; umask 077; set -C; printf "rc=%s signal=%s timedout=%s\\n" "$fl_rc" "$fl_sig" "$fl_to" >"$fl_d.exit"' EXIT
         unset -f fl_alive fl_state fl_head fl_report fl_follow fl_finish fl_died fl_kept 2>/dev/null
-        unset h root d r st boot fl_run fl_mask fl_k fl_v fl_made fl_b fl_r fl_runner fl_s fl_m fl_me 2>/dev/null
+        unset h root d r st boot fl_run fl_mask fl_k fl_v fl_b fl_r fl_runner fl_s fl_m fl_me 2>/dev/null
         exec </dev/null >>"$fl_d.out" 2>>"$fl_d.err"
         . "$fl_d.cmd"
         """
@@ -363,6 +396,11 @@ public enum DetachedStep {
     /// may find no file silences stderr before opening it (`2>/dev/null <FILE`): a shell
     /// reports a failed `<FILE` on the stderr it has at that point, which is the step's.
     private static func prelude(_ token: Token?) -> String { setup(token) + functions }
+
+    /// `$root` and the record's path `$d`, from a root known before (``ShellFacts``).
+    private static func setup(_ token: Token, root: String) -> String {
+        "root=\(ShellQuote.quote(root))\nd=\"$root/\(token.path)\"\n"
+    }
 
     /// `$h`, `$root` and the record's path `$d`.
     private static func setup(_ token: Token?) -> String {
@@ -498,9 +536,11 @@ public enum DetachedStep {
         /// The full size of its stdout and stderr on the host, for `ended`.
         public var stdoutBytes: Int?
         public var stderrBytes: Int?
+        /// What a session's first short start line tells of the session's shell.
+        public var facts: ShellFacts?
 
         public init(phase: Phase, exitStatus: Int32? = nil, signal: Int32? = nil, timedOut: Bool = false, sameBoot: Bool? = nil,
-                    stdoutBytes: Int? = nil, stderrBytes: Int? = nil) {
+                    stdoutBytes: Int? = nil, stderrBytes: Int? = nil, facts: ShellFacts? = nil) {
             self.phase = phase
             self.exitStatus = exitStatus
             self.signal = signal
@@ -508,6 +548,7 @@ public enum DetachedStep {
             self.sameBoot = sameBoot
             self.stdoutBytes = stdoutBytes
             self.stderrBytes = stderrBytes
+            self.facts = facts
         }
 
         /// Reads a state line (a trailing newline is fine); nil when it is not one, or
@@ -529,6 +570,9 @@ public enum DetachedStep {
             state.sameBoot = fields["boot"] == "same" ? true : (fields["boot"] == "other" ? false : nil)
             state.stdoutBytes = fields["out"].flatMap { Int($0) }
             state.stderrBytes = fields["err"].flatMap { Int($0) }
+            if let root = fields["root"], let bootID = fields["bootid"], let umask = fields["umask"] {
+                state.facts = ShellFacts(root: String(root), bootID: String(bootID), umask: String(umask))
+            }
             return state
         }
     }

@@ -46,9 +46,9 @@ public protocol HostConnection: Sendable {
     /// those of any run older than `olderThanDays` days.
     /// - Throws: `TransportError` when the host could not be asked.
     func cleanupDetached(run: String, olderThanDays: Int, become: Bool) async throws
-    /// Whether this session's shell runs a step itself, once a start has told (see
-    /// ``DetachedStep/startInShell(_:command:)``); nil (the default): not kept, every
-    /// start sends the whole line.
+    /// Whether this session's shell runs a step itself, once a start has told, and what
+    /// its first short start line told of it (see ``DetachedStep/startInShell(_:command:facts:)``);
+    /// nil (the default): not kept, every start sends the whole line.
     var shellRunner: ShellRunner? { get }
 }
 
