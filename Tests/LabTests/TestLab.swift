@@ -225,9 +225,9 @@ final class TestLab: Sendable {
             wrap = { prefix + ShellQuote.quote((word.hasPrefix(stdinClosed) ? stdinClosed : "") + $0) }
         }
         // The line that writes `.cmd`: its header, then the command as one quoted word.
-        let writer = "printf '\(DetachedStep.header) %s%s\\n%s' \"${fl_b:--}\" \"${fl_r:+ $fl_r}\" "
-        for line in script.split(separator: "\n") where line.hasPrefix(writer) && line.hasSuffix(" >\"$d.cmd\"") {
-            return unquote(line.dropFirst(writer.count).dropLast(" >\"$d.cmd\"".count)).map(wrap)
+        let writer = "if ! { printf '\(DetachedStep.header) %s%s\\n%s' \"${fl_b:--}\" \"${fl_r:+ $fl_r}\" ", end = " >\"$d.cmd\"; } 2>/dev/null; then"
+        for line in script.split(separator: "\n") where line.hasPrefix(writer) && line.hasSuffix(end) {
+            return unquote(line.dropFirst(writer.count).dropLast(end.count)).map(wrap)
         }
         return nil
     }
