@@ -195,11 +195,12 @@ public enum DetachedStep {
         }
     }
 
-    /// The start line's first part: the run's directory, the login's umask, the boot id
-    /// (both as `facts` give them, else read), whether the channel's shell can be the
-    /// runner (`$fl_r`, with `inShellCheck`), and the attempt's record (`.cmd` created
-    /// once, `.out`, `.err`); `declining`: the line ends there, recording nothing, when the
-    /// channel's shell cannot be the runner.
+    /// The start line's first part: the login's umask and the boot id (both as `facts`
+    /// give them, else read), the run's directory (made under umask 077, so every directory
+    /// `mkdir -p` makes is owner-only without a `chmod`), whether the channel's shell can
+    /// be the runner (`$fl_r`, with `inShellCheck`), and the attempt's record (`.cmd`
+    /// created once, `.out`, `.err`); `declining`: the line ends there, recording nothing,
+    /// when the channel's shell cannot be the runner.
     private static func record(_ token: Token, command: String, inShellCheck check: Bool, declining: Bool = false, facts: ShellFacts? = nil) -> String {
         let maskAndBoot = facts.map { "fl_mask=\($0.umask)\nfl_b=\(ShellQuote.quote($0.bootID))" } ?? """
             fl_mask=0022
@@ -208,15 +209,15 @@ public enum DetachedStep {
             read -r fl_b 2>/dev/null </proc/sys/kernel/random/boot_id
             """
         return """
+            \(maskAndBoot)
+            umask 077
             fl_run="$root/\(token.runDirectory)"
             if [ ! -d "$fl_run" ]; then
-              mkdir -p "$fl_run" && chmod 700 "${root%/*}" "$root" "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
+              mkdir -p "$fl_run" || { echo 'flotilla-step error=mkdir' >&2; exit \(protocolExit); }
             fi
-            \(maskAndBoot)
             fl_r=
             \(check ? inShellCheck : "")
             \(declining ? "[ -n \"$fl_r\" ] || { echo 'flotilla-step state=never'; exit \(protocolExit); }" : "")
-            umask 077
             set -C
             if ! { printf '\(header) %s%s\\n%s' "${fl_b:--}" "${fl_r:+ $fl_r}" \(ShellQuote.quote(command)) >"$d.cmd"; } 2>/dev/null; then
               if [ -e "$d.cmd" ]; then echo 'flotilla-step state=exists'; else echo 'flotilla-step error=create' >&2; fi
