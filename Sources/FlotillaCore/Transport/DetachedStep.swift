@@ -176,9 +176,9 @@ public enum DetachedStep {
     /// changes within one SSH session: a reboot ends the session, and every channel of it
     /// is set up alike.
     public struct ShellFacts: Equatable, Sendable {
-        public var root: String
-        public var bootID: String
-        public var umask: String
+        public let root: String
+        public let bootID: String
+        public let umask: String
 
         /// nil unless each is plain: an absolute path of letters, digits and `._/+@-`, a
         /// boot id of letters, digits and `-`, an octal umask.
