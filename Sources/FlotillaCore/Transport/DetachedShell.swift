@@ -77,6 +77,8 @@ extension HostConnection {
         // What the start line printed at the end is the whole of each stream: drop what the follower passed on.
         let filter = DetachedShell.StreamFilter(stateLineFirst: true, offsets: passed.counts, output: passed.take)
         held.replay(into: filter.take)
+        // Only a session's first short start line tells the session's facts.
+        if let facts = filter.state?.facts { shellRunner?.learn(facts) }
         var concluded = outcome
         if removal != nil, concluded.exitStatus == nil, let state = filter.state, state.phase == .ended {
             // The line waits for the answer: its state line has the step's status.
@@ -96,7 +98,6 @@ extension HostConnection {
             let outcome = try await run(DetachedStep.startInShell(token, command: command, facts: facts), become: become, timeout: timeout,
                                         output: held.take)
             guard outcome.exitStatus == DetachedStep.protocolExit && outcome.stateLine?.phase == .never else {
-                if facts == nil, let learned = held.stateLine?.facts { shellRunner.learn(learned) }
                 held.replay(into: output)
                 return outcome
             }
@@ -266,17 +267,6 @@ enum DetachedShell {
 
         func replay(into take: (OutputKind, UnsafeRawBufferPointer) -> Void) {
             for (kind, bytes) in chunks.withLock({ $0 }) { bytes.withUnsafeBytes { take(kind, $0) } }
-        }
-
-        /// The first line of the stdout held, as a state line.
-        var stateLine: DetachedStep.State? {
-            var line: [UInt8] = []
-            for (kind, bytes) in chunks.withLock({ $0 }) where kind == .stdout {
-                if let end = bytes.firstIndex(of: 10) { return DetachedStep.State.parse(String(decoding: line + bytes[..<end], as: UTF8.self)) }
-                line += bytes
-                if line.count > 8192 { return nil }
-            }
-            return nil
         }
     }
 

@@ -164,7 +164,7 @@ public enum DetachedStep {
     /// umask itself and adds them to its state line (``ShellFacts``); with the facts a
     /// line before it on the same session gave, it reads none of them again.
     public static func startInShell(_ token: Token, command: String, facts: ShellFacts? = nil) -> String {
-        (facts.map { setup(token, root: $0.root) } ?? setup(token))
+        setup(token, root: facts?.root)
             + record(token, command: command, inShellCheck: true, declining: true, facts: facts)
             + inShellRunner(answering: false, telling: facts == nil) + "\n"
     }
@@ -188,7 +188,7 @@ public enum DetachedStep {
                     && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || allowed.unicodeScalars.contains($0)) }
             }
             guard root.hasPrefix("/"), !root.split(separator: "/").contains(".."), only(root, "._/+@-", most: 4096), only(bootID, "-", most: 64),
-                  only(umask, "", most: 4), umask.allSatisfy({ ("0"..."7").contains($0) }) else { return nil }
+                  (1...4).contains(umask.count), umask.allSatisfy({ ("0"..."7").contains($0) }) else { return nil }
             self.root = root
             self.bootID = bootID
             self.umask = umask
@@ -398,21 +398,16 @@ public enum DetachedStep {
     /// reports a failed `<FILE` on the stderr it has at that point, which is the step's.
     private static func prelude(_ token: Token?) -> String { setup(token) + functions }
 
-    /// `$root` and the record's path `$d`, from a root known before (``ShellFacts``).
-    private static func setup(_ token: Token, root: String) -> String {
-        "root=\(ShellQuote.quote(root))\nd=\"$root/\(token.path)\"\n"
-    }
-
-    /// `$h`, `$root` and the record's path `$d`.
-    private static func setup(_ token: Token?) -> String {
-        """
-        h=$HOME
-        if [ -z "$h" ] || [ ! -O "$h" ]; then h=$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6); fi
-        [ -n "$h" ] || { echo 'flotilla-step error=no-home' >&2; exit \(protocolExit); }
-        root="$h/.flotilla/steps"
-        d="$root/\(token?.path ?? "")"
-
-        """
+    /// `$root` (as `root` gives it, from ``ShellFacts``, else found from the home directory)
+    /// and the record's path `$d`.
+    private static func setup(_ token: Token?, root: String? = nil) -> String {
+        let found = root.map { "root=\(ShellQuote.quote($0))" } ?? """
+            h=$HOME
+            if [ -z "$h" ] || [ ! -O "$h" ]; then h=$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6); fi
+            [ -n "$h" ] || { echo 'flotilla-step error=no-home' >&2; exit \(protocolExit); }
+            root="$h/.flotilla/steps"
+            """
+        return found + "\nd=\"$root/\(token?.path ?? "")\"\n"
     }
 
     private static let functions = """
