@@ -42,7 +42,9 @@ import Testing
         }
     }
 
-    @Test func threeHundredHostsKilledTwentyTimes() throws {
+    @Test func threeHundredHostsKilledTwentyTimes() async throws { try await LargeFleet.oneAtATime(threeHundredHostsKilledTwentyTimesBody) }
+
+    func threeHundredHostsKilledTwentyTimesBody() throws {
         // The default login: st2ops, becoming root with sudo and its password.
         let lab = try TestLab(spec: Self.spec, blocks: 2)
         let state = lab.dir.appendingPathComponent("state")
