@@ -7,6 +7,9 @@ import Testing
 /// threshold counts what it should, and the exit code says what happened.
 @Suite struct FaultSuiteTests {
     static let flotilla = productsDir.appendingPathComponent("flotilla").path
+    /// Loose enough for healthy hosts on a loaded two-core CI machine (a backup took 4.3 s
+    /// there under a 4 s step timeout); the silent and the hung host wait them out.
+    static let timeouts = ["--connect-timeout", "6", "--step-timeout", "10s"]
 
     /// The faulty hosts, with the status and a piece of the error each must end with.
     static let faulty: [(name: String, spec: String, status: String, error: String)] = [
@@ -17,7 +20,7 @@ import Testing
         ("auth-denied", "vars: {ansible_user: nobody}", "unreachable", "authentication as nobody failed: key"),
         ("apt-broken", "faults: {fail: [{match: \"apt-get install -y\", exit: 100, stderr: \"E: Sub-process /usr/bin/dpkg returned an error code (1)\"}]}",
          "failed", "step 'upgrade packages' failed: exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)"),
-        ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after "),
+        ("hangs", "faults: {hang: [\"st2ctl start\"]}", "failed", "step 'start services' failed: timed out after 10 s"),
         ("drops", "faults: {drop: [\"st2ctl reload\"]}", "failed", "step 'reload content' failed: "),
         ("unmet", "packages: {st2: 3.7.1-1, st2chatops: 3.7.1-1}, faults: {unmet_dependency: {st2chatops: \"nodejs (>= 14.0.0)\"}}",
          "failed", "step 'pre-flight packages' failed: pre-flight packages failed (exit 100): E: Unable to correct problems"),
@@ -39,8 +42,8 @@ import Testing
 
     func hundredHostsWithEveryFaultAtOnceBody() throws {
         let lab = try TestLab(spec: Self.spec)
-        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "6",
-                              "--step-timeout", "10s", "--batch", "25%", "--max-parallel", "25", "--max-fail", "11",
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1"] + Self.timeouts +
+                             ["--batch", "25%", "--max-parallel", "25", "--max-fail", "11",
                               "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
         // 11 hosts fail or are unreachable: exactly at the threshold (11), not over it.
         #expect(result.status == 1, "\(result.stderr.suffix(3000))")
@@ -84,8 +87,8 @@ import Testing
               - {name: \(fault.name), \(fault.spec)}
               - {name: well-2}
             """)
-        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1", "--connect-timeout", "3",
-                              "--step-timeout", "4s", "--max-fail", "1", "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
+        let result = try run([Self.flotilla, "upgrade", "-i", lab.path("inventory.ini"), "--to", "3.8.1"] + Self.timeouts +
+                             ["--max-fail", "1", "--json", "--state-dir", lab.dir.appendingPathComponent("state").path])
         #expect(result.status == 1, "\(result.stderr.suffix(2000))")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         let hosts = Dictionary(uniqueKeysWithValues: (report["hosts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0) })
