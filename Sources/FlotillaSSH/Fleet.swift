@@ -42,15 +42,9 @@ public enum Fleet {
 
     /// Connects, counting against ``connecting`` only while the connection is set up.
     public static func connect(_ options: SSHSession.Options, through jumps: [SSHSession.Options]) async throws -> SSHSession {
-        await connecting.acquire()
-        do {
+        try await connecting.withPermit {
             try checkDescriptorsLeft(for: options.name)
-            let session = try await SSHSession.connect(options, through: jumps)
-            await connecting.release()
-            return session
-        } catch {
-            await connecting.release()
-            throw error
+            return try await SSHSession.connect(options, through: jumps)
         }
     }
 

@@ -26,4 +26,14 @@ import Testing
         let (most, done) = (await counter.most, await counter.done)
         #expect(most == permits && done == 20)
     }
+
+    /// `withPermit` gives the permit back when its body throws, as when it returns.
+    @Test func withPermitGivesThePermitBackEitherWay() async throws {
+        struct Failed: Error {}
+        let semaphore = AsyncSemaphore(permits: 1)
+        await #expect(throws: Failed.self) { try await semaphore.withPermit { throw Failed() } }
+        try #require(await semaphore.free == 1)
+        #expect(await semaphore.withPermit { await semaphore.free } == 0)
+        #expect(await semaphore.free == 1)
+    }
 }

@@ -42,7 +42,7 @@ import Testing
         }
     }
 
-    @Test func threeHundredHostsKilledTwentyTimes() async throws { try await LargeFleet.oneAtATime(threeHundredHostsKilledTwentyTimesBody) }
+    @Test func threeHundredHostsKilledTwentyTimes() async throws { try await largeFleetTurn.withPermit(threeHundredHostsKilledTwentyTimesBody) }
 
     func threeHundredHostsKilledTwentyTimesBody() throws {
         // The default login: st2ops, becoming root with sudo and its password.

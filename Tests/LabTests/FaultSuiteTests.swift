@@ -38,7 +38,7 @@ import Testing
         return lines.joined(separator: "\n") + "\n"
     }
 
-    @Test func hundredHostsWithEveryFaultAtOnce() async throws { try await LargeFleet.oneAtATime(hundredHostsWithEveryFaultAtOnceBody) }
+    @Test func hundredHostsWithEveryFaultAtOnce() async throws { try await largeFleetTurn.withPermit(hundredHostsWithEveryFaultAtOnceBody) }
 
     func hundredHostsWithEveryFaultAtOnceBody() throws {
         let lab = try TestLab(spec: Self.spec)

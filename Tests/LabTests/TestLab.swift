@@ -61,20 +61,11 @@ private final class AddressBlocks: @unchecked Sendable {
     }
 }
 
-/// The lab tests that start a hundred hosts or more take turns. Side by side (400 sshd and
-/// two controllers on a CI machine's two cores) they slowed each other's healthy steps past
-/// the step timeouts their own runs assert on. A test waits for its turn suspended, not
-/// holding a thread of the pool that the other tests run on.
-enum LargeFleet {
-    private static let turn = AsyncSemaphore(permits: 1)
-
-    static func oneAtATime<T>(_ body: () throws -> T) async throws -> T {
-        await turn.acquire()
-        let result = Result { try body() }
-        await turn.release()
-        return try result.get()
-    }
-}
+/// The lab tests that start a hundred hosts or more take turns (`withPermit`). Side by side
+/// (400 sshd and two controllers on a CI machine's two cores) they slowed each other's
+/// healthy steps past the step timeouts their own runs assert on. A test waits for its turn
+/// suspended, not holding a thread of the pool that the other tests run on.
+let largeFleetTurn = AsyncSemaphore(permits: 1)
 
 /// A program started in the background (its own session, stdin /dev/null, output to
 /// `log`), such as a controller a test signals or kills. If the test leaves before it
